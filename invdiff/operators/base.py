@@ -1,0 +1,201 @@
+"""Operator hierarchy: ``Operator`` (possibly non-linear) -> ``LinearOperator`` -> ``SVDOperator``.
+
+Operators are immutable ``nn.Module``s whose parameters are buffers, so ``.to(device)`` moves them.
+Per-image parameters (kernels, masks, …) live in a leading batch dimension of size B or 1 (1 is
+broadcast over the batch). Subclasses list those buffers in ``batched`` so that ``repeat_interleave``
+(K posterior samples per image) and ``select`` (one image of a batch) work generically.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+def _bdot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-image inner product, shape (B, 1, …, 1) broadcasting against a."""
+    return (a * b).flatten(1).sum(1).reshape(-1, *([1] * (a.ndim - 1)))
+
+
+class Operator(nn.Module):
+    """The forward model A (noiseless). ``forward(x)`` maps a batch of images to measurements."""
+
+    linear: ClassVar[bool] = False
+    #: names of buffers whose leading dimension is the batch (size B or 1)
+    batched: ClassVar[tuple[str, ...]] = ()
+
+    def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ---- shapes ---------------------------------------------------------------------------
+    def out_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
+        """Shape of A(x) for x of ``in_shape`` (computed on a meta tensor by default)."""
+        x = torch.empty(tuple(in_shape), device="meta")
+        try:
+            return tuple(self.forward(x).shape)
+        except (NotImplementedError, RuntimeError):
+            with torch.no_grad():
+                return tuple(self.forward(torch.zeros(tuple(in_shape))).shape)
+
+    def in_shape(self, out_shape: Sequence[int]) -> tuple[int, ...]:
+        """Shape of x for a measurement of ``out_shape``; the identity unless a subclass says otherwise."""
+        return tuple(out_shape)
+
+    @property
+    def batch_size(self) -> int:
+        """Number of per-image parameter sets (1 = shared by every image)."""
+        sizes = {int(getattr(self, n).shape[0]) for n in self.batched}
+        sizes.discard(1)
+        return sizes.pop() if sizes else 1
+
+    def check_input(self, x: Tensor) -> None:
+        if not torch.is_tensor(x) or x.ndim != 4:
+            raise ValueError(f"{type(self).__name__} expects an NCHW tensor, got shape {tuple(getattr(x, 'shape', ()))}")
+        b = self.batch_size
+        if b != 1 and x.shape[0] != b:
+            raise ValueError(f"{type(self).__name__} holds parameters for {b} images but got a batch of {x.shape[0]}")
+
+    # ---- per-image parameters -------------------------------------------------------------
+    def _map_batched(self, fn) -> "Operator":
+        new = copy.copy(self)
+        new._buffers = dict(self._buffers)
+        new._modules = {k: (m._map_batched(fn) if isinstance(m, Operator) else m) for k, m in self._modules.items()}
+        for name in self.batched:
+            buf = getattr(self, name)
+            if buf.shape[0] != 1:
+                new._buffers[name] = fn(buf)
+        return new
+
+    def repeat_interleave(self, k: int) -> "Operator":
+        """The operator for a batch where every image is repeated ``k`` times (image-major)."""
+        return self._map_batched(lambda b: b.repeat_interleave(k, dim=0))
+
+    def select(self, index: int | Sequence[int] | Tensor) -> "Operator":
+        """The operator restricted to images ``index`` of the batch."""
+        idx = torch.as_tensor([index] if isinstance(index, int) else index, dtype=torch.long)
+        return self._map_batched(lambda b: b[idx.to(b.device)])
+
+    # ---- derivatives ------------------------------------------------------------------------
+    def vjp(self, x: Tensor, v: Tensor) -> Tensor:
+        """Vector-Jacobian product vᵀ ∂A/∂x at x (autograd by default)."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.forward(x), x, grad_outputs=v)
+        return g
+
+    def __matmul__(self, other: "Operator") -> "Operator":
+        from .compose import compose
+
+        return compose(self, other)
+
+    def extra_repr(self) -> str:
+        return f"batch={self.batch_size}"
+
+
+class LinearOperator(Operator):
+    """A linear A with its exact adjoint Aᵀ."""
+
+    linear: ClassVar[bool] = True
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        """Aᵀy. Subclasses should override with a closed form; this default is exact but slow: it
+        differentiates A at zero, which needs the input shape from ``in_shape``."""
+        x = torch.zeros(self.in_shape(y.shape), dtype=y.dtype, device=y.device)
+        return Operator.vjp(self, x, y)
+
+    def vjp(self, x: Tensor, v: Tensor) -> Tensor:
+        return self.adjoint(v)
+
+    def normal(self, x: Tensor) -> Tensor:
+        """AᵀA x."""
+        return self.adjoint(self.forward(x))
+
+    def pinv(self, y: Tensor, *, iters: int = 100, tol: float = 1e-6, damping: float = 0.0) -> Tensor:
+        """Minimum-norm least-squares solution A⁺y by conjugate gradients on (AᵀA + λI)x = Aᵀy
+        (per image: step sizes and stopping use per-image norms). Subclasses with a closed form override."""
+        return conjugate_gradient(lambda v: self.normal(v) + damping * v, self.adjoint(y), iters=iters, tol=tol)
+
+
+def conjugate_gradient(apply, b: Tensor, *, x0: Tensor | None = None, iters: int = 100, tol: float = 1e-6) -> Tensor:
+    """Solve ``apply(x) = b`` for a symmetric positive (semi-)definite ``apply``, image by image: every
+    image has its own step sizes; an image whose relative residual fell below ``tol`` stops moving."""
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    r = b - apply(x) if x0 is not None else b.clone()
+    p = r.clone()
+    rr = _bdot(r, r)
+    bnorm = _bdot(b, b).clamp_min(torch.finfo(b.dtype).tiny)
+    for _ in range(iters):
+        active = (rr > (tol**2) * bnorm).to(b.dtype)
+        if not bool(active.any()):
+            break
+        ap = apply(p)
+        pap = _bdot(p, ap)
+        alpha = active * rr / torch.where(pap > 0, pap, torch.ones_like(pap))
+        x = x + alpha * p
+        r = r - alpha * ap
+        rr_new = _bdot(r, r)
+        beta = rr_new / rr.clamp_min(torch.finfo(b.dtype).tiny)
+        p = r + active * beta * p
+        rr = rr_new
+    return x
+
+
+class SVDOperator(LinearOperator):
+    """A = U diag(s) Vᵀ exactly (the DDRM convention, per image).
+
+    ``Vt(x)`` maps images (B, …) to spectral vectors (B, n); ``V`` is its inverse. ``Ut(y)`` maps
+    measurements to (B, m), m ≤ n; ``U`` its inverse. ``singular_values`` is (B or 1, m), non-negative,
+    possibly with zeros (e.g. the missing pixels of an inpainting mask), and pairs with the first m
+    entries of ``Vt(x)``. All four transforms are orthogonal (real)."""
+
+    @property
+    def singular_values(self) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def Vt(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def V(self, z: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def Ut(self, y: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def U(self, z: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _s(self, like: Tensor) -> Tensor:
+        return self.singular_values.to(device=like.device, dtype=like.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.Vt(x)
+        s = self._s(z)
+        return self.U(s * z[:, : s.shape[1]])
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        zy = self.Ut(y)
+        s = self._s(zy)
+        n = self.spectral_size(y)
+        z = torch.zeros(zy.shape[0], n, dtype=zy.dtype, device=zy.device)
+        z[:, : s.shape[1]] = s * zy
+        return self.V(z)
+
+    def pinv(self, y: Tensor, **_: object) -> Tensor:
+        zy = self.Ut(y)
+        s = self._s(zy)
+        n = self.spectral_size(y)
+        z = torch.zeros(zy.shape[0], n, dtype=zy.dtype, device=zy.device)
+        z[:, : s.shape[1]] = torch.where(s > 0, zy / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(zy))
+        return self.V(z)
+
+    def spectral_size(self, y: Tensor) -> int:
+        """n = number of entries of x (C·H·W) for measurements shaped like y."""
+        shape = self.in_shape(y.shape)
+        n = 1
+        for d in shape[1:]:
+            n *= int(d)
+        return n

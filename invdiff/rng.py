@@ -1,0 +1,77 @@
+"""Explicit random streams.
+
+Every stochastic function takes ``generator``: ``None`` (global stream), one
+``torch.Generator`` for the whole batch, or a sequence of generators, one per image.
+Only the per-image form gives batch invariance: image ``i`` draws the same numbers
+whether it runs alone or in a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def make_generators(seed: int, n: int, device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """``n`` independent generators; image ``i`` uses stream ``seed + i``."""
+    return [torch.Generator(device=device).manual_seed(int(seed) + i) for i in range(n)]
+
+
+def _per_image(generator: Generators, n: int) -> list[torch.Generator] | None:
+    if generator is None or isinstance(generator, torch.Generator):
+        return None
+    gens = list(generator)
+    if len(gens) != n:
+        raise ValueError(f"got {len(gens)} generators for a batch of {n} images")
+    return gens
+
+
+def _draw(fn, shape, generator: Generators, device, dtype) -> Tensor:
+    n = shape[0]
+    gens = _per_image(generator, n)
+    if gens is None:
+        return fn(shape, generator=generator, device=device, dtype=dtype)
+    out = torch.empty(shape, device=device, dtype=dtype)
+    for i, g in enumerate(gens):
+        gdev = g.device
+        out[i] = fn(tuple(shape[1:]), generator=g, device=gdev, dtype=dtype).to(device)
+    return out
+
+
+def randn(shape: Sequence[int], generator: Generators = None, *, device=None, dtype=torch.float32) -> Tensor:
+    return _draw(torch.randn, tuple(shape), generator, device, dtype)
+
+
+def rand(shape: Sequence[int], generator: Generators = None, *, device=None, dtype=torch.float32) -> Tensor:
+    return _draw(torch.rand, tuple(shape), generator, device, dtype)
+
+
+def randn_like(x: Tensor, generator: Generators = None) -> Tensor:
+    return randn(x.shape, generator, device=x.device, dtype=x.dtype)
+
+
+def rand_like(x: Tensor, generator: Generators = None) -> Tensor:
+    return rand(x.shape, generator, device=x.device, dtype=x.dtype)
+
+
+def split(generator: Generators, index: int) -> Generators:
+    """The generator(s) of image ``index`` (for per-image streams) or the shared one."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    return [list(generator)[index]]
+
+
+def repeat(generator: Generators, k: int) -> Generators:
+    """Per-image streams for ``k`` samples of each image: image ``i`` sample ``j`` gets a
+    generator seeded from image ``i``'s stream, so results do not depend on batch size."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    out = []
+    for g in generator:
+        seeds = torch.randint(0, 2**62, (k,), generator=torch.Generator().manual_seed(int(g.initial_seed())))
+        out.extend(torch.Generator(device=g.device).manual_seed(int(s)) for s in seeds)
+    return out

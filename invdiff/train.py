@@ -1,0 +1,296 @@
+"""Training of ε-networks: DDPM's Algorithm 1 (ε-prediction MSE, "L_simple") with AdamW, warm-up, EMA
+weights, gradient clipping, bf16 autocast and torch.compile on GPU, periodic checkpoints with exact resume,
+sample grids during training, and DDP under ``torchrun``.
+
+Exact resume: every random draw of step ``k`` (which images, crops, t, ε) comes from generators seeded by
+(seed, k, rank), so a run resumed from a checkpoint continues with exactly the numbers it would have drawn.
+Palette-style conditional models train the same way with ``condition`` set: a function that degrades the
+clean batch into the conditioning input (see ``invdiff.samplers.palette``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .nets.unet import UNet, UNetConfig
+from .prior import EpsPrior
+from .schedule import NoiseSchedule
+
+Batches = Callable[[int, torch.Generator], Tensor]  # (batch size, generator) -> clean images in [-1, 1]
+Condition = Callable[[Tensor, torch.Generator], Tensor]  # (clean batch, generator) -> conditioning input
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str
+    data: str  # "fmnist", "natural", or "folder:PATH"
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    schedule: dict = field(default_factory=lambda: {"kind": "linear", "num_timesteps": 1000})
+    patch: int = 64  # natural/folder patch size
+    batch_size: int = 32
+    lr: float = 2e-4
+    warmup: int = 500
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    steps: int = 100_000
+    max_minutes: float | None = None  # stop (checkpointed) after this much wall time
+    seed: int = 0
+    ckpt_dir: str = "ckpt"
+    ckpt_every: int = 500
+    sample_every: int = 2000
+    condition: str | None = None  # Palette: name in CONDITIONS
+    device: str | None = None
+    bf16: bool = True  # autocast on CUDA only
+    compile: bool = False
+    threads: int | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["unet"] = self.unet.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["unet"] = UNetConfig.from_dict(d["unet"])
+        return cls(**d)
+
+
+# ---- data ------------------------------------------------------------------------------------
+def make_batches(cfg: TrainConfig) -> Batches:
+    from . import data as D
+
+    if cfg.data == "fmnist":
+        x, _ = D.fashion_mnist("train")
+
+        def fmnist(n: int, g: torch.Generator) -> Tensor:
+            idx = torch.randint(0, x.shape[0], (n,), generator=g)
+            flip = torch.rand(n, generator=g) < 0.5
+            b = x[idx]
+            return torch.where(flip[:, None, None, None], b.flip(-1), b)
+
+        return fmnist
+    if cfg.data == "natural" or cfg.data.startswith("folder:"):
+        if cfg.data == "natural":
+            photos = D.natural_photos()
+        else:
+            from .io import read_image
+
+            photos = [read_image(p, channels=cfg.unet.in_channels)[0] for p in D.list_images(cfg.data[7:])]
+        sampler = D.PatchSampler(photos, patch=cfg.patch)
+        return sampler.sample
+    raise ValueError(f"unknown training data {cfg.data!r} (fmnist, natural, folder:PATH)")
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) * 64 + int(rank))
+
+
+# ---- the objective -----------------------------------------------------------------------------
+def diffusion_loss(net, schedule: NoiseSchedule, x0: Tensor, g: torch.Generator, *, cond: Tensor | None = None) -> Tensor:
+    """L_simple: E_t,ε ‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖² with t uniform (per-image mean)."""
+    b = x0.shape[0]
+    t = torch.randint(0, schedule.num_timesteps, (b,), generator=g).to(x0.device)
+    eps = torch.randn(x0.shape, generator=g).to(x0.device)
+    x_t = schedule.q_sample(x0, t, eps)
+    pred = net(x_t, t, cond) if cond is not None else net(x_t, t)
+    return F.mse_loss(pred.float(), eps)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+
+
+def ema_decay_at(cfg: TrainConfig, step: int) -> float:
+    return min(cfg.ema_decay, (1 + step) / (10 + step))
+
+
+# ---- the loop ----------------------------------------------------------------------------------
+class Trainer:
+    def __init__(self, cfg: TrainConfig, *, batches: Batches | None = None, condition: Condition | None = None, quiet: bool = False):
+        self.cfg = cfg
+        self.quiet = quiet
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        dev = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if self.world > 1 and dev.startswith("cuda"):
+            dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        self.device = torch.device(dev)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.schedule = NoiseSchedule.from_config(cfg.schedule)
+        self.net = UNet(cfg.unet).to(self.device)
+        self.ema = UNet(cfg.unet).to(self.device).requires_grad_(False)
+        self.ema.load_state_dict(self.net.state_dict())
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.step = 0
+        self.images_seen = 0
+        self.seconds = 0.0
+        self.history: list[tuple[int, float]] = []
+        self.batches = batches or make_batches(cfg)
+        self.condition = condition or (palette_condition_fn(cfg.condition) if cfg.condition else None)
+        model = self.net
+        if cfg.compile:
+            model = torch.compile(model)
+        if self.world > 1:
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.model = model
+        self.ckpt = Path(cfg.ckpt_dir) / cfg.name
+        if (self.ckpt / "state.pt").is_file():
+            self.load_state()
+
+    # -- checkpoints --
+    def state(self) -> dict:
+        return {"net": self.net.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+                "images_seen": self.images_seen, "seconds": self.seconds, "history": self.history, "config": self.cfg.to_dict()}
+
+    def save_state(self) -> None:
+        if self.rank != 0:
+            return
+        self.ckpt.mkdir(parents=True, exist_ok=True)
+        tmp = self.ckpt / "state.pt.tmp"
+        torch.save(self.state(), tmp)
+        tmp.replace(self.ckpt / "state.pt")
+
+    def load_state(self) -> None:
+        st = torch.load(self.ckpt / "state.pt", map_location=self.device, weights_only=True)
+        self.net.load_state_dict(st["net"])
+        self.ema.load_state_dict(st["ema"])
+        self.opt.load_state_dict(st["opt"])
+        self.step, self.images_seen, self.seconds = int(st["step"]), int(st["images_seen"]), float(st["seconds"])
+        self.history = [tuple(h) for h in st.get("history", [])]
+
+    def load_weights(self, prior: EpsPrior) -> None:
+        """Start (or continue) from shipped weights: both the online and EMA nets take them."""
+        self.net.load_state_dict(prior.net.state_dict())
+        self.ema.load_state_dict(prior.net.state_dict())
+
+    # -- one step --
+    def train_step(self) -> float:
+        cfg = self.cfg
+        g = step_generator(cfg.seed, self.step, self.rank)
+        local = cfg.batch_size // self.world
+        x0 = self.batches(local, g).to(self.device)
+        cond = self.condition(x0, g).to(self.device) if self.condition is not None else None
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(cfg, self.step)
+        use_bf16 = cfg.bf16 and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = diffusion_loss(self.model, self.schedule, x0, g, cond=cond)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+        self.opt.step()
+        d = ema_decay_at(cfg, self.step)
+        with torch.no_grad():
+            for pe, p in zip(self.ema.parameters(), self.net.parameters()):
+                pe.lerp_(p, 1 - d)
+        self.step += 1
+        self.images_seen += cfg.batch_size
+        return float(loss.detach())
+
+    def prior(self, *, ema: bool = True) -> EpsPrior:
+        net = self.ema if ema else self.net
+        return EpsPrior(net.eval(), self.schedule, config={"name": self.cfg.name})
+
+    def run(self) -> "Trainer":
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        cfg = self.cfg
+        t_start = time.perf_counter()
+        seconds0 = self.seconds
+        losses: list[float] = []
+        cols = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TextColumn("loss {task.fields[loss]:.4f}  {task.fields[ips]:.1f} img/s"), TimeElapsedColumn(), TimeRemainingColumn()]
+        with Progress(*cols, disable=self.quiet or self.rank != 0) as bar:
+            task = bar.add_task(cfg.name, total=cfg.steps, completed=self.step, loss=float("nan"), ips=0.0)
+            tick, seen0 = time.perf_counter(), self.images_seen
+            while self.step < cfg.steps:
+                losses.append(self.train_step())
+                self.seconds = seconds0 + time.perf_counter() - t_start
+                if self.step % 25 == 0 or self.step == cfg.steps:
+                    now = time.perf_counter()
+                    ips = (self.images_seen - seen0) / max(now - tick, 1e-9)
+                    tick, seen0 = now, self.images_seen
+                    mean = sum(losses) / len(losses)
+                    self.history.append((self.step, mean))
+                    losses.clear()
+                    bar.update(task, completed=self.step, loss=mean, ips=ips)
+                out_of_time = cfg.max_minutes is not None and (time.perf_counter() - t_start) > 60 * cfg.max_minutes
+                if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or out_of_time:
+                    self.save_state()
+                if cfg.sample_every and self.step % cfg.sample_every == 0 and self.rank == 0:
+                    self.write_samples()
+                if out_of_time:
+                    break
+        return self
+
+    def write_samples(self, n: int = 16) -> Path | None:
+        """A grid of DDIM-50 samples from the EMA weights (unconditional models only)."""
+        if self.condition is not None:
+            return None
+        from .io import save_grid
+
+        try:
+            from .samplers import sample
+        except ImportError:  # sampling code not importable (partial install): skip the grid
+            return None
+
+        size = 32 if self.cfg.data == "fmnist" else self.cfg.patch
+        g = torch.Generator().manual_seed(self.cfg.seed)
+        with torch.no_grad():
+            x = sample(self.prior(), (n, self.cfg.unet.in_channels, size, size), steps=50, eta=0.0, generator=g, device=self.device)
+        return save_grid(self.ckpt / f"samples_{self.step:07d}.png", x, nrow=int(math.sqrt(n)))
+
+    def export(self, path: str | Path, *, dtype: torch.dtype | None = torch.float16, extra: dict | None = None) -> Path:
+        """Ship the EMA weights as a prior (safetensors + JSON with the training record)."""
+        cfg = self.cfg
+        size = 32 if cfg.data == "fmnist" else cfg.patch
+        info = {"name": cfg.name,
+                "data": {"dataset": cfg.data, "image_size": size, "channels": cfg.unet.in_channels,
+                         "cond_channels": cfg.unet.cond_channels, "multiple": cfg.unet.multiple,
+                         "condition": cfg.condition},
+                "training": {"steps": self.step, "images_seen": self.images_seen, "batch_size": cfg.batch_size,
+                             "seconds": round(self.seconds, 1), "final_loss": self.history[-1][1] if self.history else None,
+                             "lr": cfg.lr, "ema_decay": cfg.ema_decay, "config": cfg.to_dict(),
+                             "params": sum(p.numel() for p in self.net.parameters())}}
+        for k, v in (extra or {}).items():
+            info[k] = {**info.get(k, {}), **v} if isinstance(v, dict) and isinstance(info.get(k), dict) else v
+        return self.prior().save(path, dtype=dtype, extra=info)
+
+
+def palette_condition_fn(name: str) -> Condition:
+    """The degradation that builds a Palette model's conditioning input from clean images."""
+    from .samplers.palette import PALETTE_TASKS
+
+    if name not in PALETTE_TASKS:
+        raise ValueError(f"unknown Palette condition {name!r}; known: {', '.join(PALETTE_TASKS)}")
+    return PALETTE_TASKS[name]
+
+
+def train(cfg: TrainConfig, *, init: EpsPrior | None = None, quiet: bool = False) -> Trainer:
+    trainer = Trainer(cfg, quiet=quiet)
+    if init is not None and trainer.step == 0:
+        trainer.load_weights(init)
+    return trainer.run()
+
+
+def write_history(trainer: Trainer, path: str | Path) -> None:
+    Path(path).write_text(json.dumps({"history": trainer.history}) + "\n")
+
+
+__all__ = ["TrainConfig", "Trainer", "train", "diffusion_loss", "make_batches", "step_generator", "replace"]
