@@ -131,10 +131,11 @@ class NoiseSchedule:
             ts = torch.round(torch.arange(T, 0, -T / S, dtype=torch.float64)).long() - 1
             ts = ts.flip(0)
         elif spacing == "quad":
-            ts = torch.round(torch.linspace(0, math.sqrt(T * 0.8), S, dtype=torch.float64) ** 2).long()
-            ts = torch.unique(ts.clamp(max=T - 1))
-            if len(ts) != S:
-                raise ValueError(f"quadratic spacing cannot give {S} distinct steps out of {T}")
+            raw = torch.round(torch.linspace(0, math.sqrt(T * 0.8), S, dtype=torch.float64) ** 2).long().tolist()
+            # keep the steps distinct where the quadratic crowds them together near t = 0
+            for i in range(1, S):
+                raw[i] = max(raw[i], raw[i - 1] + 1)
+            ts = torch.tensor(raw).clamp(max=T - 1)
         else:
             raise ValueError(f"unknown spacing {spacing!r}")
         return ts.flip(0).contiguous()

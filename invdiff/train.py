@@ -132,7 +132,9 @@ class Trainer:
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.schedule = NoiseSchedule.from_config(cfg.schedule)
-        self.net = UNet(cfg.unet).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # deterministic initialisation without touching the global stream
+            torch.manual_seed(cfg.seed)
+            self.net = UNet(cfg.unet).to(self.device)
         self.ema = UNet(cfg.unet).to(self.device).requires_grad_(False)
         self.ema.load_state_dict(self.net.state_dict())
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
