@@ -144,3 +144,22 @@ def natural_photos(root: str | Path = "data/natural") -> list[Tensor]:
 def natural_sources() -> list[dict]:
     """The exact list of training photographs and the Debian packages they come from."""
     return json.loads(NATURAL_SOURCES.read_text())["files"]
+
+
+#: scikit-image's bundled photographs: the validation set of the natural-photo prior (never trained on)
+VALIDATION_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "grass")
+
+
+def validation_photos(size: int = 256, names: tuple[str, ...] = VALIDATION_PHOTOS) -> Tensor:
+    """The validation photos as one RGB batch (N, 3, size, size) in [-1, 1]: centre square, resized.
+    Grey ones (camera, grass) are replicated to three channels."""
+    import skimage.data
+
+    out = []
+    for n in names:
+        a = np.asarray(getattr(skimage.data, n)(), dtype=np.float32)
+        if a.ndim == 2:
+            a = np.repeat(a[..., None], 3, axis=-1)
+        x = torch.from_numpy(a[..., :3].copy()).permute(2, 0, 1)[None] / 127.5 - 1
+        out.append(center_crop_resize(x, size))
+    return torch.cat(out)
