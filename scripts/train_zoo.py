@@ -13,29 +13,11 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from invdiff.nets.unet import UNetConfig
-from invdiff.train import TrainConfig, Trainer
+from invdiff.recipes import RECIPES
+from invdiff.train import Trainer
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "invdiff" / "weights"
 
-RECIPES: dict[str, TrainConfig] = {
-    "fmnist32": TrainConfig(
-        name="fmnist32", data="fmnist", batch_size=64, lr=3e-4, warmup=300, ema_decay=0.9995, steps=200_000,
-        unet=UNetConfig(in_channels=1, base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=2, attention_levels=(2,)),
-        sample_every=1000, ckpt_every=250),
-    "natural64": TrainConfig(
-        name="natural64", data="natural", patch=64, batch_size=16, lr=2e-4, warmup=200, ema_decay=0.999, steps=200_000,
-        unet=UNetConfig(in_channels=3, base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_levels=(3,)),
-        sample_every=1000, ckpt_every=250),
-    "fmnist32-palette-sr4": TrainConfig(
-        name="fmnist32-palette-sr4", data="fmnist", batch_size=64, lr=3e-4, warmup=200, ema_decay=0.999, steps=200_000,
-        condition="sr4", sample_every=0, ckpt_every=250,
-        unet=UNetConfig(in_channels=1, cond_channels=1, base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attention_levels=(2,))),
-    "fmnist32-palette-inpaint": TrainConfig(
-        name="fmnist32-palette-inpaint", data="fmnist", batch_size=64, lr=3e-4, warmup=200, ema_decay=0.999, steps=200_000,
-        condition="inpaint-box", sample_every=0, ckpt_every=250,
-        unet=UNetConfig(in_channels=1, cond_channels=2, base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attention_levels=(2,))),
-}
 
 
 def main() -> None:
