@@ -154,6 +154,13 @@ TASKS: dict[str, Task] = {t.name: t for t in [
 ]}
 
 
+#: Palette models: condition name -> (task, options) of the degradation they are trained to invert
+PALETTE_CONDITIONS: dict[str, tuple[str, TaskOptions]] = {
+    "sr4": ("sr", TaskOptions(scale=4)),
+    "inpaint-box": ("inpaint", TaskOptions(mask="box")),
+}
+
+
 def get_task(name: str) -> Task:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose from: {', '.join(TASKS)}")

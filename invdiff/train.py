@@ -276,12 +276,21 @@ class Trainer:
 
 
 def palette_condition_fn(name: str) -> Condition:
-    """The degradation that builds a Palette model's conditioning input from clean images."""
-    from .samplers.palette import PALETTE_TASKS
+    """The degradation that builds a Palette model's conditioning input from clean images: the task's operator
+    and noise (``invdiff.tasks.PALETTE_CONDITIONS``), then ``invdiff.samplers.palette.palette_condition`` — the
+    same function that builds the input at restoration time."""
+    from .samplers.palette import palette_condition
+    from .tasks import PALETTE_CONDITIONS, simulate
 
-    if name not in PALETTE_TASKS:
-        raise ValueError(f"unknown Palette condition {name!r}; known: {', '.join(PALETTE_TASKS)}")
-    return PALETTE_TASKS[name]
+    if name not in PALETTE_CONDITIONS:
+        raise ValueError(f"unknown Palette condition {name!r}; known: {', '.join(PALETTE_CONDITIONS)}")
+    task, opts = PALETTE_CONDITIONS[name]
+
+    def condition(x0: Tensor, g: torch.Generator) -> Tensor:
+        op, y = simulate(task, x0, opts, generator=g)
+        return palette_condition(y, op, tuple(x0.shape))
+
+    return condition
 
 
 def train(cfg: TrainConfig, *, init: EpsPrior | None = None, quiet: bool = False) -> Trainer:
