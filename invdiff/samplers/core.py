@@ -1,0 +1,97 @@
+"""The one DDPM/DDIM update and the sampling loop.
+
+x_{t'} = √ᾱ_{t'} x̂0 + √(1 − ᾱ_{t'} − σ²) ε̂ + σ z,  σ = η √((1−ᾱ_{t'})/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t'})
+
+(Song et al. 2021, eq. 12). With all T steps, η = 1 is DDPM's ancestral sampler with σ_t² = β̃_t
+(Algorithm 2); ``variance="large"`` uses σ_t² = β_t instead. η = 0 is deterministic DDIM. Coefficients are
+computed in float64 on the host once per step index and applied in the batch's dtype.
+
+Guidance plugs in as an object with ``denoise(prior, x_t, t, ctx) -> Denoised`` (its corrected prediction)
+and optionally ``after_step(prior, x_prev, x_t, t, t_prev, denoised, ctx) -> x_prev`` (methods such as DPS
+whose correction acts on x_{t−1}); the loop does not know which method it runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+from torch import Tensor
+
+from .. import rng
+from ..prior import Denoised, EpsPrior
+from ..schedule import NoiseSchedule
+
+
+@dataclass(frozen=True)
+class StepCoefficients:
+    a_prev: float  # √ᾱ_{t'}
+    c_eps: float  # √(1 − ᾱ_{t'} − σ²)
+    sigma: float
+
+
+def step_coefficients(schedule: NoiseSchedule, t: int, t_prev: int, eta: float,
+                      variance: Literal["small", "large"] = "small") -> StepCoefficients:
+    ac = schedule.alpha_bar(t)
+    ac_prev = schedule.alpha_bar(t_prev)
+    if variance == "large" and t_prev == t - 1 and t_prev >= 0:
+        var = eta**2 * float(schedule.betas[t])
+    else:
+        var = eta**2 * (1 - ac_prev) / (1 - ac) * (1 - ac / ac_prev)
+    var = min(var, 1 - ac_prev)
+    return StepCoefficients(math.sqrt(ac_prev), math.sqrt(max(1 - ac_prev - var, 0.0)), math.sqrt(max(var, 0.0)))
+
+
+def ddim_step(x_t: Tensor, denoised: Denoised, coef: StepCoefficients, noise: Tensor | None) -> Tensor:
+    """One update from (x̂0, ε̂) to x_{t'}; ``noise`` is needed when σ > 0."""
+    out = coef.a_prev * denoised.x0 + coef.c_eps * denoised.eps
+    if coef.sigma > 0:
+        out = out + coef.sigma * noise
+    return out
+
+
+class Guidance(Protocol):
+    def denoise(self, prior: EpsPrior, x_t: Tensor, t: int, ctx: dict) -> Denoised: ...
+
+
+def timestep_pairs(schedule: NoiseSchedule, steps: int | None, spacing: str = "uniform") -> list[tuple[int, int]]:
+    ts = schedule.timesteps(steps, spacing=spacing).tolist()
+    return list(zip(ts, ts[1:] + [-1]))
+
+
+def sample(prior: EpsPrior, shape, *, steps: int | None = None, eta: float = 1.0, guidance=None,
+           generator: rng.Generators = None, callback=None, cond: Tensor | None = None, clip: bool = False,
+           device=None, x_T: Tensor | None = None, variance: Literal["small", "large"] = "small",
+           spacing: str = "uniform", ctx: dict | None = None) -> Tensor:
+    """Draw samples: unconditional (guidance None), conditional (Palette ``cond``) or guided.
+
+    ``generator``: one per image for batch invariance (see ``invdiff.rng``). ``callback(info)`` gets a dict
+    with step, total, t, x_t and x0 after every step."""
+    device = torch.device(device) if device is not None else prior.device
+    shape = tuple(shape)
+    x = rng.randn(shape, generator, device=device) if x_T is None else x_T.to(device)
+    pairs = timestep_pairs(prior.schedule, steps, spacing)
+    ctx = {} if ctx is None else ctx
+    ctx.setdefault("nfe", 0)
+    ctx.setdefault("vjps", 0)
+    b = shape[0]
+    for i, (t, t_prev) in enumerate(pairs):
+        tt = torch.full((b,), t, dtype=torch.long, device=device)
+        if guidance is None:
+            with torch.no_grad():
+                d = prior.denoise(x, tt, cond, clip=clip)
+            ctx["nfe"] += 1
+        else:
+            d = guidance.denoise(prior, x, t, ctx)
+        coef = step_coefficients(prior.schedule, t, t_prev, eta, variance)
+        z = rng.randn_like(x, generator) if coef.sigma > 0 else None
+        x_prev = ddim_step(x, d, coef, z)
+        after = getattr(guidance, "after_step", None)
+        if after is not None:
+            x_prev = after(prior, x_prev, x, t, t_prev, d, ctx)
+        x = x_prev.detach()
+        if callback is not None:
+            callback({"step": i, "total": len(pairs), "t": t, "x_t": x, "x0": d.x0.detach()})
+    return x
