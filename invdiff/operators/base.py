@@ -9,6 +9,7 @@ broadcast over the batch). Subclasses list those buffers in ``batched`` so that 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -27,6 +28,8 @@ class Operator(nn.Module):
     linear: ClassVar[bool] = False
     #: names of buffers whose leading dimension is the batch (size B or 1)
     batched: ClassVar[tuple[str, ...]] = ()
+    #: check inputs for NaN/inf on every call (one host sync); samplers turn it off inside their loops
+    validate: bool = True
 
     def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -58,10 +61,14 @@ class Operator(nn.Module):
         b = self.batch_size
         if b != 1 and x.shape[0] != b:
             raise ValueError(f"{type(self).__name__} holds parameters for {b} images but got a batch of {x.shape[0]}")
+        if self.validate and x.device.type != "meta" and not bool(torch.isfinite(x.detach()).all()):
+            raise ValueError(f"{type(self).__name__}: input contains NaN or infinite values")
 
     # ---- per-image parameters -------------------------------------------------------------
     def _map_batched(self, fn) -> "Operator":
         new = copy.copy(self)
+        new.__dict__.pop("_spectra", None)  # caches derived from per-image buffers
+        new.__dict__.pop("_mats", None)
         new._buffers = dict(self._buffers)
         new._modules = {k: (m._map_batched(fn) if isinstance(m, Operator) else m) for k, m in self._modules.items()}
         for name in self.batched:
@@ -147,55 +154,62 @@ def conjugate_gradient(apply, b: Tensor, *, x0: Tensor | None = None, iters: int
 class SVDOperator(LinearOperator):
     """A = U diag(s) Vᵀ exactly (the DDRM convention, per image).
 
-    ``Vt(x)`` maps images (B, …) to spectral vectors (B, n); ``V`` is its inverse. ``Ut(y)`` maps
-    measurements to (B, m), m ≤ n; ``U`` its inverse. ``singular_values`` is (B or 1, m), non-negative,
-    possibly with zeros (e.g. the missing pixels of an inpainting mask), and pairs with the first m
-    entries of ``Vt(x)``. All four transforms are orthogonal (real)."""
+    ``Vt(x)`` maps images (B, …) to spectral vectors (B, n); ``V(z, x_shape)`` is its inverse. ``Ut(y)`` maps
+    measurements to (B, m), m ≤ n; ``U(z, y_shape)`` its inverse. ``singular_values(x_shape)`` is (B or 1, m),
+    non-negative, possibly with zeros (e.g. the missing pixels of an inpainting mask), and pairs with the first
+    m entries of ``Vt(x)``. All four transforms are orthogonal (real). Subclasses give ``y_shape`` (the
+    measurement shape for an image shape) and ``in_shape`` (its inverse) when A changes the shape."""
 
-    @property
-    def singular_values(self) -> Tensor:  # pragma: no cover - abstract
+    def singular_values(self, x_shape) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def Vt(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def V(self, z: Tensor) -> Tensor:  # pragma: no cover - abstract
+    def V(self, z: Tensor, x_shape) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def Ut(self, y: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def U(self, z: Tensor) -> Tensor:  # pragma: no cover - abstract
+    def U(self, z: Tensor, y_shape) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _s(self, like: Tensor) -> Tensor:
-        return self.singular_values.to(device=like.device, dtype=like.dtype)
+    def y_shape(self, x_shape) -> tuple[int, ...]:
+        return tuple(x_shape)
+
+    def out_shape(self, in_shape) -> tuple[int, ...]:
+        return self.y_shape(tuple(in_shape))
+
+    def _s(self, x_shape, like: Tensor) -> Tensor:
+        return self.singular_values(tuple(x_shape)).to(device=like.device, dtype=like.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
         z = self.Vt(x)
-        s = self._s(z)
-        return self.U(s * z[:, : s.shape[1]])
+        s = self._s(x.shape, z)
+        return self.U(s * z[:, : s.shape[1]], self.y_shape(x.shape))
+
+    def _from_spectrum(self, zy: Tensor, s: Tensor, x_shape, fn) -> Tensor:
+        n = math.prod(x_shape[1:])
+        z = zy.new_zeros(zy.shape[0], n)
+        z[:, : s.shape[1]] = fn(zy, s)
+        return self.V(z, x_shape)
 
     def adjoint(self, y: Tensor) -> Tensor:
+        xs = (y.shape[0], *self.in_shape(y.shape)[1:])
         zy = self.Ut(y)
-        s = self._s(zy)
-        n = self.spectral_size(y)
-        z = torch.zeros(zy.shape[0], n, dtype=zy.dtype, device=zy.device)
-        z[:, : s.shape[1]] = s * zy
-        return self.V(z)
+        return self._from_spectrum(zy, self._s(xs, zy), xs, lambda a, s: s * a)
 
     def pinv(self, y: Tensor, **_: object) -> Tensor:
+        xs = (y.shape[0], *self.in_shape(y.shape)[1:])
         zy = self.Ut(y)
-        s = self._s(zy)
-        n = self.spectral_size(y)
-        z = torch.zeros(zy.shape[0], n, dtype=zy.dtype, device=zy.device)
-        z[:, : s.shape[1]] = torch.where(s > 0, zy / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(zy))
-        return self.V(z)
+        s = self._s(xs, zy)
+        return self._from_spectrum(zy, s, xs, lambda a, s: a * pinv_singular_values(s))
 
-    def spectral_size(self, y: Tensor) -> int:
-        """n = number of entries of x (C·H·W) for measurements shaped like y."""
-        shape = self.in_shape(y.shape)
-        n = 1
-        for d in shape[1:]:
-            n *= int(d)
-        return n
+
+def pinv_singular_values(s: Tensor) -> Tensor:
+    """1/s where s is above the numerical rank threshold (max(s) · len(s) · eps, per image), else 0."""
+    tol = s.amax(1, keepdim=True) * s.shape[1] * torch.finfo(s.dtype).eps
+    keep = s > tol
+    return torch.where(keep, 1 / torch.where(keep, s, torch.ones_like(s)), torch.zeros_like(s))

@@ -1,0 +1,253 @@
+"""Convolution operators: spatially invariant blur with any padding mode (exact adjoint, FFT-based so a
+61×61 kernel costs the same as a 3×3 one), and the circular blur with its exact real SVD.
+
+Convention: true convolution y[n] = Σ_m k[m] x[n − m] with the kernel's centre at m = 0 (odd sides), the
+output the size of the input; ``padding`` says how x is extended beyond its border."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import LinearOperator, SVDOperator
+
+Padding = Literal["zeros", "reflect", "replicate", "circular"]
+PADDINGS: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
+
+
+def gaussian_kernel(size: int = 61, sigma: float = 3.0) -> Tensor:
+    """Normalised isotropic Gaussian kernel (size, size) (kornia); DPS preset 61×61, σ = 3."""
+    from kornia.filters import get_gaussian_kernel2d
+
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"kernel size must be a positive odd number, got {size}")
+    if not sigma > 0:
+        raise ValueError(f"blur sigma must be positive, got {sigma}")
+    k = get_gaussian_kernel2d((size, size), (float(sigma), float(sigma)))[0].double()
+    return (k / k.sum()).float()
+
+
+def as_kernels(kernel) -> Tensor:
+    """Validate kernels: (kh, kw) or (B, kh, kw), odd sides, finite, non-negative is not required (any linear
+    filter works) but the sum must be non-zero. Returns (B|1, kh, kw)."""
+    k = torch.as_tensor(kernel)
+    if k.ndim == 2:
+        k = k[None]
+    if k.ndim != 3:
+        raise ValueError(f"kernel must be (kh, kw) or (B, kh, kw), got shape {tuple(k.shape)}")
+    if k.shape[-1] % 2 == 0 or k.shape[-2] % 2 == 0:
+        raise ValueError(f"kernel sides must be odd, got {tuple(k.shape[-2:])}")
+    if not torch.isfinite(k).all():
+        raise ValueError("kernel contains NaN or infinite values")
+    return k
+
+
+def pad(x: Tensor, ph: int, pw: int, mode: str) -> Tensor:
+    if ph == 0 and pw == 0:
+        return x
+    return F.pad(x, (pw, pw, ph, ph), mode="constant" if mode == "zeros" else mode)
+
+
+def pad_adjoint(z: Tensor, ph: int, pw: int, mode: str) -> Tensor:
+    """The exact adjoint of ``pad`` (cropping plus folding back the copied borders)."""
+    h, w = z.shape[-2] - 2 * ph, z.shape[-1] - 2 * pw
+    if mode == "zeros" or (ph == 0 and pw == 0):
+        return z[..., ph : ph + h, pw : pw + w]
+    lead = z.shape[:-2]
+    with torch.enable_grad():
+        x = torch.zeros(*lead, h, w, dtype=z.dtype, device=z.device, requires_grad=True)
+        (g,) = torch.autograd.grad(pad(x, ph, pw, mode), x, z)
+    return g
+
+
+def kernel_spectrum(kernel: Tensor, size: tuple[int, int], *, dtype, device, centred: bool) -> Tensor:
+    """rfft2 of kernels (…, kh, kw) on a (H, W) grid: at the origin corner (``centred=False``, for the
+    valid-convolution form) or with the kernel centre rolled to index 0 (``centred=True``, circular)."""
+    kh, kw = kernel.shape[-2:]
+    k = kernel.to(device=device, dtype=dtype)
+    kp = k.new_zeros(*k.shape[:-2], *size)
+    kp[..., :kh, :kw] = k
+    if centred:
+        kp = torch.roll(kp, shifts=(-(kh // 2), -(kw // 2)), dims=(-2, -1))
+    return torch.fft.rfft2(kp)
+
+
+def conv_valid(xp: Tensor, kf: Tensor, kh: int, kw: int) -> Tensor:
+    """Convolve padded images with kernels given by their spectrum and keep the valid part."""
+    s = xp.shape[-2:]
+    return torch.fft.irfft2(torch.fft.rfft2(xp) * kf, s=s)[..., kh - 1 :, kw - 1 :]
+
+
+def conv_valid_adjoint(y: Tensor, kf: Tensor, kh: int, kw: int) -> Tensor:
+    s = (y.shape[-2] + kh - 1, y.shape[-1] + kw - 1)
+    z = y.new_zeros(*y.shape[:-2], *s)
+    z[..., kh - 1 :, kw - 1 :] = y
+    return torch.fft.irfft2(torch.fft.rfft2(z) * kf.conj(), s=s)
+
+
+class _SpectrumCache:
+    """Kernel spectra per (image size, dtype, device), computed once per solve (operators are immutable)."""
+
+    def _spectrum(self, size, like: Tensor, centred: bool) -> Tensor:
+        cache = self.__dict__.setdefault("_spectra", {})
+        key = (tuple(size), like.dtype, like.device, centred, self.kernel.data_ptr(), tuple(self.kernel.shape))
+        if key not in cache:
+            cache[key] = kernel_spectrum(self.kernel, tuple(size), dtype=like.dtype, device=like.device, centred=centred)
+        return cache[key]
+
+
+class Blur(_SpectrumCache, LinearOperator):
+    """Spatially invariant blur y = k * pad(x), one kernel per image (B|1, kh, kw), any channel count.
+
+    ``padding``: zeros | reflect | replicate | circular. The adjoint is exact for every mode (the adjoint of
+    the padding folds the copied borders back). ``pinv`` by conjugate gradients; use ``CircularBlur`` for a
+    closed-form SVD."""
+
+    batched = ("kernel",)
+
+    def __init__(self, kernel, *, padding: Padding = "reflect") -> None:
+        super().__init__()
+        if padding not in PADDINGS:
+            raise ValueError(f"unknown padding {padding!r}; choose from {', '.join(PADDINGS)}")
+        self.padding = padding
+        self.register_buffer("kernel", as_kernels(kernel).float())
+
+    @property
+    def radius(self) -> tuple[int, int]:
+        return self.kernel.shape[-2] // 2, self.kernel.shape[-1] // 2
+
+    def check_input(self, x: Tensor) -> None:
+        super().check_input(x)
+        kh, kw = self.kernel.shape[-2:]
+        if kh > x.shape[-2] or kw > x.shape[-1]:
+            raise ValueError(f"kernel of size {(kh, kw)} is larger than the image {tuple(x.shape[-2:])}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        ph, pw = self.radius
+        kh, kw = self.kernel.shape[-2:]
+        xp = pad(x, ph, pw, self.padding)
+        return conv_valid(xp, self._spectrum(xp.shape[-2:], x, False)[:, None], kh, kw)
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        ph, pw = self.radius
+        kh, kw = self.kernel.shape[-2:]
+        s = (y.shape[-2] + kh - 1, y.shape[-1] + kw - 1)
+        return pad_adjoint(conv_valid_adjoint(y, self._spectrum(s, y, False)[:, None], kh, kw), ph, pw, self.padding)
+
+    def extra_repr(self) -> str:
+        return f"kernel={tuple(self.kernel.shape)}, padding={self.padding}"
+
+
+class RealFourier:
+    """The orthonormal real Fourier basis of (H, W) images: coefficients Re X_f on self-conjugate frequencies
+    and √2 Re X_f, √2 Im X_f on one frequency of every conjugate pair (X = orthonormal FFT)."""
+
+    def __init__(self, h: int, w: int, device) -> None:
+        k1, k2 = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        f = (k1 * w + k2).flatten()
+        fc = (((-k1) % h) * w + (-k2) % w).flatten()
+        self.h, self.w = h, w
+        self.S = f[f == fc].to(device)
+        self.H = f[f < fc].to(device)
+        self.Hc = fc[f < fc].to(device)
+
+    def order(self, v: Tensor) -> Tensor:
+        """Arrange a per-frequency real quantity (…, H, W) like the coefficients (S, H, H)."""
+        v = v.flatten(-2)
+        return torch.cat([v[..., self.S], v[..., self.H], v[..., self.H]], -1)
+
+    def analyse(self, X: Tensor) -> Tensor:
+        X = X.flatten(-2)
+        r2 = math.sqrt(2)
+        return torch.cat([X[..., self.S].real, r2 * X[..., self.H].real, r2 * X[..., self.H].imag], -1)
+
+    def synthesise(self, z: Tensor) -> Tensor:
+        nS, nH = self.S.numel(), self.H.numel()
+        a, b, c = z[..., :nS], z[..., nS : nS + nH], z[..., nS + nH :]
+        X = torch.zeros(*z.shape[:-1], self.h * self.w, dtype=torch.complex128 if z.dtype == torch.float64 else torch.complex64,
+                        device=z.device)
+        X[..., self.S] = a.to(X.dtype)
+        X[..., self.H] = torch.complex(b, c) / math.sqrt(2)
+        X[..., self.Hc] = torch.complex(b, -c) / math.sqrt(2)
+        return X.reshape(*z.shape[:-1], self.h, self.w)
+
+
+class CircularBlur(_SpectrumCache, SVDOperator):
+    """Periodic blur y = k ⊛ x (FFT), one kernel per image, with its exact real SVD: V = the real Fourier basis,
+    U = V rotated by the phase of the kernel's spectrum, singular values |k̂|."""
+
+    batched = ("kernel",)
+
+    def __init__(self, kernel) -> None:
+        super().__init__()
+        self.register_buffer("kernel", as_kernels(kernel).float())
+
+    def check_input(self, x: Tensor) -> None:
+        super().check_input(x)
+        kh, kw = self.kernel.shape[-2:]
+        if kh > x.shape[-2] or kw > x.shape[-1]:
+            raise ValueError(f"kernel of size {(kh, kw)} is larger than the image {tuple(x.shape[-2:])}")
+
+    def _basis(self, h, w, device) -> RealFourier:
+        cache = self.__dict__.setdefault("_bases", {})
+        if (h, w, device) not in cache:
+            cache[(h, w, device)] = RealFourier(h, w, device)
+        return cache[(h, w, device)]
+
+    def _full_spectrum(self, shape, like) -> Tensor:
+        """Complex k̂ on the full (H, W) grid: (B|1, 1, H, W)."""
+        h, w = shape[-2:]
+        half = self._spectrum((h, w), like, True)
+        # rebuild the full spectrum from the half one (Hermitian symmetry)
+        full = torch.fft.fft2(torch.fft.irfft2(half, s=(h, w)))
+        return full[:, None]
+
+    def _phase(self, shape, like) -> Tensor:
+        k = self._full_spectrum(shape, like)
+        mag = k.abs()
+        ph = torch.where(mag > 0, k / torch.where(mag > 0, mag, torch.ones_like(mag)), torch.ones_like(k))
+        basis = self._basis(*shape[-2:], like.device)
+        flat = ph.flatten(-2)
+        s = flat[..., basis.S].real
+        flat = flat.clone()
+        flat[..., basis.S] = torch.where(s < 0, -1.0, 1.0).to(flat.dtype)  # exactly ±1 where k̂ is real
+        return flat.reshape(ph.shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        kf = self._spectrum(x.shape[-2:], x, True)[:, None]
+        return torch.fft.irfft2(torch.fft.rfft2(x) * kf, s=x.shape[-2:])
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        kf = self._spectrum(y.shape[-2:], y, True)[:, None]
+        return torch.fft.irfft2(torch.fft.rfft2(y) * kf.conj(), s=y.shape[-2:])
+
+    def Vt(self, x):
+        basis = self._basis(*x.shape[-2:], x.device)
+        return basis.analyse(torch.fft.fft2(x, norm="ortho")).flatten(1)
+
+    def V(self, z, shape):
+        basis = self._basis(*shape[-2:], z.device)
+        X = basis.synthesise(z.reshape(z.shape[0], shape[1], -1))
+        return torch.fft.ifft2(X, norm="ortho").real.to(z.dtype)
+
+    def Ut(self, y):
+        basis = self._basis(*y.shape[-2:], y.device)
+        return basis.analyse(torch.fft.fft2(y, norm="ortho") * self._phase(y.shape, y).conj()).flatten(1)
+
+    def U(self, z, shape):
+        basis = self._basis(*shape[-2:], z.device)
+        X = basis.synthesise(z.reshape(z.shape[0], shape[1], -1)) * self._phase(shape, z)
+        return torch.fft.ifft2(X, norm="ortho").real.to(z.dtype)
+
+    def singular_values(self, x_shape) -> Tensor:
+        like = torch.empty(0, dtype=torch.float64, device=self.kernel.device)
+        mag = self._full_spectrum(x_shape, like).abs()[:, 0]  # (B|1, H, W)
+        basis = self._basis(*x_shape[-2:], self.kernel.device)
+        s = basis.order(mag)
+        return s.repeat(1, x_shape[1])

@@ -1,0 +1,209 @@
+"""Motion blur: random camera-shake trajectories (after Boracchi & Foi 2012, the model behind the
+``motionblur`` kernels DPS uses), rasterised into kernels; and the spatially varying (non-uniform) blur made of
+a field of such kernels blended by smooth weights (product-convolution form, Nagy & O'Leary 1998; a rotation of
+the camera about its axis makes the kernel vary smoothly over the image, as in Whyte et al. 2012)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .. import rng
+from .base import LinearOperator
+from .blur import PADDINGS, Padding, as_kernels, conv_valid, conv_valid_adjoint, kernel_spectrum, pad, pad_adjoint
+
+_T = 512  # trajectory samples
+
+
+def _trajectory(u: Tensor, intensity: float) -> tuple[Tensor, Tensor]:
+    """A random camera path from the uniform/normal draws ``u`` (one image's randomness, float64): returns
+    (T, 2) positions with unit maximum extent, centred on their mean, and a (T,) roll-angle path."""
+    it = iter(u.tolist())
+    centripetal = 0.7 * next(it)
+    gaussian = 10 * next(it)
+    big_shakes = 0.2 * next(it)
+    ang = 2 * math.pi * next(it)
+    v = complex(math.cos(ang), math.sin(ang)) * (1 / (_T - 1))
+    x = [0j]
+    roll = [0.0]
+    omega = 0.0
+    for _ in range(_T - 1):
+        r1, r2, r3, r4, r5 = next(it), next(it), next(it), next(it), next(it)
+        jump = 0j
+        if r1 < big_shakes * intensity:
+            jump = 2 * v * complex(math.cos(math.pi + (r2 - 0.5)), math.sin(math.pi + (r2 - 0.5)))
+        g = complex(math.sqrt(-2 * math.log(max(r3, 1e-12))) * math.cos(2 * math.pi * r4),
+                    math.sqrt(-2 * math.log(max(r3, 1e-12))) * math.sin(2 * math.pi * r4))
+        dv = jump + intensity * (gaussian * g - centripetal * x[-1]) * (1 / (_T - 1))
+        v = v + dv
+        v = v / max(abs(v), 1e-12) * (1 / (_T - 1))
+        x.append(x[-1] + v)
+        omega = 0.98 * omega + intensity * (r5 - 0.5) * 0.002
+        roll.append(roll[-1] + omega)
+    p = torch.tensor([[z.imag, z.real] for z in x], dtype=torch.float64)
+    p = p - p.mean(0)
+    extent = (p.max(0).values - p.min(0).values).max().clamp_min(1e-12)
+    return p / extent, torch.tensor(roll, dtype=torch.float64)
+
+
+def rasterise(points: Tensor, size: int) -> Tensor:
+    """Bilinear splat of (T, 2) pixel positions (row, col; 0 = centre) into a normalised size × size kernel."""
+    c = size // 2
+    p = points + c
+    p = p.clamp(0, size - 1 - 1e-9)
+    i0 = p.floor().long()
+    f = p - i0
+    k = torch.zeros(size, size, dtype=torch.float64)
+    for di in (0, 1):
+        for dj in (0, 1):
+            w = (f[:, 0] if di else 1 - f[:, 0]) * (f[:, 1] if dj else 1 - f[:, 1])
+            ii = (i0[:, 0] + di).clamp_max(size - 1)
+            jj = (i0[:, 1] + dj).clamp_max(size - 1)
+            k.index_put_((ii, jj), w, accumulate=True)
+    return k / k.sum()
+
+
+def _draws(n: int, generator: rng.Generators) -> Tensor:
+    return rng.rand((n, 4 + 5 * (_T - 1) + 1), generator, dtype=torch.float64)
+
+
+def motion_kernels(n: int = 1, size: int = 61, *, intensity: float = 0.5, generator: rng.Generators = None) -> Tensor:
+    """``n`` random camera-shake kernels (n, size, size), non-negative, summing to 1; ``intensity`` in [0, 1]
+    controls how erratic the path is. The path spans 40–90 % of the kernel. One generator per image gives
+    batch-independent kernels."""
+    if size < 3 or size % 2 == 0:
+        raise ValueError(f"motion kernel size must be an odd number ≥ 3, got {size}")
+    if not 0 <= intensity <= 1:
+        raise ValueError(f"motion intensity must be in [0, 1], got {intensity}")
+    u = _draws(n, generator)
+    out = []
+    for i in range(n):
+        p, _ = _trajectory(u[i, :-1], intensity)
+        extent = (size - 1) * (0.4 + 0.5 * float(u[i, -1]))
+        out.append(rasterise(p * extent, size))
+    return torch.stack(out).float()
+
+
+def load_kernel(array) -> Tensor:
+    """A user kernel (2-D array or tensor): non-negative, normalised to sum 1, odd sides."""
+    k = torch.as_tensor(array, dtype=torch.float64)
+    if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
+        raise ValueError(f"a kernel must be 2-D with odd sides, got shape {tuple(k.shape)}")
+    if not torch.isfinite(k).all() or (k < 0).any() or float(k.sum()) <= 0:
+        raise ValueError("a kernel must be finite, non-negative and not all zero")
+    return (k / k.sum()).float()
+
+
+def blend_weights(h: int, w: int, grid: int) -> Tensor:
+    """Smooth partition of unity over a grid × grid lattice of nodes: (grid², H, W), raised-cosine bumps
+    (cos² of the distance to the node over the node spacing), summing to exactly 1 at every pixel."""
+    def axis(n):
+        if grid == 1:
+            return torch.ones(1, n, dtype=torch.float64)
+        pos = torch.arange(n, dtype=torch.float64) / max(n - 1, 1) * (grid - 1)  # in node units
+        d = (pos[None, :] - torch.arange(grid, dtype=torch.float64)[:, None]).abs()
+        return torch.where(d < 1, torch.cos(math.pi / 2 * d) ** 2, torch.zeros_like(d))
+
+    a, b = axis(h), axis(w)
+    return (a[:, None, :, None] * b[None, :, None, :]).reshape(grid * grid, h, w)
+
+
+class NonUniformBlur(LinearOperator):
+    """Spatially varying blur A x = Σ_k k_k * (w_k ⊙ x): K kernels (B|1, K, kh, kw) and blending weights
+    (B|1, K, H, W). Linear, with the exact adjoint Aᵀy = Σ_k w_k ⊙ (k_kᵀ ⋆ y)."""
+
+    batched = ("kernels", "weights")
+
+    def __init__(self, kernels: Tensor, weights: Tensor, *, padding: Padding = "reflect") -> None:
+        super().__init__()
+        kernels = torch.as_tensor(kernels)
+        weights = torch.as_tensor(weights)
+        if kernels.ndim == 3:
+            kernels = kernels[None]
+        if weights.ndim == 3:
+            weights = weights[None]
+        if kernels.ndim != 4 or weights.ndim != 4 or kernels.shape[1] != weights.shape[1]:
+            raise ValueError("kernels must be (B, K, kh, kw) and weights (B, K, H, W) with the same K")
+        as_kernels(kernels[0])
+        if padding not in PADDINGS:
+            raise ValueError(f"unknown padding {padding!r}; choose from {', '.join(PADDINGS)}")
+        self.padding = padding
+        self.register_buffer("kernels", kernels.float())
+        self.register_buffer("weights", weights.float())
+
+    def check_input(self, x: Tensor) -> None:
+        super().check_input(x)
+        kh, kw = self.kernels.shape[-2:]
+        if kh > x.shape[-2] or kw > x.shape[-1]:
+            raise ValueError(f"kernel of size {(kh, kw)} is larger than the image {tuple(x.shape[-2:])}")
+        if tuple(self.weights.shape[-2:]) != tuple(x.shape[-2:]):
+            raise ValueError(f"blending weights of size {tuple(self.weights.shape[-2:])} do not match the image {tuple(x.shape[-2:])}")
+
+    def _spectrum(self, size, like) -> Tensor:
+        cache = self.__dict__.setdefault("_spectra", {})
+        key = (tuple(size), like.dtype, like.device, self.kernels.data_ptr())
+        if key not in cache:
+            cache[key] = kernel_spectrum(self.kernels, tuple(size), dtype=like.dtype, device=like.device, centred=False)
+        return cache[key][:, :, None]  # (B|1, K, 1, Hp, Wq)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        b, c, h, w = x.shape
+        kh, kw = self.kernels.shape[-2:]
+        K = self.kernels.shape[1]
+        u = x[:, None] * self.weights.to(x)[:, :, None]  # (B, K, C, H, W)
+        bb = u.shape[0]
+        up = pad(u.reshape(bb, K * c, h, w), kh // 2, kw // 2, self.padding).reshape(bb, K, c, h + kh - 1, w + kw - 1)
+        return conv_valid(up, self._spectrum(up.shape[-2:], x), kh, kw).sum(1)
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        b, c, h, w = y.shape
+        kh, kw = self.kernels.shape[-2:]
+        K = self.kernels.shape[1]
+        s = (h + kh - 1, w + kw - 1)
+        z = conv_valid_adjoint(y[:, None], self._spectrum(s, y), kh, kw)  # (B, K, C, Hp, Wp)
+        bb = z.shape[0]
+        u = pad_adjoint(z.reshape(bb, K * c, *s), kh // 2, kw // 2, self.padding).reshape(bb, K, c, h, w)
+        return (u * self.weights.to(y)[:, :, None]).sum(1)
+
+    def extra_repr(self) -> str:
+        return f"kernels={tuple(self.kernels.shape)}, padding={self.padding}"
+
+
+def camera_shake(shape, *, size: int = 61, grid: int = 3, intensity: float = 0.5, max_roll: float = 0.02,
+                 padding: Padding = "reflect", generator: rng.Generators = None) -> NonUniformBlur:
+    """A realistic spatially varying blur for images of ``shape`` (B, C, H, W): one random camera path per image
+    (translation as in ``motion_kernels``) plus an in-plane rotation of up to ``max_roll`` radians, which moves
+    each point of the image along its own path; the kernel at each of grid × grid nodes is that point's path,
+    and the kernels are blended with raised-cosine weights."""
+    b, _, h, w = shape
+    if size < 3 or size % 2 == 0:
+        raise ValueError(f"kernel size must be an odd number ≥ 3, got {size}")
+    if size > h or size > w:
+        raise ValueError(f"kernel of size {size} is larger than the image {(h, w)}")
+    u = _draws(b, generator)
+    nodes_y = torch.linspace(-0.5, 0.5, grid, dtype=torch.float64) * h if grid > 1 else torch.zeros(1, dtype=torch.float64)
+    nodes_x = torch.linspace(-0.5, 0.5, grid, dtype=torch.float64) * w if grid > 1 else torch.zeros(1, dtype=torch.float64)
+    kernels = []
+    for i in range(b):
+        p, roll = _trajectory(u[i, :-1], intensity)
+        roll = roll - roll.mean()
+        span = roll.abs().max().clamp_min(1e-12)
+        theta = roll / span * max_roll * float(u[i, -1])
+        extent = (size - 1) * 0.5
+        ks = []
+        for ny in nodes_y.tolist():
+            for nx in nodes_x.tolist():
+                # displacement of the point (ny, nx) under translation p and rotation θ about the centre
+                dy = p[:, 0] * extent + ny * (torch.cos(theta) - 1) + nx * torch.sin(theta)
+                dx = p[:, 1] * extent - ny * torch.sin(theta) + nx * (torch.cos(theta) - 1)
+                d = torch.stack([dy, dx], 1)
+                d = d - d.mean(0)
+                lim = (size - 1) / 2
+                d = d * min(1.0, lim / float(d.abs().max().clamp_min(1e-12)))
+                ks.append(rasterise(d, size))
+        kernels.append(torch.stack(ks))
+    weights = blend_weights(h, w, grid)[None]
+    return NonUniformBlur(torch.stack(kernels).float(), weights.float(), padding=padding)
