@@ -8,7 +8,8 @@ computed in float64 on the host once per step index and applied in the batch's d
 
 Guidance plugs in as an object with ``denoise(prior, x_t, t, ctx) -> Denoised`` (its corrected prediction)
 and optionally ``after_step(prior, x_prev, x_t, t, t_prev, denoised, ctx) -> x_prev`` (methods such as DPS
-whose correction acts on x_{t−1}); the loop does not know which method it runs.
+whose correction acts on x_{t−1}) or ``step(x_t, t, t_prev, denoised) -> x_prev`` (methods whose update is
+not the DDIM one, e.g. DDRM's per-singular-value step); the loop does not know which method it runs.
 """
 
 from __future__ import annotations
@@ -79,15 +80,20 @@ def sample(prior: EpsPrior, shape, *, steps: int | None = None, eta: float = 1.0
     b = shape[0]
     for i, (t, t_prev) in enumerate(pairs):
         tt = torch.full((b,), t, dtype=torch.long, device=device)
+        ctx["t_prev"] = t_prev
         if guidance is None:
             with torch.no_grad():
                 d = prior.denoise(x, tt, cond, clip=clip)
             ctx["nfe"] += 1
         else:
             d = guidance.denoise(prior, x, t, ctx)
-        coef = step_coefficients(prior.schedule, t, t_prev, eta, variance)
-        z = rng.randn_like(x, generator) if coef.sigma > 0 else None
-        x_prev = ddim_step(x, d, coef, z)
+        own_step = getattr(guidance, "step", None)
+        if own_step is not None:  # methods with their own update (DDRM's spectral step, DiffPIR's noise mix)
+            x_prev = own_step(x, t, t_prev, d)
+        else:
+            coef = step_coefficients(prior.schedule, t, t_prev, eta, variance)
+            z = rng.randn_like(x, generator) if coef.sigma > 0 else None
+            x_prev = ddim_step(x, d, coef, z)
         after = getattr(guidance, "after_step", None)
         if after is not None:
             x_prev = after(prior, x_prev, x, t, t_prev, d, ctx)

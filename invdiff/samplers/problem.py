@@ -1,0 +1,139 @@
+"""What every restoration method shares: the measurement, the operator, the prior with its counters, and the
+data-consistency solves (closed form through the SVD, conjugate gradients for other linear operators, gradient
+steps for non-linear ones)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .. import rng
+from ..operators.base import LinearOperator, Operator, SVDOperator, _bdot, conjugate_gradient, pinv_singular_values
+from ..prior import Denoised, EpsPrior
+
+
+@dataclass
+class Problem:
+    """y = A(x) + σ n for a batch of images of ``shape``, with a prior; counts network evaluations (``nfe``) and
+    vector-Jacobian products through the network (``vjps``)."""
+
+    prior: EpsPrior
+    y: Tensor
+    op: Operator
+    sigma: float
+    shape: tuple[int, ...]
+    generator: rng.Generators = None
+    clip: bool = True
+    cond: Tensor | None = None
+    nfe: int = 0
+    vjps: int = 0
+
+    @property
+    def schedule(self):
+        return self.prior.schedule
+
+    def alpha_bar(self, t: int) -> float:
+        return 1.0 if t < 0 else float(self.schedule.alpha_bar(t))
+
+    def tt(self, t: int, x: Tensor) -> Tensor:
+        return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+
+    def denoise(self, x: Tensor, t: int) -> Denoised:
+        """x̂0 and ε at x_t without gradient (x̂0 clipped to [-1, 1] when ``clip``)."""
+        with torch.no_grad():
+            d = self.prior.denoise(x, self.tt(t, x), self.cond, clip=self.clip)
+        self.nfe += 1
+        return d
+
+    def denoise_with_graph(self, x: Tensor, t: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(x_t requiring grad, x̂0 attached to the graph (unclipped), ε). The caller does one backward."""
+        x = x.detach().requires_grad_(True)
+        eps = self.prior.eps(x, self.tt(t, x), self.cond)
+        x0 = self.prior.x0_from_eps(x, self.tt(t, x), eps)
+        self.nfe += 1
+        return x, x0, eps
+
+    def finish(self, x_t: Tensor, t: int, x0: Tensor) -> Denoised:
+        """A corrected x̂0 (clipped when ``clip``) with the ε that makes it consistent with x_t."""
+        x0 = x0.detach()
+        if self.clip:
+            x0 = x0.clamp(-1, 1)
+        return Denoised(x0=x0, eps=self.prior.eps_from_x0(x_t, self.tt(t, x_t), x0))
+
+    # ---- data terms -------------------------------------------------------------------------
+    def residual(self, x0: Tensor) -> Tensor:
+        return self.y - self.op(x0)
+
+    def data_gradient(self, x0: Tensor) -> Tensor:
+        """∇ ½‖y − A(x0)‖² = −Aᵀ(y − A x0) (VJP for non-linear A)."""
+        return -self.op.vjp(x0, self.residual(x0))
+
+
+def require(op: Operator, kind: str, method: str) -> None:
+    """Raise a clear error if ``method`` cannot run with ``op`` (kind: linear | svd)."""
+    name = type(op).__name__
+    if kind == "svd" and not isinstance(op, SVDOperator):
+        raise ValueError(f"method {method!r} needs an operator with an exact SVD (SVDOperator); {name} has none. "
+                         "Use CircularBlur/SeparableBlur for blur, or a method such as diffpir or dps")
+    if kind == "linear" and not isinstance(op, LinearOperator):
+        raise ValueError(f"method {method!r} needs a linear operator with an adjoint and pseudo-inverse; {name} is "
+                         "non-linear. Use dps, diffpir, reddiff or daps")
+
+
+def proximal(op: Operator, y: Tensor, x0: Tensor, rho: Tensor | float, *, cg_iters: int = 50, grad_steps: int = 20,
+             lr: float = 0.5) -> Tensor:
+    """argmin_x ‖y − A x‖² + ρ ‖x − x0‖², ρ per image ((B,) tensor or scalar) ≥ 0; with ρ = 0 the projection
+    x0 + A⁺(y − A x0) (the closest point of {Ax = y}, or least squares).
+
+    SVD operators: closed form per singular value. Other linear operators: conjugate gradients started at x0
+    (which keeps the null-space part of x0). Non-linear: ``grad_steps`` of gradient descent."""
+    b = x0.shape[0]
+    rho = torch.as_tensor(rho, dtype=x0.dtype, device=x0.device).reshape(-1)
+    rho = rho.expand(b) if rho.numel() == 1 else rho
+    if isinstance(op, SVDOperator):
+        z0 = op.Vt(x0)
+        zy = op.Ut(y)
+        s = op._s(x0.shape, zy)
+        m = s.shape[1]
+        r = rho[:, None]
+        fit = torch.where(r > 0, (s * zy + r * z0[:, :m]) / (s * s + r).clamp_min(torch.finfo(x0.dtype).tiny),
+                          torch.where(pinv_singular_values(s) > 0, zy * pinv_singular_values(s), z0[:, :m]))
+        z = torch.cat([fit, z0[:, m:]], 1)
+        return op.V(z, x0.shape)
+    if isinstance(op, LinearOperator):
+        r4 = rho.reshape(b, *([1] * (x0.ndim - 1)))
+        return conjugate_gradient(lambda v: op.normal(v) + r4 * v, op.adjoint(y) + r4 * x0, x0=x0, iters=cg_iters, tol=1e-5)
+    x = x0.clone()
+    r4 = rho.reshape(b, *([1] * (x0.ndim - 1)))
+    for _ in range(grad_steps):
+        g = -op.vjp(x, y - op(x)) + r4 * (x - x0)
+        x = x - lr / (1 + r4) * g
+    return x
+
+
+def weighted_pinv_residual(op: Operator, v: Tensor, r2: float, sigma2: float, *, cg_iters: int = 50) -> Tensor:
+    """Aᵀ (r² A Aᵀ + σ² I)⁻¹ v (ΠGDM's guidance vector), through the SVD or by CG in measurement space."""
+    if isinstance(op, SVDOperator):
+        xs = (v.shape[0], *op.in_shape(v.shape)[1:])
+        zv = op.Ut(v)
+        s = op._s(xs, zv)
+        den = r2 * s * s + sigma2
+        w = torch.where(den > 0, s / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+        return op._from_spectrum(zv, s, xs, lambda a, s_: w * a)
+    u = conjugate_gradient(lambda q: r2 * op.forward(op.adjoint(q)) + sigma2 * q, v, iters=cg_iters, tol=1e-6)
+    return op.adjoint(u)
+
+
+def noisy_measurement(problem: Problem, a_prev: float, generator) -> Tensor:
+    """y at noise level t': √ᾱ' y + √(1 − ᾱ') A ξ (the measurement of a forward-noised x; score-SDE / MCG)."""
+    if a_prev >= 1:
+        return problem.y
+    xi = rng.randn(problem.shape, generator, device=problem.y.device, dtype=problem.y.dtype)
+    return math.sqrt(a_prev) * problem.y + math.sqrt(1 - a_prev) * problem.op(xi)
+
+
+def per_image_norm(v: Tensor) -> Tensor:
+    return _bdot(v, v).sqrt()

@@ -1,0 +1,161 @@
+"""The methods registry and the one entry point, ``restore``.
+
+Every method is a ``Method``: what it needs from the operator, whether it differentiates through the network,
+its cost per step, its hyper-parameters (paper defaults, every one a keyword argument of ``restore``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .. import rng
+from ..operators.base import Operator
+from ..prior import EpsPrior
+from .guided import DPS, MCG, PiGDM, Projection, guided_sample
+from .palette import palette
+from .problem import Problem, require
+from .spectral import DDNM, DDRM, DiffPIR
+from .variational import daps, reddiff
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    paper: str
+    run: Callable[..., Tensor]
+    #: None (any operator) | "linear" (adjoint + pinv) | "svd" (exact SVD)
+    requires: str | None
+    #: differentiates through the network (one VJP per step)
+    network_gradient: bool
+    #: network evaluations per step (DAPS: ode_steps)
+    nfe_per_step: str
+    defaults: dict = field(default_factory=dict)
+    conditional: bool = False
+
+
+def _guided(cls):
+    def run(p: Problem, *, steps: int, eta: float = 1.0, callback=None, **hp) -> Tensor:
+        return guided_sample(p, cls(p, **hp), steps=steps, eta=eta, callback=callback)
+
+    return run
+
+
+def _ddrm(p, *, steps, eta=0.85, eta_b=1.0, callback=None):
+    return guided_sample(p, DDRM(p, eta=eta, eta_b=eta_b), steps=steps, eta=0.0, callback=callback)
+
+
+def _ddnm(p, *, steps, eta=0.85, callback=None):
+    return guided_sample(p, DDNM(p, eta=eta), steps=steps, eta=eta, callback=callback)
+
+
+def _diffpir(p, *, steps, lam=7.0, zeta=0.3, cg_iters=30, grad_steps=20, callback=None):
+    return guided_sample(p, DiffPIR(p, lam=lam, zeta=zeta, cg_iters=cg_iters, grad_steps=grad_steps), steps=steps,
+                         eta=0.0, callback=callback)
+
+
+METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("dps", "Chung et al. 2022, Diffusion posterior sampling", _guided(DPS), None, True, "1",
+           {"steps": 200, "eta": 1.0, "zeta": 1.0}),
+    Method("mcg", "Chung et al. 2022, Manifold constrained gradients", _guided(MCG), "linear", True, "1",
+           {"steps": 200, "eta": 1.0, "zeta": 1.0}),
+    Method("pigdm", "Song et al. 2023, Pseudoinverse-guided diffusion", _guided(PiGDM), "linear", True, "1",
+           {"steps": 100, "eta": 1.0, "scale": 1.0}),
+    Method("ddrm", "Kawar et al. 2022, Denoising diffusion restoration models", _ddrm, "svd", False, "1",
+           {"steps": 20, "eta": 0.85, "eta_b": 1.0}),
+    Method("ddnm", "Wang et al. 2023, Null-space model (DDNM+ for noise)", _ddnm, "linear", False, "1",
+           {"steps": 100, "eta": 0.85}),
+    Method("diffpir", "Zhu et al. 2023, Diffusion plug-and-play", _diffpir, None, False, "1",
+           {"steps": 100, "lam": 7.0, "zeta": 0.3}),
+    Method("reddiff", "Mardani et al. 2023, RED-diff (variational)", reddiff, None, False, "1",
+           {"steps": 100, "lam": 0.25, "lr": 0.1}),
+    Method("daps", "Zhang et al. 2024, Decoupled annealed posterior sampling", daps, None, False, "ode_steps",
+           {"steps": 50, "ode_steps": 4, "langevin_steps": 50, "lr": 0.5, "inner": "auto"}),
+    Method("projection", "Song et al. 2021 / Lugmayr et al. 2022, score-SDE / RePaint measurement projection",
+           _guided(Projection), "linear", False, "1", {"steps": 250, "eta": 1.0}),
+    Method("palette", "Saharia et al. 2022, Palette (conditional model)", palette, None, False, "1",
+           {"steps": 100, "eta": 1.0}, conditional=True),
+]}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def check_method(method: str, op: Operator, prior: EpsPrior) -> Method:
+    m = get_method(method)
+    if m.requires:
+        require(op, m.requires, m.name)
+    if m.conditional and not prior.cond_channels:
+        raise ValueError(f"method 'palette' needs a conditional (Palette) prior; {prior.name!r} is unconditional")
+    if not m.conditional and prior.cond_channels:
+        raise ValueError(f"prior {prior.name!r} is a conditional (Palette) model: use method 'palette'")
+    return m
+
+
+@dataclass(frozen=True)
+class Restoration:
+    """K posterior samples per measurement: ``samples`` (B, K, C, H, W), their ``mean`` and per-pixel ``std``
+    (B, C, H, W; zero when K = 1), with the cost: network evaluations, VJPs through the network, seconds."""
+
+    samples: Tensor
+    mean: Tensor
+    std: Tensor
+    nfe: int
+    vjps: int
+    seconds: float
+    method: str
+    hyper_parameters: dict
+
+
+def _noise_sigma(noise) -> float:
+    if noise is None:
+        return 0.0
+    if isinstance(noise, (int, float)):
+        return float(noise)
+    return float(getattr(noise, "sigma"))
+
+
+def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: str = "dps", steps: int | None = None,
+            samples: int = 1, generator: rng.Generators = None, callback=None, x_shape=None, clip: bool = True,
+            **hyper_parameters) -> Restoration:
+    """Restore x from y = A(x) + n with the prior. ``noise``: a noise model or σ (on the [-1, 1] scale).
+    ``generator``: one per measurement (``rng.make_generators``) for batch-invariant results; each of the K
+    samples of image i gets its own stream derived from image i's. Unknown hyper-parameters raise."""
+    m = check_method(method, operator, prior)
+    if samples < 1:
+        raise ValueError("samples must be at least 1")
+    if not torch.isfinite(y).all():
+        raise ValueError("the measurement contains NaN or infinite values")
+    hp = {k: v for k, v in m.defaults.items() if k != "steps"}
+    unknown = set(hyper_parameters) - set(hp)
+    if unknown:
+        raise ValueError(f"unknown hyper-parameter(s) for {method}: {', '.join(sorted(unknown))}; "
+                         f"it takes {', '.join(sorted(hp)) or 'none'}")
+    hp.update(hyper_parameters)
+    steps = int(steps or m.defaults["steps"])
+    B = y.shape[0]
+    xs = tuple(x_shape) if x_shape is not None else tuple(operator.in_shape(y.shape))
+    if prior.channels is not None and xs[1] != prior.channels:
+        raise ValueError(f"prior {prior.name!r} works on {prior.channels}-channel images but the operator needs {xs[1]}")
+    yk = y.repeat_interleave(samples, 0) if samples > 1 else y
+    op = operator.repeat_interleave(samples)  # a copy: the caller's operator is not touched
+    for mod in op.modules():
+        if isinstance(mod, Operator):
+            mod.validate = False  # inputs are the sampler's own, checked once above
+    gens = rng.repeat(generator, samples) if samples > 1 else generator
+    problem = Problem(prior=prior, y=yk, op=op, sigma=_noise_sigma(noise), shape=(B * samples, *xs[1:]),
+                      generator=gens, clip=clip)
+    t0 = time.perf_counter()
+    x = m.run(problem, steps=steps, callback=callback, **hp)
+    seconds = time.perf_counter() - t0
+    x = x.reshape(B, samples, *xs[1:])
+    mean = x.mean(1)
+    std = x.std(1, unbiased=False) if samples > 1 else torch.zeros_like(mean)
+    return Restoration(samples=x, mean=mean, std=std, nfe=problem.nfe, vjps=problem.vjps,
+                       seconds=seconds, method=m.name, hyper_parameters={"steps": steps, **hp})
