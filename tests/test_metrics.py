@@ -1,0 +1,76 @@
+"""Metrics against scikit-image, and the LPIPS plumbing against the lpips package."""
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from invdiff import metrics
+
+
+def _pair(c, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ref = torch.rand(2, c, 40, 48, generator=g, dtype=torch.float64) * 2 - 1
+    x = (ref + 0.2 * torch.randn(ref.shape, generator=g, dtype=torch.float64)).clamp(-1, 1)
+    return x, ref
+
+
+def _np(v):
+    return ((v.numpy() + 1) / 2).transpose(1, 2, 0)
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_psnr_and_ssim_match_scikit_image(c):
+    x, ref = _pair(c)
+    p = metrics.psnr(x, ref)
+    s = metrics.ssim(x, ref)
+    for i in range(2):
+        a, b = _np(x[i]), _np(ref[i])
+        assert abs(float(p[i]) - peak_signal_noise_ratio(b, a, data_range=1)) < 1e-8
+        ref_ssim = structural_similarity(b, a, data_range=1, channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                                         use_sample_covariance=False)
+        assert abs(float(s[i]) - ref_ssim) < 1e-8
+
+
+def test_identical_images_are_perfect():
+    x, _ = _pair(3)
+    assert torch.allclose(metrics.ssim(x, x), torch.ones(2, dtype=torch.float64))
+    assert (metrics.psnr(x, x) > 150).all()
+    with pytest.raises(ValueError, match="shape"):
+        metrics.psnr(x, x[:, :1])
+
+
+def test_lpips_plumbing_matches_the_lpips_package(tmp_path):
+    import lpips as lp
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.alexnet()  # randomly initialised: a test-only backbone
+    path = tmp_path / "alexnet.pth"
+    torch.save(net.state_dict(), path)
+    ours = metrics.lpips_model(path)
+    ref = lp.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False).eval()
+    metrics.load_alexnet_features(ref, net.features)
+    x, y = _pair(3, seed=1)
+    x, y = x[:, :, :32, :32], y[:, :, :32, :32]
+    with torch.no_grad():
+        expected = ref(x.float(), y.float()).flatten().double()
+    torch.testing.assert_close(metrics.lpips(x, y, ours), expected)
+    # and it is not the random default: the features were replaced by the file's
+    other = lp.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False).eval()
+    with torch.no_grad():
+        assert not torch.allclose(other(x.float(), y.float()).flatten().double(), expected)
+
+
+def test_lpips_reports_unavailable_without_a_backbone(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("INVDIFF_LPIPS_BACKBONE", raising=False)
+    assert metrics.lpips_or_none() is None
+    with pytest.raises(metrics.LPIPSUnavailable):
+        metrics.lpips_model()
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(metrics.LPIPSUnavailable):
+        metrics.lpips_model(bad)
+    s = metrics.score(*_pair(1))
+    assert s["lpips"] is None and s["psnr"].shape == (2,)
