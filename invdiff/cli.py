@@ -150,15 +150,14 @@ def sample_cmd(
 
 
 class _progress:
-    """A rich progress bar whose ``callback(i, total, ...)`` advances it; silent with --quiet."""
+    """A rich progress bar (on stderr) fed by the samplers' ``callback(info)``; created at the first step, so a run
+    that fails while checking its input prints only its error; silent with --quiet."""
 
     def __init__(self, quiet: bool, label: str, total: int | None):
         self.quiet, self.label, self.total = quiet, label, total
         self.bar = None
 
-    def __enter__(self):
-        if self.quiet:
-            return None
+    def _start(self):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -166,16 +165,16 @@ class _progress:
         self.bar.__enter__()
         self.task = self.bar.add_task(self.label, total=self.total)
 
-        def cb(*args, **kwargs):
-            info = args[0] if args else kwargs
-            i = info.get("step") if isinstance(info, dict) else info
-            total = info.get("total") if isinstance(info, dict) else (args[1] if len(args) > 1 else None)
-            if total:
-                self.bar.update(self.task, total=total)
-            if isinstance(i, int):
-                self.bar.update(self.task, completed=i + 1)
-            else:
-                self.bar.advance(self.task)
+    def __enter__(self):
+        if self.quiet:
+            return None
+
+        def cb(info):
+            if self.bar is None:
+                self._start()
+            if info.get("total"):
+                self.bar.update(self.task, total=info["total"])
+            self.bar.update(self.task, completed=info["step"] + 1)
 
         return cb
 

@@ -107,6 +107,8 @@ def solve(req: SolveRequest, *, callback=None) -> dict:
     from .zoo import DEFAULT_PRIOR
 
     task = get_task(req.task)
+    if not Path(req.image).is_file():
+        raise ValueError(f"image not found: {req.image}")
     prior_name = req.prior or DEFAULT_PRIOR
     palette = False
     prior = load_prior(prior_name, device=req.device)
@@ -188,10 +190,10 @@ def solve(req: SolveRequest, *, callback=None) -> dict:
     y = y.to(req.device)
 
     # ---- restore ----
-    hp = dict(req.hyper_parameters)
+    hp = {**task.hyper_parameters.get(method, {}), **req.hyper_parameters}
     t0 = time.perf_counter()
     res = restore(y, op, task.noise(opts), prior, method=method, steps=req.steps, samples=req.samples,
-                  generator=make_generators(req.seed + 1, 1, req.device), callback=callback, **hp)
+                  generator=make_generators(req.seed + 1, 1, req.device), callback=callback, batch_size=req.batch_size, **hp)
     seconds = time.perf_counter() - t0
 
     report = {"task": task.name, "method": method, "prior": prior_name, "palette": palette, "image": str(req.image),

@@ -81,6 +81,17 @@ METHODS: dict[str, Method] = {m.name: m for m in [
 ]}
 
 
+def method_requirements(name: str) -> dict:
+    """What a method needs and costs (the table of ``invdiff methods`` and docs/methods.md)."""
+    m = get_method(name)
+    steps = m.defaults["steps"]
+    per = m.nfe_per_step
+    nfe = f"{steps}" if per == "1" else f"{steps}×{per} = {steps * m.defaults.get(per, 1)}"
+    return {"operator": {None: "any (non-linear too)", "linear": "linear (adjoint, pinv)", "svd": "exact SVD"}[m.requires],
+            "network_gradient": m.network_gradient, "default_steps": steps, "nfe": nfe,
+            "vjps": str(steps) if m.network_gradient else "0", "conditional_prior": m.conditional, "paper": m.paper}
+
+
 def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from: {', '.join(METHODS)}")
@@ -123,10 +134,11 @@ def _noise_sigma(noise) -> float:
 
 def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: str = "dps", steps: int | None = None,
             samples: int = 1, generator: rng.Generators = None, callback=None, x_shape=None, clip: bool = True,
-            **hyper_parameters) -> Restoration:
+            batch_size: int | None = None, **hyper_parameters) -> Restoration:
     """Restore x from y = A(x) + n with the prior. ``noise``: a noise model or σ (on the [-1, 1] scale).
     ``generator``: one per measurement (``rng.make_generators``) for batch-invariant results; each of the K
-    samples of image i gets its own stream derived from image i's. Unknown hyper-parameters raise."""
+    samples of image i gets its own stream derived from image i's, so results do not depend on ``batch_size``
+    (how many of the B·K samples run together; default all). Unknown hyper-parameters raise."""
     m = check_method(method, operator, prior)
     if samples < 1:
         raise ValueError("samples must be at least 1")
@@ -149,13 +161,26 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
         if isinstance(mod, Operator):
             mod.validate = False  # inputs are the sampler's own, checked once above
     gens = rng.repeat(generator, samples) if samples > 1 else generator
-    problem = Problem(prior=prior, y=yk, op=op, sigma=_noise_sigma(noise), shape=(B * samples, *xs[1:]),
-                      generator=gens, clip=clip)
+    n = B * samples
+    chunk = n if not batch_size or batch_size >= n else int(batch_size)
+    if chunk < 1:
+        raise ValueError("batch_size must be at least 1")
+    sigma = _noise_sigma(noise)
     t0 = time.perf_counter()
-    x = m.run(problem, steps=steps, callback=callback, **hp)
+    parts, nfe, vjps = [], 0, 0
+    for start in range(0, n, chunk):
+        idx = list(range(start, min(n, start + chunk)))
+        sub_op = op if chunk == n else op.select(idx)
+        sub_gens = gens if (chunk == n or gens is None or isinstance(gens, torch.Generator)) else [gens[i] for i in idx]
+        problem = Problem(prior=prior, y=yk[idx[0] : idx[-1] + 1], op=sub_op, sigma=sigma, shape=(len(idx), *xs[1:]),
+                          generator=sub_gens, clip=clip)
+        parts.append(m.run(problem, steps=steps, callback=callback, **hp))
+        nfe += problem.nfe
+        vjps += problem.vjps
+    x = torch.cat(parts)
     seconds = time.perf_counter() - t0
     x = x.reshape(B, samples, *xs[1:])
     mean = x.mean(1)
     std = x.std(1, unbiased=False) if samples > 1 else torch.zeros_like(mean)
-    return Restoration(samples=x, mean=mean, std=std, nfe=problem.nfe, vjps=problem.vjps,
+    return Restoration(samples=x, mean=mean, std=std, nfe=nfe, vjps=vjps,
                        seconds=seconds, method=m.name, hyper_parameters={"steps": steps, **hp})
