@@ -1,0 +1,163 @@
+"""Reports of a suite run: results.csv (per image), report.md and report.csv (mean ± std per task × method),
+one image grid per task and a PSNR-vs-NFE plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from ..io import atomic_path
+
+METRICS = ("psnr", "ssim", "lpips", "nfe", "seconds", "peak_mem_mib")
+
+
+def load_results(out: Path) -> list[dict]:
+    rows: dict[tuple, dict] = {}
+    for f in sorted(Path(out).glob("results.rank*.jsonl")):
+        for line in f.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            rows[(r["task"], r["method"], r["image"])] = r
+    return sorted(rows.values(), key=lambda r: (r["task"], r["method"], r["image"]))
+
+
+def _mean_std(v: list[float]) -> tuple[float, float]:
+    m = sum(v) / len(v)
+    return m, math.sqrt(sum((a - m) ** 2 for a in v) / len(v))
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["task"], r["method"])].append(r)
+    out = []
+    for (task, method), rs in sorted(groups.items()):
+        s = {"task": task, "method": method, "images": len(rs)}
+        for k in METRICS:
+            vals = [r[k] for r in rs if r.get(k) is not None]
+            s[k] = _mean_std(vals) if vals else None
+        out.append(s)
+    return out
+
+
+def _mem(s) -> str:
+    return "n/a" if s["peak_mem_mib"] is None else f"{s['peak_mem_mib'][0]:.0f}"
+
+
+def _fmt(v, digits):
+    return "n/a" if v is None else f"{v[0]:.{digits}f} ± {v[1]:.{digits}f}"
+
+
+def write_report(suite, out: Path) -> Path:
+    out = Path(out)
+    rows = load_results(out)
+    summary = summarise(rows)
+    with atomic_path(out / "results.csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["task", "method", "image", "prior", *METRICS, "vjps"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    with atomic_path(out / "report.csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["task", "method", "images"] + [f"{k}_{s}" for k in METRICS for s in ("mean", "std")])
+        for s in summary:
+            w.writerow([s["task"], s["method"], s["images"]] + [("" if s[k] is None else f"{s[k][j]:.6g}") for k in METRICS for j in (0, 1)])
+    best = {}
+    for s in summary:
+        kind = "baseline" if s["method"].startswith("baseline:") else "diffusion"
+        key = (s["task"], kind)
+        if s["psnr"] and (key not in best or s["psnr"][0] > best[key][1]):
+            best[key] = (s["method"], s["psnr"][0])
+    lines = [f"# Suite `{suite.name}`", "", suite.description, "",
+             f"Prior `{suite.prior}`, noise σ = {suite.noise_sigma} on the [-1, 1] scale, seed {suite.seed}. PSNR/SSIM on "
+             "[0, 1] (data range 1); LPIPS (AlexNet) n/a when its backbone is not available; time per image; "
+             "peak GPU memory n/a on CPU. Mean ± std over images.", "",
+             "| task | method | images | PSNR | SSIM | LPIPS | NFE | s / image | peak MiB |", "|---|---|---|---|---|---|---|---|---|"]
+    for s in summary:
+        star = " **best**" if best.get((s["task"], "diffusion" if not s["method"].startswith("baseline:") else "baseline"), (None,))[0] == s["method"] else ""
+        lines.append(f"| {s['task']} | {s['method']}{star} | {s['images']} | {_fmt(s['psnr'], 2)} | {_fmt(s['ssim'], 3)} | "
+                     f"{_fmt(s['lpips'], 3)} | {s['nfe'][0]:.0f} | {s['seconds'][0]:.3f} | {_mem(s)} |")
+    lines += ["", "## Best diffusion method vs best classical baseline (PSNR)", "",
+              "| task | best diffusion | PSNR | best baseline | PSNR | gain (dB) |", "|---|---|---|---|---|---|"]
+    for task in sorted({s["task"] for s in summary}):
+        d, b = best.get((task, "diffusion")), best.get((task, "baseline"))
+        gain = f"{d[1] - b[1]:+.2f}" if d and b else "n/a"
+        lines.append(f"| {task} | {d[0] if d else 'n/a'} | {d[1]:.2f} |" if d else f"| {task} | n/a | n/a |")
+        lines[-1] += f" {b[0] if b else 'n/a'} | {f'{b[1]:.2f}' if b else 'n/a'} | {gain} |"
+    figs = write_figures(out, summary)
+    if figs:
+        lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figs]
+    with atomic_path(out / "report.md") as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n")
+    return out / "report.md"
+
+
+def write_figures(out: Path, summary: list[dict]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..figures import display
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for task in sorted({s["task"] for s in summary}):
+        pts = [(s["nfe"][0], s["psnr"][0], s["method"]) for s in summary if s["task"] == task and s["psnr"] and not s["method"].startswith("baseline:")]
+        if pts:
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=task)
+            for p in pts:
+                ax.annotate(p[2], (p[0], p[1]), fontsize=7)
+    ax.set_xscale("symlog")
+    ax.set_xlabel("network evaluations per image (NFE)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    with atomic_path(out / "psnr_vs_nfe.png") as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+    paths.append(out / "psnr_vs_nfe.png")
+    ex = out / "examples"
+    for task in sorted({s["task"] for s in summary}):
+        methods = [s["method"] for s in summary if s["task"] == task]
+        imgs = sorted({int(p.stem.rsplit("__", 1)[1]) for p in ex.glob("*.pt") if p.stem.split("__")[0] == task.replace("/", "_").replace(":", "-")})[:4]
+        if not imgs:
+            continue
+        fig, axes = plt.subplots(len(imgs), len(methods) + 2, figsize=(1.6 * (len(methods) + 2), 1.7 * len(imgs)), squeeze=False)
+        for r, i in enumerate(imgs):
+            first = None
+            for c, m in enumerate(methods):
+                f = ex / (f"{task}__{m.replace(':', '-')}__{i}.pt".replace("/", "_"))
+                if not f.is_file():
+                    axes[r, c + 2].axis("off")
+                    continue
+                d = torch.load(f, weights_only=True)
+                first = first or d
+                axes[r, c + 2].imshow(display(d["restored"]))
+                axes[r, c + 2].set_title(m.replace("baseline:", "") if r == 0 else "", fontsize=7)
+                axes[r, c + 2].axis("off")
+            if first is not None:
+                axes[r, 0].imshow(display(first["x"]))
+                y = first["y"]
+                if y.shape[-1] > first["x"].shape[-1]:  # phase retrieval: show the log-magnitude
+                    from ..figures import magnitude_display
+
+                    y = magnitude_display(y)
+                axes[r, 1].imshow(display(y, first["x"]))
+                if r == 0:
+                    axes[r, 0].set_title("ground truth", fontsize=7)
+                    axes[r, 1].set_title("measurement", fontsize=7)
+            axes[r, 0].axis("off")
+            axes[r, 1].axis("off")
+        name = "grid_" + task.replace("[", "_").replace("]", "").replace(",", "_").replace("=", "") + ".png"
+        with atomic_path(out / name) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+        plt.close(fig)
+        paths.append(out / name)
+    return paths
