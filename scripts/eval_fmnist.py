@@ -74,12 +74,13 @@ def eval_palette(name: str, n: int, batch: int = 100) -> dict:
         xb = x[lo: lo + batch]
         gens = make_generators(lo, xb.shape[0])
         op, y = simulate(task, xb, opts, generator=gens)
-        res = restore(y, op, TASKS[task].noise(opts), prior, method="palette", steps=50, generator=make_generators(10_000 + lo, xb.shape[0]))
+        res = restore(y, op, TASKS[task].noise(opts), prior, method="palette", steps=50, eta=0.0,
+                      generator=make_generators(10_000 + lo, xb.shape[0]))
         ours.append(psnr(res.mean, xb))
         if task == "sr":
-            b = BASELINES["bicubic"](y, scale=opts.scale)
+            b = BASELINES["bicubic"](y, op, opts.noise_sigma)
         else:
-            b = BASELINES["biharmonic"](y, op.mask)
+            b = BASELINES["biharmonic"](y, op, opts.noise_sigma)
         base.append(psnr(b, xb))
     ours_t, base_t = torch.cat(ours), torch.cat(base)
     baseline_name = "bicubic upsampling" if task == "sr" else "biharmonic inpainting (scikit-image)"

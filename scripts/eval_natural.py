@@ -40,12 +40,7 @@ PROTOCOL = {
 
 
 def baseline(name: str, task: str, y, op, opts: TaskOptions):
-    fn = BASELINES[name]
-    if task == "deblur":
-        return fn(y, op.kernel, noise_sigma=opts.noise_sigma)
-    if task == "sr":
-        return fn(y, scale=opts.scale)
-    return fn(y, op.mask)
+    return BASELINES[name](y, op, opts.noise_sigma)
 
 
 def validation_loss(prior, n_patches: int = 512) -> tuple[float, float]:

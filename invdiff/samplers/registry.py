@@ -52,7 +52,7 @@ def _ddnm(p, *, steps, eta=0.85, callback=None):
     return guided_sample(p, DDNM(p, eta=eta), steps=steps, eta=eta, callback=callback)
 
 
-def _diffpir(p, *, steps, lam=7.0, zeta=0.3, cg_iters=30, grad_steps=20, callback=None):
+def _diffpir(p, *, steps, lam=7.0, zeta=0.3, cg_iters=10, grad_steps=20, callback=None):
     return guided_sample(p, DiffPIR(p, lam=lam, zeta=zeta, cg_iters=cg_iters, grad_steps=grad_steps), steps=steps,
                          eta=0.0, callback=callback)
 

@@ -118,7 +118,7 @@ class DiffPIR:
     ρ_t ‖x − x̂0‖², ρ_t = λ σ_y² / σ̄_t² with σ̄_t² = (1−ᾱ_t)/ᾱ_t (closed form through the SVD, CG for other linear
     operators, gradient steps for non-linear ones), then x_{t−1} = √ᾱ_{t−1} x̂0 + √(1−ᾱ_{t−1})(√(1−ζ) ε̂ + √ζ z)."""
 
-    def __init__(self, problem: Problem, *, lam: float = 7.0, zeta: float = 0.3, cg_iters: int = 30, grad_steps: int = 20) -> None:
+    def __init__(self, problem: Problem, *, lam: float = 7.0, zeta: float = 0.3, cg_iters: int = 10, grad_steps: int = 20) -> None:
         self.p = problem
         self.lam, self.zeta = lam, zeta
         self.cg_iters, self.grad_steps = cg_iters, grad_steps
