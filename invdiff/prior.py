@@ -122,6 +122,7 @@ class EpsPrior(nn.Module):
         cfg["weights_dtype"] = str(dtype or next(iter(sd.values())).dtype).replace("torch.", "")
         tmp = path.with_suffix(".safetensors.tmp")
         save_file(sd, str(tmp), metadata={"format": "invdiff", "version": str(FORMAT_VERSION)})
+        tmp.chmod(0o644)  # safetensors writes 0600 files; weights are meant to be shared
         tmp.replace(path)
         jtmp = path.with_suffix(".json.tmp")
         jtmp.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
