@@ -153,7 +153,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          "diffpir", _DEBLUR_HP),
     Task("sr", "super-resolution (bicubic antialiased downsampling, --scale 4)", build_sr, "ddrm", palette="sr4",
          x_shape=lambda y, o: (*y[:2], y[2] * o.scale, y[3] * o.scale)),
-    Task("inpaint", "inpainting (--mask box|random|freeform|FILE)", build_inpaint, "ddnm", palette="inpaint-box"),
+    Task("inpaint", "inpainting (--mask box|random|freeform|FILE)", build_inpaint, "ddrm", palette="inpaint-box"),
     Task("phase-retrieval", "Fourier phase retrieval |F(pad(x))|, oversampling 2", build_phase, "dps",
          x_shape=lambda y, o: (*y[:2], round(y[2] / o.oversampling), round(y[3] / o.oversampling))),
     Task("colorize", "colourisation (grey = mean of RGB)", build_colorize, "ddnm", x_shape=lambda y, o: (y[0], 3, *y[2:])),

@@ -65,7 +65,7 @@ class DDNM:
     part of x̂0 and taking the range-space part from y. With noise (DDNM+, eq. 17-19), each singular direction is
     only partly replaced, λ = min(1, σ_step s / (c σ_y)) with c the weight of x̂0 in the update, and the fresh
     noise of the step is reduced by the measurement noise that λ lets in, so x_{t−1} keeps the right noise level
-    (per singular value through the SVD; with s = 1 and A⁺ by CG otherwise). Needs η > 0 for noisy y."""
+    (per singular value through the SVD; by a Tikhonov-regularised CG solve otherwise). Needs η > 0 for noisy y."""
 
     def __init__(self, problem: Problem, *, eta: float = 0.85) -> None:
         self.p = problem
@@ -92,10 +92,15 @@ class DDNM:
             upd = z0[:, :m] + lam * (zy * inv - z0[:, :m]) * (inv > 0)
             x0 = op.V(torch.cat([upd, z0[:, m:]], 1), x0_shape)
             lam_noise = (c * lam * p.sigma * inv) ** 2  # variance let in per measured direction
+        elif coef.sigma == 0:
+            x0, lam_noise = d.x0, 0.0
         else:
-            lam = min(1.0, coef.sigma / max(abs(c) * p.sigma, 1e-12))
-            x0 = d.x0 + lam * (proximal(op, p.y, d.x0, 0.0) - d.x0)
-            lam_noise = (c * lam * p.sigma) ** 2
+            # without an SVD the per-direction λ is applied implicitly: the Tikhonov step
+            # x̂0 + (AᵀA + ρI)⁻¹Aᵀ(y − Ax̂0), ρ = (c σ_y / σ_step)², shrinks each direction by s²/(s² + ρ), which is ≈ 1 where
+            # DDNM+ takes λ = 1 and small where the measurement noise would exceed the step's noise
+            rho = (abs(c) * p.sigma / coef.sigma) ** 2
+            x0 = proximal(op, p.y, d.x0, rho)
+            lam_noise = 0.0
         if p.clip:
             x0 = x0.clamp(-1, 1)
         eps = p.prior.eps_from_x0(x_t, p.tt(t, x_t), x0)
