@@ -44,11 +44,7 @@ def _peak_mib(dev) -> float:
 
 def optimise(prior, on: bool, dev: str):
     """The fast path: channels_last + torch.compile (+ bf16 autocast on GPU through the prior's dtype)."""
-    if not on:
-        return prior
-    prior.net = prior.net.to(memory_format=torch.channels_last)
-    prior.net = torch.compile(prior.net, dynamic=False)
-    return prior
+    return prior.accelerate(compile=True) if on else prior
 
 
 def bare_network_seconds(prior, x, t_count: int, grad: bool, repeats: int, dev) -> float:

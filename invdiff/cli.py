@@ -214,6 +214,8 @@ def solve_cmd(
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)"),
     batch_size: Optional[int] = typer.Option(None, help="posterior samples computed together (default: all K)"),
     hp: list[str] = typer.Option([], "--hp", help="method hyper-parameter, NAME=VALUE (repeatable)"),
+    fast: bool = typer.Option(False, "--fast", help="channels_last + torch.compile (+ bf16 autocast on CUDA): pays a "
+                              "one-off compilation, worth it for long runs"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     json_out: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ):
@@ -224,7 +226,7 @@ def solve_cmd(
         req = SolveRequest(image=image, task=task, simulate=simulate, out=out, method=method, prior=prior, steps=steps,
                            seed=seed, samples=samples, noise_sigma=noise_sigma, kernel=kernel, kernel_size=kernel_size,
                            blur_sigma=blur_sigma, padding=padding, scale=scale, mask=mask, oversampling=oversampling,
-                           device=_device(device), batch_size=batch_size, hyper_parameters=_parse_hp(hp))
+                           device=_device(device), batch_size=batch_size, hyper_parameters=_parse_hp(hp), fast=fast)
         with _progress(quiet, f"{task}", None) as cb:
             report = solve(req, callback=cb)
         if json_out:

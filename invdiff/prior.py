@@ -60,9 +60,25 @@ class EpsPrior(nn.Module):
         return t.expand(x.shape[0]) if t.ndim == 0 else t
 
     def eps(self, x_t: Tensor, t: Tensor | int, cond: Tensor | None = None) -> Tensor:
-        """ε_θ(x_t, t[, cond]) in the input's dtype."""
-        out = self.net(x_t.to(self.dtype), self._t(t, x_t), cond) if cond is not None else self.net(x_t.to(self.dtype), self._t(t, x_t))
+        """ε_θ(x_t, t[, cond]) in the input's dtype (the network itself under bf16 autocast when ``accelerate``
+        turned it on; schedules, operators and FFTs stay in float32/64)."""
+        x = x_t.to(self.dtype)
+        if getattr(self, "_channels_last", False):
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=getattr(self, "_bf16", False)):
+            out = self.net(x, self._t(t, x_t), cond) if cond is not None else self.net(x, self._t(t, x_t))
         return out.to(x_t.dtype)
+
+    def accelerate(self, *, channels_last: bool = True, compile: bool = False, bf16: bool | None = None) -> "EpsPrior":
+        """The fast path: channels_last memory format, ``torch.compile`` of the network (CPU and GPU), bf16
+        autocast of the network (default: on CUDA only). Returns self."""
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+            self._channels_last = True
+        self._bf16 = (self.device.type == "cuda") if bf16 is None else bool(bf16)
+        if compile:
+            self.net = torch.compile(self.net, dynamic=False)
+        return self
 
     def x0_from_eps(self, x_t: Tensor, t: Tensor | int, eps: Tensor) -> Tensor:
         ac = self.schedule.at("alphas_cumprod", self._t(t, x_t), x_t)

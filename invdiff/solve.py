@@ -43,6 +43,7 @@ class SolveRequest:
     oversampling: float = 2.0
     device: str = "cpu"
     batch_size: int | None = None
+    fast: bool = False
     hyper_parameters: dict = field(default_factory=dict)
 
 
@@ -112,6 +113,8 @@ def solve(req: SolveRequest, *, callback=None) -> dict:
     prior_name = req.prior or DEFAULT_PRIOR
     palette = False
     prior = load_prior(prior_name, device=req.device)
+    if req.fast:
+        prior.accelerate(compile=True)
     if prior.cond_channels:
         palette = True
         method = "palette"
