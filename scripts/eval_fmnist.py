@@ -106,7 +106,10 @@ def main() -> None:
             print(f"{name}: not shipped yet, skipped")
             continue
         out[name] = eval_unconditional(a.n, a.skip_samples) if name == "fmnist32" else eval_palette(name, a.n)
-    (BENCH / "fmnist_priors.json").write_text(json.dumps(out, indent=2) + "\n")
+    path = BENCH / "fmnist_priors.json"
+    merged = json.loads(path.read_text()) if path.is_file() else {}
+    merged.update(out)
+    path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

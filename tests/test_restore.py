@@ -139,3 +139,24 @@ def test_methods_refuse_operators_they_cannot_use():
         restore(y, blur, 0.05, prior, method="dps", zetta=1.0)
     with pytest.raises(ValueError, match="Palette"):
         restore(y, blur, 0.05, prior, method="palette")
+
+
+def test_palette_conditional_sampling_is_batch_invariant():
+    from invdiff.nets.unet import UNet, UNetConfig
+    from invdiff.samplers import palette_condition
+
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(in_channels=1, cond_channels=2, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                          attention_levels=())).double()
+    prior = EpsPrior(net, NoiseSchedule.linear(), config={"name": "tiny-palette"})
+    A = O.Inpainting(O.box_mask((3, 1, 8, 8), generator=make_generators(0, 3)).double())
+    y = A(torch.rand(3, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2 - 1)
+    assert palette_condition(y, A, (3, 1, 8, 8)).shape == (3, 2, 8, 8)
+    full = restore(y, A, 0.05, prior, method="palette", steps=5, samples=2, generator=make_generators(3, 3))
+    for i in range(3):
+        alone = restore(y[i : i + 1], A.select(i), 0.05, prior, method="palette", steps=5, samples=2,
+                        generator=make_generators(3 + i, 1))
+        torch.testing.assert_close(alone.samples[0], full.samples[i], rtol=1e-7, atol=1e-7)
+    assert not torch.allclose(full.samples[:, 0], full.samples[:, 1])
+    with pytest.raises(ValueError, match="conditional"):
+        restore(y, A, 0.05, prior, method="ddrm")
