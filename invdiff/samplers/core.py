@@ -65,7 +65,7 @@ def timestep_pairs(schedule: NoiseSchedule, steps: int | None, spacing: str = "u
 def sample(prior: EpsPrior, shape, *, steps: int | None = None, eta: float = 1.0, guidance=None,
            generator: rng.Generators = None, callback=None, cond: Tensor | None = None, clip: bool = False,
            device=None, x_T: Tensor | None = None, variance: Literal["small", "large"] = "small",
-           spacing: str = "uniform", ctx: dict | None = None) -> Tensor:
+           spacing: str = "uniform", ctx: dict | None = None, t_start: int | None = None) -> Tensor:
     """Draw samples: unconditional (guidance None), conditional (Palette ``cond``) or guided.
 
     ``generator``: one per image for batch invariance (see ``invdiff.rng``). ``callback(info)`` gets a dict
@@ -74,6 +74,8 @@ def sample(prior: EpsPrior, shape, *, steps: int | None = None, eta: float = 1.0
     shape = tuple(shape)
     x = rng.randn(shape, generator, device=device) if x_T is None else x_T.to(device)
     pairs = timestep_pairs(prior.schedule, steps, spacing)
+    if t_start is not None:  # start part-way (x_T is then a noised initial guess at level t_start: CCDF / SDEdit)
+        pairs = [(t, tp) for t, tp in pairs if t <= t_start]
     ctx = {} if ctx is None else ctx
     ctx.setdefault("nfe", 0)
     ctx.setdefault("vjps", 0)

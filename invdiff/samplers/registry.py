@@ -77,7 +77,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("projection", "Song et al. 2021 / Lugmayr et al. 2022, score-SDE / RePaint measurement projection",
            _guided(Projection), "linear", False, "1", {"steps": 250, "eta": 1.0}),
     Method("palette", "Saharia et al. 2022, Palette (conditional model)", palette, None, False, "1",
-           {"steps": 100, "eta": 1.0}, conditional=True),
+           {"steps": 100, "eta": 1.0, "start": 0.5}, conditional=True),
 ]}
 
 
