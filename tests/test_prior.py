@@ -74,8 +74,10 @@ def test_check_image():
         prior.check_image(torch.zeros(1, 1, 15, 16))
 
 
-@pytest.mark.parametrize("name", [n for n, e in PRIORS.items() if e.available])
+@pytest.mark.parametrize("name", sorted(PRIORS))
 def test_shipped_priors_load(name):
+    assert PRIORS[name].available, f"bundled prior {name} is registered but its weights are not in the repository"
+    assert PRIORS[name].weights.stat().st_size < 15 * 2**20  # each file ≤ 15 MiB
     prior = load(name)
     cfg = prior.config
     assert cfg["data"]["range"] == [-1, 1] and cfg["training"]["steps"] > 0 and cfg["training"]["images_seen"] > 0
