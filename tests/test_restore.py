@@ -107,20 +107,20 @@ FAST = {"dps": {"steps": 10}, "mcg": {"steps": 10}, "pigdm": {"steps": 10}, "ddr
 
 @pytest.mark.parametrize("method", sorted(FAST))
 def test_batch_invariance_and_reproducibility(method):
-    prior, A, y = _small_problem(3)
+    prior, A, y = _small_problem(8)
     hp = dict(FAST[method])
     steps = hp.pop("steps")
-    full = restore(y, A, 0.05, prior, method=method, steps=steps, samples=2, generator=make_generators(10, 3), **hp)
-    again = restore(y, A, 0.05, prior, method=method, steps=steps, samples=2, generator=make_generators(10, 3), **hp)
+    full = restore(y, A, 0.05, prior, method=method, steps=steps, samples=2, generator=make_generators(10, 8), **hp)
+    again = restore(y, A, 0.05, prior, method=method, steps=steps, samples=2, generator=make_generators(10, 8), **hp)
     assert torch.equal(full.samples, again.samples)
-    for i in range(3):
+    for i in (0, 3, 7):  # image i alone == image i in a batch of 8
         alone = restore(y[i : i + 1], A.select(i), 0.05, prior, method=method, steps=steps, samples=2,
                         generator=make_generators(10 + i, 1), **hp)
         torch.testing.assert_close(alone.samples[0], full.samples[i], rtol=1e-7, atol=1e-7)
     assert not torch.allclose(full.samples[:, 0], full.samples[:, 1])  # K samples differ
-    other = restore(y, A, 0.05, prior, method=method, steps=steps, samples=2, generator=make_generators(11, 3), **hp)
+    other = restore(y, A, 0.05, prior, method=method, steps=steps, samples=2, generator=make_generators(11, 8), **hp)
     assert not torch.allclose(other.samples, full.samples)
-    assert full.mean.shape == (3, 1, 4, 4) and full.std.shape == (3, 1, 4, 4) and (full.std > 0).any()
+    assert full.mean.shape == (8, 1, 4, 4) and full.std.shape == (8, 1, 4, 4) and (full.std > 0).any()
     assert full.nfe > 0 and (full.vjps > 0) == METHODS[method].network_gradient
 
 
@@ -149,11 +149,11 @@ def test_palette_conditional_sampling_is_batch_invariant():
     net = UNet(UNetConfig(in_channels=1, cond_channels=2, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
                           attention_levels=())).double()
     prior = EpsPrior(net, NoiseSchedule.linear(), config={"name": "tiny-palette"})
-    A = O.Inpainting(O.box_mask((3, 1, 8, 8), generator=make_generators(0, 3)).double())
-    y = A(torch.rand(3, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2 - 1)
-    assert palette_condition(y, A, (3, 1, 8, 8)).shape == (3, 2, 8, 8)
-    full = restore(y, A, 0.05, prior, method="palette", steps=5, samples=2, generator=make_generators(3, 3))
-    for i in range(3):
+    A = O.Inpainting(O.box_mask((8, 1, 8, 8), generator=make_generators(0, 8)).double())
+    y = A(torch.rand(8, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2 - 1)
+    assert palette_condition(y, A, (8, 1, 8, 8)).shape == (8, 2, 8, 8)
+    full = restore(y, A, 0.05, prior, method="palette", steps=5, samples=2, generator=make_generators(3, 8))
+    for i in (0, 3, 7):
         alone = restore(y[i : i + 1], A.select(i), 0.05, prior, method="palette", steps=5, samples=2,
                         generator=make_generators(3 + i, 1))
         torch.testing.assert_close(alone.samples[0], full.samples[i], rtol=1e-7, atol=1e-7)
