@@ -6,7 +6,7 @@ benchmarks/natural64.md / natural64_restorations.png:
   inpainting restored by each task's default method, against the classical baselines (PSNR and SSIM);
 - a figure measurement / restored / ground truth per task.
 
-    python scripts/eval_natural.py [--size 256] [--photos 6] [--steps N] [--tasks deblur,sr,inpaint]
+    python scripts/eval_natural.py [--size 256] [--photos 6] [--steps N] [--tasks deblur,sr,inpaint]   (--tasks "": the loss only)
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main() -> None:
         print("validation L_simple", m, "+-", se)
     x = validation_photos(a.size)[: a.photos]
     rows, fig_rows = [], []
-    for task in a.tasks.split(","):
+    for task in filter(None, a.tasks.split(",")):
         opts, bases = PROTOCOL[task]
         t = TASKS[task]
         op, y = simulate(task, x, opts, generator=make_generators(0, x.shape[0]))
@@ -96,11 +96,14 @@ def main() -> None:
     for task, y0, r0, x0 in fig_rows:
         panels(BENCH / f"natural64_{task}.png", [("measurement", display(y0, x0), None), ("restored", display(r0), None),
                                                  ("ground truth", display(x0), None)], title=f"natural64 · {task}")
-    card["restoration"] = {"photos": a.photos, "size": a.size, "noise_sigma": 0.05, "rows": rows}
+    if rows:
+        card["restoration"] = {"photos": a.photos, "size": a.size, "noise_sigma": 0.05, "rows": rows}
     path = PRIORS["natural64"].config
     cfg = json.loads(path.read_text())
     cfg.setdefault("figures", {}).update(card)
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    if not rows:
+        return
     lines = ["| task | method | PSNR | SSIM | baselines (PSNR / SSIM) | NFE | s/image |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         bl = "; ".join(f"{k[:-5]} {r[k]:.2f} / {r[k[:-5] + '_ssim']:.3f}" for k in r if k.endswith("_psnr"))
