@@ -66,7 +66,7 @@ def bare_network_seconds(prior, x, t_count: int, grad: bool, repeats: int, dev) 
     return best
 
 
-def measure(prior_name: str, method: str, batch: int, steps: int, opt: bool, dev: str, repeats: int = 2) -> dict:
+def measure(prior_name: str, method: str, batch: int, steps: int, opt: bool, dev: str, repeats: int = 3) -> dict:
     prior = optimise(load(prior_name, device=dev), opt, dev)
     side = SIDE.get(prior_name, 64)
     c = prior.channels or 3
@@ -77,8 +77,10 @@ def measure(prior_name: str, method: str, batch: int, steps: int, opt: bool, dev
     m = METHODS[method]
     hp = {"ode_steps": 2, "langevin_steps": 10} if method == "daps" else {}
     hp.update(TASKS[task].hyper_parameters.get(method, {}))
-    # warm-up (compilation, caches), then the best of ``repeats``
-    restore(y, op, 0.05, prior, method=method, steps=2, generator=make_generators(1, batch), **hp)
+    # warm-up (compilation, allocator and autograd caches: a whole restoration and one bare network pass), then the
+    # best of ``repeats``; without it the first configuration of a run is measured cold
+    restore(y, op, 0.05, prior, method=method, steps=steps, generator=make_generators(1, batch), **hp)
+    bare_network_seconds(prior, x, 1, METHODS[method].network_gradient, 1, dev)
     best, res = float("inf"), None
     for _ in range(repeats):
         _sync(dev)
