@@ -89,7 +89,7 @@ def eval_palette(name: str, n: int, batch: int = 100, samples: int = 1) -> dict:
                {f"psnr_mean_of_{samples}_samples": round(float(ours_t.mean()), 3),
                 f"psnr_mean_of_{samples}_samples_std": round(float(ours_t.std()), 3)}),
             "baseline": baseline_name, "baseline_psnr": round(float(base_t.mean()), 3),
-            "eval_seconds": round(time.perf_counter() - t0, 1)}
+            ("eval_seconds" if samples == 1 else f"eval_seconds_{samples}_samples"): round(time.perf_counter() - t0, 1)}
     print(name, figs)
     update_card(name, figs)
     return figs
@@ -111,7 +111,8 @@ def main() -> None:
         out[name] = eval_unconditional(a.n, a.skip_samples) if name == "fmnist32" else eval_palette(name, a.n, samples=a.samples)
     path = BENCH / "fmnist_priors.json"
     merged = json.loads(path.read_text()) if path.is_file() else {}
-    merged.update(out)
+    for name, figs in out.items():  # K=1 and K>1 evaluations live side by side
+        merged.setdefault(name, {}).update(figs)
     path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
 
 
