@@ -86,3 +86,17 @@ def test_shipped_priors_load(name):
     cond = torch.randn(2, prior.cond_channels, s, s) if prior.cond_channels else None
     eps = prior.eps(x, torch.tensor([5, 500]), cond)
     assert eps.shape == x.shape and torch.isfinite(eps).all()
+
+
+def test_accelerate_keeps_eps():
+    # channels_last changes only the memory layout: same ε up to float32 summation order; bf16 autocast of the
+    # network keeps the caller's dtype and stays within bf16 precision (8 mantissa bits: ~1e-2 relative)
+    prior = _prior().float()
+    x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    ref = prior.eps(x, 300)
+    prior.accelerate(channels_last=True, compile=False, bf16=False)
+    torch.testing.assert_close(prior.eps(x, 300), ref, rtol=1e-4, atol=1e-5)
+    prior.accelerate(channels_last=True, compile=False, bf16=True)
+    out = prior.eps(x, 300)
+    assert out.dtype == x.dtype and out.shape == ref.shape
+    assert float((out - ref).norm() / ref.norm()) < 5e-2

@@ -39,11 +39,13 @@ OPS = {
     "sr": lambda: O.BlockAverage(2),
     "blur": lambda: O.CircularBlur(O.gaussian_kernel(3, 0.8)),
 }
+#: the same circular blur as a plain linear operator (no SVD): methods take their conjugate-gradient paths
+LINEAR_ONLY = {"blur-cg": lambda: O.Blur(O.gaussian_kernel(3, 0.8), padding="circular")}
 
 
 def _problem(gaussian, opname):
     mu, prior, x = gaussian
-    A = OPS[opname]()
+    A = {**OPS, **LINEAR_ONLY}[opname]()
     y = A(x) + SIGMA * torch.randn(A(x).shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     Amat = torch.func.jacrev(lambda v: A(v.reshape(SHAPE)).flatten())(torch.zeros(D, dtype=torch.float64))
     pm, pc = gaussian_posterior(mu, torch.eye(D, dtype=torch.float64), Amat, y.flatten(), SIGMA)
@@ -72,6 +74,7 @@ def test_exact_samplers_recover_the_posterior(gaussian, opname, method, hp):
     ("inpaint", "ddnm", {}), ("sr", "ddnm", {}),
     ("inpaint", "diffpir", {"lam": 1.0, "zeta": 1.0}), ("sr", "diffpir", {"lam": 1.0, "zeta": 1.0}),
     ("blur", "diffpir", {"lam": 1.0, "zeta": 1.0}),
+    ("blur-cg", "diffpir", {"lam": 1.0, "zeta": 1.0}),
 ])
 def test_approximate_methods_recover_the_posterior_mean(gaussian, opname, method, hp):
     # these methods approximate p(x0|x_t) differently from the truth; 0.25 psd allows their bias at 100 steps

@@ -73,3 +73,20 @@ def test_callback_and_step_count(gaussian):
     sample(prior, (2, 1, 4, 4), steps=10, eta=0.5, generator=torch.Generator().manual_seed(0), callback=seen.append, ctx=ctx)
     assert [s["step"] for s in seen] == list(range(10)) and seen[-1]["total"] == 10
     assert ctx["nfe"] == 10
+
+
+def test_start_part_way_from_a_given_state(gaussian):
+    # t_start keeps only the steps at or below it, starting from the given x_T (SDEdit / CCDF); with η = 0 the
+    # result is a deterministic function of that state
+    from invdiff.samplers.core import timestep_pairs
+
+    _, _, prior = gaussian
+    x_T = torch.randn(4, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    expected = [t for t, _ in timestep_pairs(prior.schedule, 20) if t <= 500]
+    assert 0 < len(expected) < 20
+    ctx = {}
+    a = sample(prior, x_T.shape, steps=20, eta=0.0, x_T=x_T, t_start=500, ctx=ctx, device="cpu")
+    assert ctx["nfe"] == len(expected)
+    b = sample(prior, x_T.shape, steps=20, eta=0.0, x_T=x_T, t_start=500, device="cpu")
+    c = sample(prior, x_T.shape, steps=20, eta=0.0, x_T=x_T + 0.5, t_start=500, device="cpu")
+    assert torch.equal(a, b) and not torch.allclose(a, c)
