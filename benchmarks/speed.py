@@ -1,10 +1,13 @@
 """Sampler speed against the bare network: for each prior and method, the time of a restoration and the time of
 the network evaluations it needs on their own (forward passes, or forward+backward for methods that
-differentiate through the network), their ratio, images/s at the best batch size, and peak memory; with the
-optimisations off (fp32, plain module) and on (channels_last, torch.compile; bf16 autocast on GPU).
+differentiate through the network), their ratio, the time of everything else measured directly (the same
+restoration with a network that costs nothing), images/s at the best batch size, memory (peak on GPU; on the CPU
+the activations a VJP keeps) and PSNR on real images (so the fast path can be checked to give the same
+quality); with the optimisations off (fp32, plain module), on (channels_last, torch.compile; on GPU also bf16
+autocast and CUDA graphs) and, for gradient methods, with activation checkpointing.
 
     python benchmarks/speed.py [--priors fmnist32,natural64] [--methods ...] [--steps 10] [--batches 1,8,32]
-                               [--opt off,on] [--out benchmarks/speed.json]
+                               [--opt off,on,ckpt] [--out benchmarks/speed.json]
 
 Writes a JSON file and prints a Markdown table (benchmarks/SPEED.md collects the published runs)."""
 
@@ -42,59 +45,109 @@ def _peak_mib(dev) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def optimise(prior, on: bool, dev: str):
-    """The fast path: channels_last + torch.compile (+ bf16 autocast on GPU through the prior's dtype)."""
-    return prior.accelerate(compile=True) if on else prior
+def optimise(prior, opt: str, dev: str):
+    """off: fp32 eager. on: channels_last + torch.compile (+ bf16 autocast and CUDA graphs on GPU).
+    ckpt: activation checkpointing of the network's blocks (memory of gradient methods)."""
+    if opt == "on":
+        return prior.accelerate(compile=True, cuda_graphs=dev.startswith("cuda"))
+    if opt == "ckpt":
+        return prior.accelerate(channels_last=False, bf16=False, checkpoint=True)
+    return prior
 
 
-def bare_network_seconds(prior, x, t_count: int, grad: bool, repeats: int, dev) -> float:
+class NullNet(torch.nn.Module):
+    """An ε-network that costs (almost) nothing: the restoration's time with it is everything but the network."""
+
+    def forward(self, x, t, cond=None):
+        return torch.zeros_like(x)
+
+
+def images(prior_name: str, batch: int, dev: str) -> torch.Tensor:
+    """Real test images (never trained on) so that PSNR can be compared between configurations."""
+    if prior_name.startswith("fmnist"):
+        from invdiff.data import fashion_mnist
+
+        x = fashion_mnist("test")[0][:batch]
+    else:
+        from invdiff.data import validation_photos
+
+        x = validation_photos(64)
+        x = x.repeat((batch + len(x) - 1) // len(x), 1, 1, 1)[:batch]
+    return x.to(dev)
+
+
+def bare_network_seconds(prior, x, t_count: int, grad: bool, dev) -> float:
     t = torch.full((x.shape[0],), 500, dtype=torch.long, device=x.device)
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(dev)
-        t0 = time.perf_counter()
-        for _ in range(t_count):
-            if grad:
-                xg = x.detach().requires_grad_(True)
-                out = prior.eps(xg, t)
-                torch.autograd.grad(out, xg, torch.ones_like(out))
-            else:
-                with torch.no_grad():
-                    prior.eps(x, t)
-        _sync(dev)
-        best = min(best, time.perf_counter() - t0)
-    return best
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(t_count):
+        if grad:
+            xg = x.detach().requires_grad_(True)
+            out = prior.eps(xg, t)
+            torch.autograd.grad(out, xg, torch.ones_like(out))
+        else:
+            with torch.no_grad():
+                prior.eps(x, t)
+    _sync(dev)
+    return time.perf_counter() - t0
 
 
-def measure(prior_name: str, method: str, batch: int, steps: int, opt: bool, dev: str, repeats: int = 3) -> dict:
+def measure(prior_name: str, method: str, batch: int, steps: int, opt: str, dev: str, repeats: int = 3) -> dict:
+    from invdiff.accel import saved_activation_bytes
+    from invdiff.metrics import psnr
+
     prior = optimise(load(prior_name, device=dev), opt, dev)
-    side = SIDE.get(prior_name, 64)
-    c = prior.channels or 3
-    x = (torch.rand(batch, c, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(dev)
+    x = images(prior_name, batch, dev)
     task = METHOD_TASK[method]
     opts = TaskOptions(kernel_size=9, blur_sigma=1.5)
     op, y = simulate(task, x, opts, generator=make_generators(0, batch))
     m = METHODS[method]
     hp = {"ode_steps": 2, "langevin_steps": 10} if method == "daps" else {}
     hp.update(TASKS[task].hyper_parameters.get(method, {}))
-    # warm-up (compilation, allocator and autograd caches: a whole restoration and one bare network pass), then the
-    # best of ``repeats``; without it the first configuration of a run is measured cold
-    restore(y, op, 0.05, prior, method=method, steps=steps, generator=make_generators(1, batch), **hp)
-    bare_network_seconds(prior, x, 1, METHODS[method].network_gradient, 1, dev)
-    best, res = float("inf"), None
+    grad = m.network_gradient
+
+    def run():
+        return restore(y, op, 0.05, prior, method=method, steps=steps, generator=make_generators(1, batch), **hp)
+
+    # warm-up (compilation, CUDA-graph capture, allocator and autograd caches: a whole restoration and bare
+    # network passes), then sampler and bare network timed in turn, best of ``repeats`` each, so that both see
+    # the same machine state
+    res = run()
+    nfe, vjps = res.nfe, res.vjps
+    bare_network_seconds(prior, x, 1, grad, dev)
+    if dev.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    best, net = float("inf"), float("inf")
     for _ in range(repeats):
         _sync(dev)
         t0 = time.perf_counter()
-        res = restore(y, op, 0.05, prior, method=method, steps=steps, generator=make_generators(1, batch), **hp)
+        res = run()
         _sync(dev)
         best = min(best, time.perf_counter() - t0)
-    nfe, vjps = res.nfe, res.vjps
-    fwd_only = nfe - vjps
-    net = bare_network_seconds(prior, x, vjps, True, repeats, dev) if vjps else 0.0
-    net += bare_network_seconds(prior, x, fwd_only, False, repeats, dev) if fwd_only else 0.0
+        n = bare_network_seconds(prior, x, vjps, True, dev) if vjps else 0.0
+        n += bare_network_seconds(prior, x, nfe - vjps, False, dev) if nfe - vjps else 0.0
+        net = min(net, n)
+    peak = _peak_mib(dev)
+    quality = float(psnr(res.mean.float().cpu(), x.float().cpu()).mean())
+    act = None
+    if grad:
+        t = torch.full((batch,), 500, dtype=torch.long, device=x.device)
+        act = saved_activation_bytes(lambda: prior.eps(x.detach().requires_grad_(True), t)) / 2**20
+    real = prior.net
+    prior.net = NullNet()  # everything but the network, measured directly
+    run()
+    other = float("inf")
+    for _ in range(repeats):
+        _sync(dev)
+        t0 = time.perf_counter()
+        run()
+        _sync(dev)
+        other = min(other, time.perf_counter() - t0)
+    prior.net = real
     return {"prior": prior_name, "method": method, "task": task, "batch": batch, "steps": steps, "optimised": opt,
             "nfe": nfe, "vjps": vjps, "sampler_s": best, "network_s": net, "ratio": best / net if net else None,
-            "images_per_s": batch / best, "peak_mib": _peak_mib(dev), "requires": m.requires}
+            "other_s": other, "images_per_s": batch / best, "peak_mib": peak, "vjp_activations_mib": act,
+            "psnr": quality, "requires": m.requires}
 
 
 def main() -> None:
@@ -103,7 +156,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHOD_TASK))
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batches", default="1,8,32")
-    ap.add_argument("--opt", default="off", help="off, on or off,on")
+    ap.add_argument("--opt", default="off", help="comma-separated: off, on, ckpt")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="benchmarks/speed.json")
@@ -113,7 +166,9 @@ def main() -> None:
     rows = []
     for prior_name in a.priors.split(","):
         for method in a.methods.split(","):
-            for opt in [v == "on" for v in a.opt.split(",")]:
+            for opt in a.opt.split(","):
+                if opt == "ckpt" and not METHODS[method].network_gradient:
+                    continue
                 best = None
                 for b in [int(v) for v in a.batches.split(",")]:
                     r = measure(prior_name, method, b, a.steps, opt, a.device)
@@ -121,17 +176,23 @@ def main() -> None:
                     if best is None or r["images_per_s"] > best["images_per_s"]:
                         best = r
                     print(json.dumps(r), flush=True)
+                best["best_batch"] = True
     machine = {"device": a.device, "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "cores": os.cpu_count(), "torch": torch.__version__,
                "gpu": torch.cuda.get_device_name() if a.device.startswith("cuda") else None}
     Path(a.out).write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
     print(f"\nmachine: {machine}\n")
-    print("| prior | method | opt | batch | NFE | VJPs | sampler s | network s | ratio | images/s | peak MiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| prior | method | opt | batch | NFE | VJPs | sampler s | network s | ratio | other s | images/s | "
+          "VJP activations MiB | peak MiB | PSNR |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = f"{r['ratio']:.2f}" if r["ratio"] else "n/a"
-        print(f"| {r['prior']} | {r['method']} | {'on' if r['optimised'] else 'off'} | {r['batch']} | {r['nfe']} | {r['vjps']} | "
-              f"{r['sampler_s']:.3f} | {r['network_s']:.3f} | {ratio} | {r['images_per_s']:.1f} | {r['peak_mib']:.0f} |")
+        if r.get("best_batch"):
+            ratio = f"**{ratio}**"
+        act = f"{r['vjp_activations_mib']:.0f}" if r["vjp_activations_mib"] is not None else "–"
+        print(f"| {r['prior']} | {r['method']} | {r['optimised']} | {r['batch']} | {r['nfe']} | {r['vjps']} | "
+              f"{r['sampler_s']:.3f} | {r['network_s']:.3f} | {ratio} | {r['other_s']:.3f} | {r['images_per_s']:.1f} | "
+              f"{act} | {r['peak_mib']:.0f} | {r['psnr']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -212,7 +212,8 @@ def solve_cmd(
                                           "a measurement PNG's alpha channel is used when present"),
     oversampling: float = typer.Option(2.0, help="phase retrieval oversampling"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)"),
-    batch_size: Optional[int] = typer.Option(None, help="posterior samples computed together (default: all K)"),
+    batch_size: Optional[str] = typer.Option(None, help="posterior samples computed together: a number, or 'auto' for as "
+                                             "many as memory allows (default: all K)"),
     hp: list[str] = typer.Option([], "--hp", help="method hyper-parameter, NAME=VALUE (repeatable)"),
     fast: bool = typer.Option(False, "--fast", help="channels_last + torch.compile (+ bf16 autocast on CUDA): pays a "
                               "one-off compilation, worth it for long runs"),
@@ -226,7 +227,8 @@ def solve_cmd(
         req = SolveRequest(image=image, task=task, simulate=simulate, out=out, method=method, prior=prior, steps=steps,
                            seed=seed, samples=samples, noise_sigma=noise_sigma, kernel=kernel, kernel_size=kernel_size,
                            blur_sigma=blur_sigma, padding=padding, scale=scale, mask=mask, oversampling=oversampling,
-                           device=_device(device), batch_size=batch_size, hyper_parameters=_parse_hp(hp), fast=fast)
+                           device=_device(device), batch_size=_batch_size(batch_size), hyper_parameters=_parse_hp(hp),
+                           fast=fast)
         with _progress(quiet, f"{task}", None) as cb:
             report = solve(req, callback=cb)
         if json_out:
@@ -235,6 +237,14 @@ def solve_cmd(
             _print_report(report)
 
     _run(go)
+
+
+def _batch_size(value: str | None) -> int | str | None:
+    if value is None or value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"--batch-size expects a positive integer or 'auto', got {value!r}")
+    return int(value)
 
 
 def _parse_hp(items: list[str]) -> dict:

@@ -65,19 +65,38 @@ class EpsPrior(nn.Module):
         x = x_t.to(self.dtype)
         if getattr(self, "_channels_last", False):
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=getattr(self, "_bf16", False)):
+        # the weight-cast cache is off: each autocast region is one forward pass (nothing to reuse), and a
+        # cache filled during CUDA-graph capture would be freed under the graph
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=getattr(self, "_bf16", False), cache_enabled=False):
             out = self.net(x, self._t(t, x_t), cond) if cond is not None else self.net(x, self._t(t, x_t))
         return out.to(x_t.dtype)
 
-    def accelerate(self, *, channels_last: bool = True, compile: bool = False, bf16: bool | None = None) -> "EpsPrior":
-        """The fast path: channels_last memory format, ``torch.compile`` of the network (CPU and GPU), bf16
-        autocast of the network (default: on CUDA only). Returns self."""
+    def accelerate(self, *, channels_last: bool = True, compile: bool = False, bf16: bool | None = None,
+                   checkpoint: bool = False, cuda_graphs: bool = False) -> "EpsPrior":
+        """Speed and memory options; none changes what is computed beyond floating-point rounding. Returns self.
+
+        - ``channels_last``: NHWC memory format for the convolutions.
+        - ``compile``: ``torch.compile`` of the network (CPU and GPU; with ``cuda_graphs`` the compiler's own
+          CUDA-graph mode, ``reduce-overhead``).
+        - ``bf16``: bf16 autocast of the network only (default: on CUDA); schedules, operators, FFTs and the
+          guidance arithmetic stay float32/64.
+        - ``checkpoint``: activation checkpointing of every residual/attention block while a gradient is recorded
+          (DPS, MCG, ΠGDM): the backward pass recomputes them, trading about one extra forward for memory.
+        - ``cuda_graphs``: replay forward-only evaluations from CUDA graphs captured per input shape (CUDA only;
+          gradient evaluations stay eager)."""
+        from .accel import CUDAGraphNet, checkpoint_blocks
+
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
             self._channels_last = True
         self._bf16 = (self.device.type == "cuda") if bf16 is None else bool(bf16)
+        if checkpoint:
+            checkpoint_blocks(self.net)
+        graphs = cuda_graphs and self.device.type == "cuda"
         if compile:
-            self.net = torch.compile(self.net, dynamic=False)
+            self.net = torch.compile(self.net, dynamic=False, mode="reduce-overhead" if graphs else None)
+        elif graphs:
+            self.net = CUDAGraphNet(self.net)
         return self
 
     def x0_from_eps(self, x_t: Tensor, t: Tensor | int, eps: Tensor) -> Tensor:

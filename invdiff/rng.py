@@ -75,3 +75,26 @@ def repeat(generator: Generators, k: int) -> Generators:
         seeds = torch.randint(0, 2**62, (k,), generator=torch.Generator().manual_seed(int(g.initial_seed())))
         out.extend(torch.Generator(device=g.device).manual_seed(int(s)) for s in seeds)
     return out
+
+
+def get_state(generator: Generators):
+    """A snapshot of the generator(s) (the global RNGs when None), for ``set_state``."""
+    if generator is None:
+        return torch.get_rng_state(), (torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
+    if isinstance(generator, torch.Generator):
+        return generator.get_state()
+    return [g.get_state() for g in generator]
+
+
+def set_state(generator: Generators, state) -> None:
+    """Rewind the generator(s) to a ``get_state`` snapshot: what is drawn next repeats what was drawn after it."""
+    if generator is None:
+        cpu, cuda = state
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+    elif isinstance(generator, torch.Generator):
+        generator.set_state(state)
+    else:
+        for g, s in zip(generator, state, strict=True):
+            g.set_state(s)

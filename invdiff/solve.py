@@ -42,7 +42,7 @@ class SolveRequest:
     mask: str = "box"
     oversampling: float = 2.0
     device: str = "cpu"
-    batch_size: int | None = None
+    batch_size: int | str | None = None
     fast: bool = False
     hyper_parameters: dict = field(default_factory=dict)
 

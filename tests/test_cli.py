@@ -87,6 +87,13 @@ def test_posterior_samples_write_mean_and_std(files, tmp_path):
     a = np.asarray(Image.open(rep["files"]["restored"]))
     b = np.asarray(Image.open(json.loads(again.output)["files"]["restored"]))
     assert np.array_equal(a, b)  # same seed, same result
+    # computed one sample at a time, or as many at once as memory allows: the same samples
+    for bs in ("1", "auto"):
+        split = _solve(files, tmp_path / f"bs{bs}", "--simulate", "--task", "inpaint", "--samples", 3, "--seed", 4,
+                       "--batch-size", bs, files / "clean.png")
+        assert split.exit_code == 0, split.output
+        c = np.asarray(Image.open(json.loads(split.output)["files"]["restored"])).astype(int)
+        assert np.abs(c - a.astype(int)).max() <= 1  # float32 rounding may move a value across a quantisation step
 
 
 def test_listings(files):
@@ -118,6 +125,7 @@ def test_sample_grid(files, tmp_path):
     (["--task", "colorize", "--prior", "tiny1.safetensors", "grey.png"], "channel"),
     (["--task", "deblur", "--prior", "no-such-prior", "clean.png"], "prior"),
     (["--task", "deblur", "--noise-sigma", "nan", "clean.png"], "noise sigma"),
+    (["--task", "deblur", "--batch-size", "0", "clean.png"], "batch-size"),
 ])
 def test_bad_input_one_line_nonzero_exit_nothing_written(files, tmp_path, args, message):
     args = [str(files / a) if (files / a).exists() or a == "MISSING" else a for a in args]

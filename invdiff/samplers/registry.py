@@ -112,7 +112,8 @@ def check_method(method: str, op: Operator, prior: EpsPrior) -> Method:
 @dataclass(frozen=True)
 class Restoration:
     """K posterior samples per measurement: ``samples`` (B, K, C, H, W), their ``mean`` and per-pixel ``std``
-    (B, C, H, W; zero when K = 1), with the cost: network evaluations, VJPs through the network, seconds."""
+    (B, C, H, W; zero when K = 1), with the cost: network evaluations and VJPs through the network that each
+    image went through (the same however the batch was split), and seconds."""
 
     samples: Tensor
     mean: Tensor
@@ -134,11 +135,12 @@ def _noise_sigma(noise) -> float:
 
 def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: str = "dps", steps: int | None = None,
             samples: int = 1, generator: rng.Generators = None, callback=None, x_shape=None, clip: bool = True,
-            batch_size: int | None = None, **hyper_parameters) -> Restoration:
+            batch_size: int | str | None = None, **hyper_parameters) -> Restoration:
     """Restore x from y = A(x) + n with the prior. ``noise``: a noise model or σ (on the [-1, 1] scale).
     ``generator``: one per measurement (``rng.make_generators``) for batch-invariant results; each of the K
     samples of image i gets its own stream derived from image i's, so results do not depend on ``batch_size``
-    (how many of the B·K samples run together; default all). Unknown hyper-parameters raise."""
+    (how many of the B·K samples run together; default all; ``"auto"``: as many as memory allows, see
+    ``invdiff.accel.auto_batch_size``, halved and retried if a GPU still runs out). Unknown hyper-parameters raise."""
     m = check_method(method, operator, prior)
     if samples < 1:
         raise ValueError("samples must be at least 1")
@@ -162,21 +164,42 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
             mod.validate = False  # inputs are the sampler's own, checked once above
     gens = rng.repeat(generator, samples) if samples > 1 else generator
     n = B * samples
+    if isinstance(batch_size, str) and batch_size != "auto":
+        raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    auto = batch_size == "auto"
+    if auto:
+        from ..accel import auto_batch_size
+
+        batch_size = auto_batch_size(prior, xs[1:], n, gradient=m.network_gradient, device=y.device)
     chunk = n if not batch_size or batch_size >= n else int(batch_size)
     if chunk < 1:
         raise ValueError("batch_size must be at least 1")
     sigma = _noise_sigma(noise)
     t0 = time.perf_counter()
-    parts, nfe, vjps = [], 0, 0
-    for start in range(0, n, chunk):
+    parts, nfe, vjps, start = [], 0, 0, 0
+    while start < n:
         idx = list(range(start, min(n, start + chunk)))
-        sub_op = op if chunk == n else op.select(idx)
-        sub_gens = gens if (chunk == n or gens is None or isinstance(gens, torch.Generator)) else [gens[i] for i in idx]
+        whole = len(idx) == n
+        sub_op = op if whole else op.select(idx)
+        sub_gens = gens if (whole or gens is None or isinstance(gens, torch.Generator)) else [gens[i] for i in idx]
+        saved = rng.get_state(sub_gens) if auto else None
         problem = Problem(prior=prior, y=yk[idx[0] : idx[-1] + 1], op=sub_op, sigma=sigma, shape=(len(idx), *xs[1:]),
                           generator=sub_gens, clip=clip)
-        parts.append(m.run(problem, steps=steps, callback=callback, **hp))
-        nfe += problem.nfe
-        vjps += problem.vjps
+        try:
+            parts.append(m.run(problem, steps=steps, callback=callback, **hp))
+        except Exception as e:  # out of GPU memory with an automatic size: halve it and redo this chunk
+            from ..accel import is_out_of_memory
+
+            if not (auto and chunk > 1 and is_out_of_memory(e)):
+                raise
+            del problem, e
+            rng.set_state(sub_gens, saved)  # the retry draws exactly the noise the failed attempt drew
+            if y.device.type == "cuda":
+                torch.cuda.empty_cache()
+            chunk = max(1, chunk // 2)
+            continue
+        nfe, vjps = max(nfe, problem.nfe), max(vjps, problem.vjps)  # per image: every chunk runs the same loop
+        start = idx[-1] + 1
     x = torch.cat(parts)
     seconds = time.perf_counter() - t0
     x = x.reshape(B, samples, *xs[1:])
