@@ -294,6 +294,9 @@ def palette_condition_fn(name: str) -> Condition:
 
 
 def train(cfg: TrainConfig, *, init: EpsPrior | None = None, quiet: bool = False) -> Trainer:
+    from .accel import keep_freed_memory
+
+    keep_freed_memory()  # a no-op off Linux/glibc; keeps the per-step activations out of mmap/munmap
     trainer = Trainer(cfg, quiet=quiet)
     if init is not None and trainer.step == 0:
         trainer.load_weights(init)

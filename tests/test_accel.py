@@ -180,3 +180,26 @@ def test_auto_batch_size_on_gpu_is_memory_bound():
     assert per > 0
     b = accel.auto_batch_size(prior, (1, 32, 32), 10**6, gradient=True, device=dev)
     assert 1 <= b <= accel.available_memory(dev) // per
+
+
+def test_keeping_freed_memory_is_switchable(monkeypatch):
+    monkeypatch.setattr(accel, "_ALLOCATOR_TUNED", False)
+    monkeypatch.setenv("INVDIFF_KEEP_MEMORY", "0")
+    assert accel.keep_freed_memory() is False
+    monkeypatch.delenv("INVDIFF_KEEP_MEMORY")
+    import platform
+    import sys
+
+    expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert accel.keep_freed_memory() is expected
+    if expected:  # large blocks now stay in the process: freeing and reallocating them costs no page faults
+        import resource
+
+        def faults():
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+        torch.empty(64 * 2**20 // 4).fill_(1.0)
+        before = faults()
+        for _ in range(5):
+            torch.empty(64 * 2**20 // 4).fill_(1.0)  # 64 MiB, above glibc's largest mmap threshold
+        assert faults() - before < 5 * (64 * 2**20 // 4096) // 4

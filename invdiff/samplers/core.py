@@ -71,6 +71,10 @@ def sample(prior: EpsPrior, shape, *, steps: int | None = None, eta: float = 1.0
     ``generator``: one per image for batch invariance (see ``invdiff.rng``). ``callback(info)`` gets a dict
     with step, total, t, x_t and x0 after every step."""
     device = torch.device(device) if device is not None else prior.device
+    if device.type == "cpu":
+        from ..accel import keep_freed_memory
+
+        keep_freed_memory()
     shape = tuple(shape)
     x = rng.randn(shape, generator, device=device) if x_T is None else x_T.to(device)
     pairs = timestep_pairs(prior.schedule, steps, spacing)

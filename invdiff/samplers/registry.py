@@ -142,6 +142,10 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
     (how many of the B·K samples run together; default all; ``"auto"``: as many as memory allows, see
     ``invdiff.accel.auto_batch_size``, halved and retried if a GPU still runs out). Unknown hyper-parameters raise."""
     m = check_method(method, operator, prior)
+    if y.device.type == "cpu":
+        from ..accel import keep_freed_memory
+
+        keep_freed_memory()
     if samples < 1:
         raise ValueError("samples must be at least 1")
     if not torch.isfinite(y).all():
