@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import time
 from pathlib import Path
 
@@ -39,10 +38,12 @@ def _sync(dev):
         torch.cuda.synchronize()
 
 
-def _peak_mib(dev) -> float:
+def _peak_mib(dev) -> float | None:
+    """Peak GPU memory of the configuration; None on the CPU, where the process-wide peak RSS only grows from one
+    configuration to the next (see the VJP activations column instead)."""
     if dev.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
 
 
 def optimise(prior, opt: str, dev: str):
@@ -190,9 +191,10 @@ def main() -> None:
         if r.get("best_batch"):
             ratio = f"**{ratio}**"
         act = f"{r['vjp_activations_mib']:.0f}" if r["vjp_activations_mib"] is not None else "–"
+        peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "–"
         print(f"| {r['prior']} | {r['method']} | {r['optimised']} | {r['batch']} | {r['nfe']} | {r['vjps']} | "
               f"{r['sampler_s']:.3f} | {r['network_s']:.3f} | {ratio} | {r['other_s']:.3f} | {r['images_per_s']:.1f} | "
-              f"{act} | {r['peak_mib']:.0f} | {r['psnr']:.2f} |")
+              f"{act} | {peak} | {r['psnr']:.2f} |")
 
 
 if __name__ == "__main__":

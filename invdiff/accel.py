@@ -175,8 +175,8 @@ def available_memory(device: torch.device) -> int:
 def per_image_bytes(prior, image_shape, *, gradient: bool, device: torch.device) -> int:
     """Memory one image costs in a network evaluation: on CUDA the peak allocated by a batch of 2 minus that
     of a batch of 1 (forward, or forward + backward for gradient methods); on the CPU the activations autograd
-    saves for one image (gradient methods) or the largest of them times four (forward only), an upper bound
-    on what is live at once."""
+    saves for one image (gradient methods) or, forward only, four times the largest activation (an estimate of
+    what is live at once: a block's input, output and two intermediates)."""
     c, h, w = image_shape
     cond = torch.zeros(1, prior.cond_channels, h, w, device=device) if prior.cond_channels else None
 

@@ -163,3 +163,21 @@ def test_palette_conditional_sampling_is_batch_invariant():
     assert not torch.allclose(full.samples[:, 0], full.samples[:, 1])
     with pytest.raises(ValueError, match="conditional"):
         restore(y, A, 0.05, prior, method="ddrm")
+
+
+@pytest.mark.parametrize("opname", ["blur", "phase"])
+def test_reddiff_closed_form_gradient_equals_autograd_of_its_loss(opname):
+    from invdiff.samplers.problem import Problem
+    from invdiff.samplers.variational import reddiff_gradient
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 1, 12, 12, dtype=torch.float64, generator=g) * 2 - 1
+    op = O.Blur(O.gaussian_kernel(5, 1.0).double(), padding="reflect").double() if opname == "blur" else O.PhaseRetrieval(2.0)
+    y = op(x) + 0.05 * torch.randn(op(x).shape, dtype=torch.float64, generator=g)
+    p = Problem(prior=None, y=y, op=op, sigma=0.05, shape=tuple(x.shape))
+    mu = torch.randn(x.shape, dtype=torch.float64, generator=g).requires_grad_(True)
+    err = torch.randn(x.shape, dtype=torch.float64, generator=g)
+    w = 0.37
+    loss = (((y - op(mu)) ** 2).flatten(1).sum(1) / (2 * y[0].numel()) + w * (err * mu).flatten(1).sum(1) / mu[0].numel()).sum()
+    (ref,) = torch.autograd.grad(loss, mu)
+    torch.testing.assert_close(reddiff_gradient(p, mu.detach(), err, w), ref, rtol=1e-10, atol=1e-12)

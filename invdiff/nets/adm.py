@@ -51,7 +51,7 @@ class ADMConfig:
     ``attention_resolutions``: comma-separated feature-map resolutions ("32,16,8") where attention is used;
     a resolution r means the level with downsampling factor ds = image_size // r.
     ``num_head_channels`` (when not -1) overrides ``num_heads``. ``use_checkpoint`` (gradient
-    checkpointing) is accepted for compatibility and ignored."""
+    checkpointing) is accepted for compatibility and not read: ``EpsPrior.accelerate(checkpoint=True)`` does it."""
 
     image_size: int = 64
     num_channels: int = 128

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .. import rng
+from ..accel import keep_freed_memory
 from ..prior import Denoised, EpsPrior
 from ..schedule import NoiseSchedule
 
@@ -72,8 +73,6 @@ def sample(prior: EpsPrior, shape, *, steps: int | None = None, eta: float = 1.0
     with step, total, t, x_t and x0 after every step."""
     device = torch.device(device) if device is not None else prior.device
     if device.type == "cpu":
-        from ..accel import keep_freed_memory
-
         keep_freed_memory()
     shape = tuple(shape)
     x = rng.randn(shape, generator, device=device) if x_T is None else x_T.to(device)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .. import rng
+from ..accel import auto_batch_size, is_out_of_memory, keep_freed_memory
 from ..operators.base import Operator
 from ..prior import EpsPrior
 from .guided import DPS, MCG, PiGDM, Projection, guided_sample
@@ -143,8 +144,6 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
     ``invdiff.accel.auto_batch_size``, halved and retried if a GPU still runs out). Unknown hyper-parameters raise."""
     m = check_method(method, operator, prior)
     if y.device.type == "cpu":
-        from ..accel import keep_freed_memory
-
         keep_freed_memory()
     if samples < 1:
         raise ValueError("samples must be at least 1")
@@ -172,8 +171,6 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
         raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
     auto = batch_size == "auto"
     if auto:
-        from ..accel import auto_batch_size
-
         batch_size = auto_batch_size(prior, xs[1:], n, gradient=m.network_gradient, device=y.device)
     chunk = n if not batch_size or batch_size >= n else int(batch_size)
     if chunk < 1:
@@ -192,8 +189,6 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
         try:
             parts.append(m.run(problem, steps=steps, callback=callback, **hp))
         except Exception as e:  # out of GPU memory with an automatic size: halve it and redo this chunk
-            from ..accel import is_out_of_memory
-
             if not (auto and chunk > 1 and is_out_of_memory(e)):
                 raise
             del problem, e

@@ -19,6 +19,13 @@ def _callback(callback, i, total, t, x_t, x0):
         callback({"step": i, "total": total, "t": t, "x_t": x_t, "x0": x0})
 
 
+def reddiff_gradient(p: Problem, mu: Tensor, eps_error: Tensor, w: float) -> Tensor:
+    """∇_μ of RED-diff's per-image loss ½‖y − A(μ)‖²/m + w ⟨ε_θ − ε, μ⟩/n (m, n: measurement and image sizes), in
+    closed form, without building a graph: −Aᵀ(y − A μ)/m (a VJP for non-linear A) + w (ε_θ − ε)/n."""
+    with torch.no_grad():
+        return p.data_gradient(mu).div_(p.y[0].numel()).add_(eps_error, alpha=w / mu[0].numel())
+
+
 def reddiff(p: Problem, *, steps: int = 100, lam: float = 0.25, lr: float = 0.1, init_cg_iters: int = 10,
             callback=None) -> Tensor:
     """RED-diff (Mardani et al. 2023): minimise over μ, with Adam, ½‖y − A(μ)‖²/σ̃² + λ_t ⟨sg(ε_θ(x_t, t) − ε), μ⟩,
@@ -35,7 +42,6 @@ def reddiff(p: Problem, *, steps: int = 100, lam: float = 0.25, lr: float = 0.1,
     mu = mu.clamp(-1, 1).requires_grad_(True)
     opt = torch.optim.Adam([mu], lr=lr, betas=(0.9, 0.99))
     pairs = timestep_pairs(p.schedule, steps)
-    n, ny = mu[0].numel(), y[0].numel()
     for i, (t, _) in enumerate(pairs):
         a = p.alpha_bar(t)
         eps = rng.randn(p.shape, p.generator, device=y.device, dtype=y.dtype)
@@ -44,9 +50,7 @@ def reddiff(p: Problem, *, steps: int = 100, lam: float = 0.25, lr: float = 0.1,
             e = p.prior.eps(x_t, p.tt(t, x_t), p.cond)
         p.nfe += 1
         w = lam * math.sqrt(1 - a) / math.sqrt(a)
-        # the loss gradient in closed form (no graph): −Aᵀ(y − A μ)/m (a VJP for non-linear A) + w (ε_θ − ε)/n
-        with torch.no_grad():
-            mu.grad = p.data_gradient(mu.detach()).div_(ny).add_(e - eps, alpha=w / n)
+        mu.grad = reddiff_gradient(p, mu.detach(), e - eps, w)
         opt.step()
         _callback(callback, i, len(pairs), t, x_t, mu.detach())
     return mu.detach().clamp(-1, 1) if p.clip else mu.detach()
