@@ -143,7 +143,9 @@ class CUDAGraphNet(nn.Module):
             return self.net(x, t, cond) if cond is not None else self.net(x, t)
         key = self._key(x, t, cond)
         if key not in self._graphs:
-            self._graphs[key] = self._capture(x, t, cond)
+            # ordinary (not inference-mode) buffers, so that later calls under plain no_grad can refill them
+            with torch.inference_mode(False), torch.no_grad():
+                self._graphs[key] = self._capture(x, t, cond)
         graph, static, out = self._graphs[key]
         static[0].copy_(x)
         static[1].copy_(t)

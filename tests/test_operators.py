@@ -134,6 +134,21 @@ def test_circular_blur_svd_agrees_with_the_padded_blur():
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("padding", O.PADDINGS)
+def test_blur_with_a_rank_one_kernel_takes_the_separable_path(padding):
+    # a Gaussian (rank-1) kernel shared by the batch is applied with two 1-D matrices; the same operator as the FFT
+    for k in (O.gaussian_kernel(7, 1.2), torch.ones(5, 3) / 15):
+        fast, fft = O.Blur(k, padding=padding), O.Blur(k, padding=padding, separable=False)
+        assert fast.as_separable() is not None and fft.as_separable() is None
+        x, y = rand((3, 2, 16, 20), 13), rand((3, 2, 16, 20), 14)
+        for f in ("forward", "adjoint", "normal"):
+            torch.testing.assert_close(getattr(fast, f)(x), getattr(fft, f)(x), rtol=1e-5, atol=1e-5)
+        assert abs(float((fast(x) * y).sum() - (x * fast.adjoint(y)).sum())) < 1e-4  # still the exact adjoint
+    # kernels of rank > 1, or one per image, keep the FFT
+    assert O.Blur(O.motion_kernels(1, 7, generator=make_generators(1, 1))).as_separable() is None
+    assert O.Blur(O.gaussian_kernel(5, 1.0).expand(2, 5, 5)).as_separable() is None
+
+
 def test_blur_matches_a_direct_convolution():
     k = O.motion_kernels(1, 7, generator=make_generators(1, 1))[0].double()
     x = rand((1, 2, 20, 24), 12)

@@ -91,7 +91,7 @@ def test_shipped_priors_load(name):
 def test_accelerate_keeps_eps():
     # channels_last changes only the memory layout: same ε up to float32 summation order; bf16 autocast of the
     # network keeps the caller's dtype and stays within bf16 precision (8 mantissa bits: ~1e-2 relative)
-    prior = _prior().float()
+    prior = _prior().float().requires_grad_(False)
     x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     ref = prior.eps(x, 300)
     prior.accelerate(channels_last=True, compile=False, bf16=False)

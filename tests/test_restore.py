@@ -181,3 +181,26 @@ def test_reddiff_closed_form_gradient_equals_autograd_of_its_loss(opname):
     loss = (((y - op(mu)) ** 2).flatten(1).sum(1) / (2 * y[0].numel()) + w * (err * mu).flatten(1).sum(1) / mu[0].numel()).sum()
     (ref,) = torch.autograd.grad(loss, mu)
     torch.testing.assert_close(reddiff_gradient(p, mu.detach(), err, w), ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", sorted(FAST))
+def test_forward_only_evaluations_run_in_inference_mode(method):
+    # evaluations whose result is never differentiated run under torch.inference_mode (no autograd bookkeeping);
+    # the ones gradient methods differentiate record a graph. The same operator then serves a gradient method.
+    prior, A, y = _small_problem(2)
+    modes = []
+    net_forward = prior.net.forward
+
+    def spy(x, t, *args):
+        modes.append((torch.is_inference_mode_enabled(), torch.is_grad_enabled() and x.requires_grad))
+        return net_forward(x, t, *args)
+
+    prior.net.forward = spy
+    hp = dict(FAST[method])
+    steps = hp.pop("steps")
+    restore(y, A, 0.05, prior, method=method, steps=steps, generator=make_generators(0, 2), **hp)
+    graph = [m for m in modes if m[1]]
+    assert len(graph) == (steps if METHODS[method].network_gradient else 0)
+    assert all(inference for inference, recorded in modes if not recorded) and not any(i for i, r in graph)
+    r = restore(y, A, 0.05, prior, method="dps", steps=3, generator=make_generators(0, 2))
+    assert torch.isfinite(r.mean).all()

@@ -35,6 +35,8 @@ OPERATORS: dict[str, Callable[[tuple[int, ...], Generators], Operator]] = {
     "inpaint-random": lambda s, g: Inpainting(random_mask(s, p=0.7, generator=g)),
     "inpaint-freeform": lambda s, g: Inpainting(freeform_mask(s, generator=g)),
     **{f"blur-{p}": (lambda p: lambda s, g: Blur(gaussian_kernel(_ksize(s), _sigma(s)), padding=p))(p) for p in PADDINGS},
+    **{f"blur-fft-{p}": (lambda p: lambda s, g: Blur(gaussian_kernel(_ksize(s), _sigma(s)), padding=p, separable=False))(p)
+       for p in PADDINGS},
     "blur-circular-svd": lambda s, g: CircularBlur(gaussian_kernel(_ksize(s), _sigma(s))),
     "motion-circular-svd": lambda s, g: CircularBlur(motion_kernels(s[0], _ksize(s), generator=g)),
     **{f"blur-separable-{p}": (lambda p: lambda s, g: SeparableBlur.gaussian(_ksize(s), _sigma(s), padding=p))(p) for p in PADDINGS},

@@ -69,6 +69,7 @@ class Operator(nn.Module):
         new = copy.copy(self)
         new.__dict__.pop("_spectra", None)  # caches derived from per-image buffers
         new.__dict__.pop("_mats", None)
+        new.__dict__.pop("_separable", None)
         new._buffers = dict(self._buffers)
         new._modules = {k: (m._map_batched(fn) if isinstance(m, Operator) else m) for k, m in self._modules.items()}
         for name in self.batched:

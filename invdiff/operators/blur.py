@@ -120,16 +120,51 @@ class Blur(_SpectrumCache, LinearOperator):
 
     ``padding``: zeros | reflect | replicate | circular. The adjoint is exact for every mode (the adjoint of
     the padding folds the copied borders back). ``pinv`` by conjugate gradients; use ``CircularBlur`` for a
-    closed-form SVD."""
+    closed-form SVD. A rank-1 kernel shared by the batch (Gaussian, box) is applied as two 1-D matrix products
+    (``as_separable``; ``separable=False`` keeps the FFT), which also gives AᵀA in one pass for conjugate
+    gradients."""
 
     batched = ("kernel",)
 
-    def __init__(self, kernel, *, padding: Padding = "reflect") -> None:
+    def __init__(self, kernel, *, padding: Padding = "reflect", separable: bool = True) -> None:
         super().__init__()
         if padding not in PADDINGS:
             raise ValueError(f"unknown padding {padding!r}; choose from {', '.join(PADDINGS)}")
         self.padding = padding
+        self.separable = separable
         self.register_buffer("kernel", as_kernels(kernel).float())
+
+    def as_separable(self):
+        """This blur as a ``SeparableBlur`` when one kernel serves every image and it has rank 1 (Gaussian, box)
+        and ``separable`` is on, else None. It is the same operator (to float32 rounding: the kernel's second
+        singular value is below 1e-6 of its first), applied by products with two small matrices, faster than the
+        FFTs up to about 256×256 (4–15× for AᵀA, ``benchmarks/SPEED.md``)."""
+        d = self.__dict__
+        if "_separable" not in d:
+            d["_separable"] = None
+            k = self.kernel
+            if self.separable and k.shape[0] == 1:
+                u, s, vh = torch.linalg.svd(k[0].double())
+                if s[0] > 0 and float(s[1:].sum()) <= 1e-6 * float(s[0]):
+                    from .separable import SeparableBlur
+
+                    kh, kw = u[:, 0] * s[0].sqrt(), vh[0] * s[0].sqrt()
+                    sign = 1.0 if float(kh.sum()) >= 0 else -1.0
+                    d["_separable"] = SeparableBlur(sign * kh, sign * kw, padding=self.padding)
+        return d["_separable"]
+
+    def _fast(self, shape):
+        """The separable form where it is the cheaper one for images of ``shape``: dense 1-D matrices cost
+        h·w·(h + w) multiply-adds, the FFTs about (h + kh)(w + kw)·log₂ of that; the constant is measured on a CPU
+        (the separable form wins up to 256×256 with the 61×61 DPS kernel, the FFT from 512×512, or 256×256 with a
+        9×9 kernel)."""
+        sep = self.as_separable()
+        if sep is None:
+            return None
+        h, w = shape[-2:]
+        kh, kw = self.kernel.shape[-2:]
+        n = (h + kh - 1) * (w + kw - 1)
+        return sep if h * w * (h + w) <= 24 * n * math.log2(n) else None
 
     @property
     def radius(self) -> tuple[int, int]:
@@ -143,19 +178,29 @@ class Blur(_SpectrumCache, LinearOperator):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
+        sep = self._fast(x.shape)
+        if sep is not None:
+            return sep.apply(x)
         ph, pw = self.radius
         kh, kw = self.kernel.shape[-2:]
         xp = pad(x, ph, pw, self.padding)
         return conv_valid(xp, self._spectrum(xp.shape[-2:], x, False)[:, None], kh, kw)
 
+    def normal(self, x: Tensor) -> Tensor:
+        sep = self._fast(x.shape)
+        return sep.normal(x) if sep is not None else self.adjoint(self.forward(x))
+
     def adjoint(self, y: Tensor) -> Tensor:
+        sep = self._fast(y.shape)
+        if sep is not None:
+            return sep.adjoint(y)
         ph, pw = self.radius
         kh, kw = self.kernel.shape[-2:]
         s = (y.shape[-2] + kh - 1, y.shape[-1] + kw - 1)
         return pad_adjoint(conv_valid_adjoint(y, self._spectrum(s, y, False)[:, None], kh, kw), ph, pw, self.padding)
 
     def extra_repr(self) -> str:
-        return f"kernel={tuple(self.kernel.shape)}, padding={self.padding}"
+        return f"kernel={tuple(self.kernel.shape)}, padding={self.padding}" + ("" if self.separable else ", separable=False")
 
 
 class RealFourier:

@@ -53,6 +53,16 @@ class Separable(SVDOperator):
             cache[key] = out
         return cache[key]
 
+    def _matrices(self, h: int, w: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(M_h, M_w, M_hᵀM_h, M_wᵀM_w) in ``like``'s dtype and device (no SVD: what forward, adjoint and normal
+        need)."""
+        cache = self.__dict__.setdefault("_mats", {})
+        key = ("M", h, w, like.dtype, like.device)
+        if key not in cache:
+            mh, mw = self.matrices(h, w)
+            cache[key] = tuple(m.to(device=like.device, dtype=like.dtype) for m in (mh, mw, mh.T @ mh, mw.T @ mw))
+        return cache[key]
+
     def check_input(self, x: Tensor) -> None:
         super().check_input(x)
         h, w = x.shape[-2:]
@@ -61,13 +71,22 @@ class Separable(SVDOperator):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        f = self._factors(*x.shape[-2:], x)
-        return torch.einsum("ih,bchw,jw->bcij", f["h"]["M"], x, f["w"]["M"])
+        return self.apply(x)
+
+    def apply(self, x: Tensor) -> Tensor:
+        """A x = M_h X M_wᵀ without the input checks."""
+        mh, mw, _, _ = self._matrices(*x.shape[-2:], x)
+        return mh @ x @ mw.T
 
     def adjoint(self, y: Tensor) -> Tensor:
         h, w = self.in_shape(y.shape)[-2:]
-        f = self._factors(h, w, y)
-        return torch.einsum("ih,bcij,jw->bchw", f["h"]["M"], y, f["w"]["M"])
+        mh, mw, _, _ = self._matrices(h, w, y)
+        return mh.T @ y @ mw
+
+    def normal(self, x: Tensor) -> Tensor:
+        """AᵀA x = (M_hᵀM_h) X (M_wᵀM_w) with the two Gram matrices computed once."""
+        _, _, gh, gw = self._matrices(*x.shape[-2:], x)
+        return gh @ x @ gw
 
     def Vt(self, x):
         h, w = x.shape[-2:]

@@ -87,7 +87,7 @@ def sample(prior: EpsPrior, shape, *, steps: int | None = None, eta: float = 1.0
         tt = torch.full((b,), t, dtype=torch.long, device=device)
         ctx["t_prev"] = t_prev
         if guidance is None:
-            with torch.no_grad():
+            with torch.inference_mode():
                 d = prior.denoise(x, tt, cond, clip=clip)
             ctx["nfe"] += 1
         else:

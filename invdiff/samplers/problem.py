@@ -42,8 +42,9 @@ class Problem:
         return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
 
     def denoise(self, x: Tensor, t: int) -> Denoised:
-        """x̂0 and ε at x_t without gradient (x̂0 clipped to [-1, 1] when ``clip``)."""
-        with torch.no_grad():
+        """x̂0 and ε at x_t without gradient (x̂0 clipped to [-1, 1] when ``clip``), in inference mode: the
+        results are read, never updated in place or differentiated."""
+        with torch.inference_mode():
             d = self.prior.denoise(x, self.tt(t, x), self.cond, clip=self.clip)
         self.nfe += 1
         return d
@@ -104,8 +105,12 @@ def proximal(op: Operator, y: Tensor, x0: Tensor, rho: Tensor | float, *, cg_ite
         z = torch.cat([fit, z0[:, m:]], 1)
         return op.V(z, x0.shape)
     if isinstance(op, LinearOperator):
+        # for the correction δ = x − x0: (AᵀA + ρ) δ = Aᵀ(y − A x0), from δ = 0 (the same iterates as CG from x0,
+        # one adjoint fewer)
         r4 = rho.reshape(b, *([1] * (x0.ndim - 1)))
-        return conjugate_gradient(lambda v: op.normal(v) + r4 * v, op.adjoint(y) + r4 * x0, x0=x0, iters=cg_iters, tol=1e-5)
+        delta = conjugate_gradient(lambda v: torch.addcmul(op.normal(v), r4, v), op.adjoint(y - op(x0)), iters=cg_iters,
+                                   tol=1e-5)
+        return delta.add_(x0)
     x = x0.clone()
     r4 = rho.reshape(b, *([1] * (x0.ndim - 1)))
     for _ in range(grad_steps):

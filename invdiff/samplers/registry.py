@@ -70,7 +70,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("ddnm", "Wang et al. 2023, Null-space model (DDNM+ for noise)", _ddnm, "linear", False, "1",
            {"steps": 100, "eta": 0.85}),
     Method("diffpir", "Zhu et al. 2023, Diffusion plug-and-play", _diffpir, None, False, "1",
-           {"steps": 100, "lam": 7.0, "zeta": 0.3}),
+           {"steps": 100, "lam": 7.0, "zeta": 0.3, "cg_iters": 10}),
     Method("reddiff", "Mardani et al. 2023, RED-diff (variational)", reddiff, None, False, "1",
            {"steps": 100, "lam": 0.25, "lr": 0.1}),
     Method("daps", "Zhang et al. 2024, Decoupled annealed posterior sampling", daps, None, False, "ode_steps",

@@ -46,7 +46,7 @@ def reddiff(p: Problem, *, steps: int = 100, lam: float = 0.25, lr: float = 0.1,
         a = p.alpha_bar(t)
         eps = rng.randn(p.shape, p.generator, device=y.device, dtype=y.dtype)
         x_t = math.sqrt(a) * mu.detach() + math.sqrt(1 - a) * eps
-        with torch.no_grad():
+        with torch.inference_mode():
             e = p.prior.eps(x_t, p.tt(t, x_t), p.cond)
         p.nfe += 1
         w = lam * math.sqrt(1 - a) / math.sqrt(a)
