@@ -90,6 +90,28 @@ def test_batched_equals_each_image_alone(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_first_use_under_inference_mode_leaves_the_operator_differentiable(name):
+    # spectra, matrices and SVD factors cached on first use are ordinary tensors even when that use was in
+    # torch.inference_mode, so a gradient method can differentiate through the same operator afterwards
+    A = build(name)
+    x = rand(SHAPE, 9)
+    with torch.inference_mode():
+        y = A(x)
+        if A.linear:
+            A.normal(x)
+        if isinstance(A, O.SVDOperator):
+            A.V(A.Vt(x), x.shape), A.U(A.Ut(y), y.shape)
+    xg = x.clone().requires_grad_(True)
+    out = A(xg)
+    if A.linear:
+        out = A.adjoint(out)
+    if isinstance(A, O.SVDOperator):
+        out = A.V(A.Vt(out), x.shape)
+    (g,) = torch.autograd.grad(out.square().sum(), xg)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_same_seed_same_operator(name):
     x = rand(SHAPE, 8)
     torch.testing.assert_close(build(name, seed=3)(x), build(name, seed=3)(x), rtol=0, atol=0)

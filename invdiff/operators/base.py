@@ -17,6 +17,17 @@ import torch
 from torch import Tensor, nn
 
 
+def cached(obj, name: str, key, make):
+    """``obj``'s cache ``name`` (a dict in its ``__dict__``) at ``key``, made by ``make()`` on first use and outside
+    inference mode: ordinary tensors, which autograd can save for a backward pass later even when the first call
+    came from ``torch.inference_mode``."""
+    cache = obj.__dict__.setdefault(name, {})
+    if key not in cache:
+        with torch.inference_mode(False):
+            cache[key] = make()
+    return cache[key]
+
+
 def _bdot(a: Tensor, b: Tensor) -> Tensor:
     """Per-image inner product, shape (B, 1, …, 1) broadcasting against a."""
     return (a * b).flatten(1).sum(1).reshape(-1, *([1] * (a.ndim - 1)))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import LinearOperator, SVDOperator
+from .base import LinearOperator, SVDOperator, cached
 
 Padding = Literal["zeros", "reflect", "replicate", "circular"]
 PADDINGS: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
@@ -108,11 +108,9 @@ class _SpectrumCache:
     """Kernel spectra per (image size, dtype, device), computed once per solve (operators are immutable)."""
 
     def _spectrum(self, size, like: Tensor, centred: bool) -> Tensor:
-        cache = self.__dict__.setdefault("_spectra", {})
         key = (tuple(size), like.dtype, like.device, centred, self.kernel.data_ptr(), tuple(self.kernel.shape))
-        if key not in cache:
-            cache[key] = kernel_spectrum(self.kernel, tuple(size), dtype=like.dtype, device=like.device, centred=centred)
-        return cache[key]
+        return cached(self, "_spectra", key, lambda: kernel_spectrum(self.kernel, tuple(size), dtype=like.dtype,
+                                                                    device=like.device, centred=centred))
 
 
 class Blur(_SpectrumCache, LinearOperator):
@@ -139,19 +137,20 @@ class Blur(_SpectrumCache, LinearOperator):
         and ``separable`` is on, else None. It is the same operator (to float32 rounding: the kernel's second
         singular value is below 1e-6 of its first), applied by products with two small matrices, faster than the
         FFTs up to about 256×256 (4–15× for AᵀA, ``benchmarks/SPEED.md``)."""
-        d = self.__dict__
-        if "_separable" not in d:
-            d["_separable"] = None
-            k = self.kernel
-            if self.separable and k.shape[0] == 1:
-                u, s, vh = torch.linalg.svd(k[0].double())
-                if s[0] > 0 and float(s[1:].sum()) <= 1e-6 * float(s[0]):
-                    from .separable import SeparableBlur
+        return cached(self, "_separable", None, self._rank_one)
 
-                    kh, kw = u[:, 0] * s[0].sqrt(), vh[0] * s[0].sqrt()
-                    sign = 1.0 if float(kh.sum()) >= 0 else -1.0
-                    d["_separable"] = SeparableBlur(sign * kh, sign * kw, padding=self.padding)
-        return d["_separable"]
+    def _rank_one(self):
+        k = self.kernel
+        if not self.separable or k.shape[0] != 1:
+            return None
+        u, s, vh = torch.linalg.svd(k[0].double())
+        if not (s[0] > 0 and float(s[1:].sum()) <= 1e-6 * float(s[0])):
+            return None
+        from .separable import SeparableBlur
+
+        kh, kw = u[:, 0] * s[0].sqrt(), vh[0] * s[0].sqrt()
+        sign = 1.0 if float(kh.sum()) >= 0 else -1.0
+        return SeparableBlur(sign * kh, sign * kw, padding=self.padding)
 
     def _fast(self, shape):
         """The separable form where it is the cheaper one for images of ``shape``: dense 1-D matrices cost
@@ -254,10 +253,7 @@ class CircularBlur(_SpectrumCache, SVDOperator):
             raise ValueError(f"kernel of size {(kh, kw)} is larger than the image {tuple(x.shape[-2:])}")
 
     def _basis(self, h, w, device) -> RealFourier:
-        cache = self.__dict__.setdefault("_bases", {})
-        if (h, w, device) not in cache:
-            cache[(h, w, device)] = RealFourier(h, w, device)
-        return cache[(h, w, device)]
+        return cached(self, "_bases", (h, w, device), lambda: RealFourier(h, w, device))
 
     def _full_spectrum(self, shape, like) -> Tensor:
         """Complex k̂ on the full (H, W) grid: (B|1, 1, H, W)."""

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .. import rng
-from .base import LinearOperator
+from .base import LinearOperator, cached
 from .blur import PADDINGS, Padding, as_kernels, conv_valid, conv_valid_adjoint, kernel_spectrum, pad, pad_adjoint
 
 _T = 512  # trajectory samples
@@ -142,11 +142,10 @@ class NonUniformBlur(LinearOperator):
             raise ValueError(f"blending weights of size {tuple(self.weights.shape[-2:])} do not match the image {tuple(x.shape[-2:])}")
 
     def _spectrum(self, size, like) -> Tensor:
-        cache = self.__dict__.setdefault("_spectra", {})
         key = (tuple(size), like.dtype, like.device, self.kernels.data_ptr())
-        if key not in cache:
-            cache[key] = kernel_spectrum(self.kernels, tuple(size), dtype=like.dtype, device=like.device, centred=False)
-        return cache[key][:, :, None]  # (B|1, K, 1, Hp, Wq)
+        kf = cached(self, "_spectra", key, lambda: kernel_spectrum(self.kernels, tuple(size), dtype=like.dtype,
+                                                                  device=like.device, centred=False))
+        return kf[:, :, None]  # (B|1, K, 1, Hp, Wq)
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)

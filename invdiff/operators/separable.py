@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import SVDOperator
+from .base import SVDOperator, cached
 from .blur import PADDINGS, Padding, pad
 
 
@@ -33,35 +33,33 @@ class Separable(SVDOperator):
         return (*out_shape[:2], self.in_size(out_shape[2]), self.in_size(out_shape[3]))
 
     def _factors(self, h: int, w: int, like: Tensor) -> dict:
-        cache = self.__dict__.setdefault("_mats", {})
-        key = (h, w, like.dtype, like.device)
-        if key not in cache:
-            out = {}
-            for axis, M in zip("hw", self.matrices(h, w)):
-                U, S, Vh = torch.linalg.svd(M, full_matrices=True)
-                out[axis] = {k: v.to(device=like.device, dtype=like.dtype) for k, v in
-                             {"M": M, "U": U, "S": S, "V": Vh.T.contiguous()}.items()}
-            mh, mw = out["h"]["M"].shape[0], out["w"]["M"].shape[0]
-            idx = torch.arange(h * w).reshape(h, w)
-            first = idx[:mh, :mw].flatten()
-            keep = torch.zeros(h * w, dtype=torch.bool)
-            keep[first] = True
-            perm = torch.cat([first, idx.flatten()[~keep]])
-            out["perm"] = perm.to(like.device)
-            out["m"] = mh * mw
-            out["iperm"] = torch.argsort(perm).to(like.device)
-            cache[key] = out
-        return cache[key]
+        return cached(self, "_mats", (h, w, like.dtype, like.device), lambda: self._svd_factors(h, w, like))
+
+    def _svd_factors(self, h: int, w: int, like: Tensor) -> dict:
+        out = {}
+        for axis, M in zip("hw", self.matrices(h, w)):
+            U, S, Vh = torch.linalg.svd(M, full_matrices=True)
+            out[axis] = {k: v.to(device=like.device, dtype=like.dtype) for k, v in
+                         {"M": M, "U": U, "S": S, "V": Vh.T.contiguous()}.items()}
+        mh, mw = out["h"]["M"].shape[0], out["w"]["M"].shape[0]
+        idx = torch.arange(h * w).reshape(h, w)
+        first = idx[:mh, :mw].flatten()
+        keep = torch.zeros(h * w, dtype=torch.bool)
+        keep[first] = True
+        perm = torch.cat([first, idx.flatten()[~keep]])
+        out["perm"] = perm.to(like.device)
+        out["m"] = mh * mw
+        out["iperm"] = torch.argsort(perm).to(like.device)
+        return out
 
     def _matrices(self, h: int, w: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(M_h, M_w, M_hᵀM_h, M_wᵀM_w) in ``like``'s dtype and device (no SVD: what forward, adjoint and normal
         need)."""
-        cache = self.__dict__.setdefault("_mats", {})
-        key = ("M", h, w, like.dtype, like.device)
-        if key not in cache:
+        def make():
             mh, mw = self.matrices(h, w)
-            cache[key] = tuple(m.to(device=like.device, dtype=like.dtype) for m in (mh, mw, mh.T @ mh, mw.T @ mw))
-        return cache[key]
+            return tuple(m.to(device=like.device, dtype=like.dtype) for m in (mh, mw, mh.T @ mh, mw.T @ mw))
+
+        return cached(self, "_mats", ("M", h, w, like.dtype, like.device), make)
 
     def check_input(self, x: Tensor) -> None:
         super().check_input(x)
