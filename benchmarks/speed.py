@@ -1,8 +1,9 @@
 """Sampler speed against the bare network: for each prior and method, the time of a restoration and the time of
 the network evaluations it needs on their own (forward passes, or forward+backward for methods that
 differentiate through the network), their ratio, the time of everything else measured directly (the same
-restoration with a network that costs nothing), images/s at the best batch size, memory (peak on GPU; on the CPU
-the activations a VJP keeps) and PSNR on real images (so the fast path can be checked to give the same
+restoration with a network that costs nothing), images/s at the best batch size, peak memory (each configuration
+runs in its own process: GPU allocator peak, or on the CPU the peak resident memory above the bare process), the
+activations a VJP keeps, and PSNR on real images (so the fast path can be checked to give the same
 quality); with the optimisations off (fp32, plain module), on (channels_last, torch.compile; on GPU also bf16
 autocast and CUDA graphs) and, for gradient methods, with activation checkpointing.
 
@@ -41,11 +42,56 @@ def _sync(dev):
 
 
 def _peak_mib(dev) -> float | None:
-    """Peak GPU memory of the configuration; None on the CPU, where the process-wide peak RSS only grows from one
-    configuration to the next (see the VJP activations column instead)."""
+    """Peak GPU memory of the configuration (None on the CPU: see ``measure_isolated``)."""
     if dev.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
     return None
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _child(conn, threads, args) -> None:
+    import resource
+
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        base = _rss_mib()  # the interpreter, torch and invdiff
+        r = measure(*args)
+        if r["peak_mib"] is None:  # CPU: what the configuration added to the process at its peak
+            r["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+        conn.send(r)
+    except BaseException as e:  # noqa: BLE001 - reported by the parent
+        conn.send(e)
+
+
+def measure_isolated(*args, threads: int | None = None) -> dict:
+    """``measure`` in a fresh process, so that its peak memory is its own: on the CPU the peak resident set of that
+    process above what it held after the imports (a process never gives its peak back, so configurations measured
+    one after another in one process could not be told apart)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, threads, args))
+    proc.start()
+    child.close()
+    try:
+        r = parent.recv()
+    except EOFError:
+        r = None
+    proc.join()
+    if r is None:
+        raise RuntimeError(f"the measuring process died (exit code {proc.exitcode})")
+    if isinstance(r, BaseException):
+        raise r
+    return r
 
 
 def optimise(prior, opt: str, dev: str):
@@ -174,7 +220,7 @@ def main() -> None:
                         continue
                     best = None
                     for b in [int(v) for v in a.batches.split(",")]:
-                        r = measure(prior_name, method, task, b, a.steps, opt, a.device)
+                        r = measure_isolated(prior_name, method, task, b, a.steps, opt, a.device, threads=a.threads)
                         rows.append(r)
                         if best is None or r["images_per_s"] > best["images_per_s"]:
                             best = r

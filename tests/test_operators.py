@@ -166,6 +166,7 @@ def test_blur_with_a_rank_one_kernel_takes_the_separable_path(padding):
         for f in ("forward", "adjoint", "normal"):
             torch.testing.assert_close(getattr(fast, f)(x), getattr(fft, f)(x), rtol=1e-5, atol=1e-5)
         assert abs(float((fast(x) * y).sum() - (x * fast.adjoint(y)).sum())) < 1e-4  # still the exact adjoint
+    assert fast.apply(lambda m: None) is fast  # nn.Module.apply is not shadowed by the separable path
     # kernels of rank > 1, or one per image, keep the FFT
     assert O.Blur(O.motion_kernels(1, 7, generator=make_generators(1, 1))).as_separable() is None
     assert O.Blur(O.gaussian_kernel(5, 1.0).expand(2, 5, 5)).as_separable() is None

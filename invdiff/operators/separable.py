@@ -69,9 +69,9 @@ class Separable(SVDOperator):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        return self.apply(x)
+        return self.forward_unchecked(x)
 
-    def apply(self, x: Tensor) -> Tensor:
+    def forward_unchecked(self, x: Tensor) -> Tensor:
         """A x = M_h X M_wᵀ without the input checks."""
         mh, mw, _, _ = self._matrices(*x.shape[-2:], x)
         return mh @ x @ mw.T
