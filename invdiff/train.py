@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .accel import keep_freed_memory
 from .nets.unet import UNet, UNetConfig
 from .prior import EpsPrior
 from .schedule import NoiseSchedule
@@ -294,10 +295,9 @@ def palette_condition_fn(name: str) -> Condition:
 
 
 def train(cfg: TrainConfig, *, init: EpsPrior | None = None, quiet: bool = False) -> Trainer:
-    from .accel import keep_freed_memory
-
-    keep_freed_memory()  # a no-op off Linux/glibc; keeps the per-step activations out of mmap/munmap
     trainer = Trainer(cfg, quiet=quiet)
+    if trainer.device.type == "cpu":
+        keep_freed_memory()  # a no-op off Linux/glibc; keeps the per-step activations out of mmap/munmap
     if init is not None and trainer.step == 0:
         trainer.load_weights(init)
     return trainer.run()

@@ -167,6 +167,9 @@ def test_blur_with_a_rank_one_kernel_takes_the_separable_path(padding):
             torch.testing.assert_close(getattr(fast, f)(x), getattr(fft, f)(x), rtol=1e-5, atol=1e-5)
         assert abs(float((fast(x) * y).sum() - (x * fast.adjoint(y)).sum())) < 1e-4  # still the exact adjoint
     assert fast.apply(lambda m: None) is fast  # nn.Module.apply is not shadowed by the separable path
+    # the FFT where it is the cheaper one: large images with a small kernel
+    gauss = O.Blur(O.gaussian_kernel(9, 1.5))
+    assert gauss._fast((1, 3, 64, 64)) is not None and gauss._fast((1, 3, 512, 512)) is None
     # kernels of rank > 1, or one per image, keep the FFT
     assert O.Blur(O.motion_kernels(1, 7, generator=make_generators(1, 1))).as_separable() is None
     assert O.Blur(O.gaussian_kernel(5, 1.0).expand(2, 5, 5)).as_separable() is None

@@ -106,7 +106,7 @@ def proximal(op: Operator, y: Tensor, x0: Tensor, rho: Tensor | float, *, cg_ite
         return op.V(z, x0.shape)
     if isinstance(op, LinearOperator):
         # for the correction δ = x − x0: (AᵀA + ρ) δ = Aᵀ(y − A x0), from δ = 0 (the same iterates as CG from x0,
-        # one adjoint fewer)
+        # one adjoint fewer; ``tol`` is relative to that initial residual)
         r4 = rho.reshape(b, *([1] * (x0.ndim - 1)))
         delta = conjugate_gradient(lambda v: torch.addcmul(op.normal(v), r4, v), op.adjoint(y - op(x0)), iters=cg_iters,
                                    tol=1e-5)
