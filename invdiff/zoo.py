@@ -46,9 +46,13 @@ DEFAULT_PRIOR = "natural64"
 
 def resolve(name_or_path: str | Path, *, dtype: torch.dtype = torch.float32):
     """Load a prior from a registry name or a path (see ``invdiff.prior.load``)."""
+    from .denoisers import resolve_denoiser
     from .prior import EpsPrior
 
     key = str(name_or_path)
+    found = None if key in PRIORS else resolve_denoiser(key, dtype=dtype)  # 'ffdnet', 'ffdnet+natural64', KAIR .pth
+    if found is not None:
+        return found
     if key in PRIORS:
         entry = PRIORS[key]
         if not entry.available:
