@@ -65,6 +65,13 @@ def panels(path: str | Path, items: list[tuple[str, np.ndarray, str | None]], *,
     return path
 
 
+def kernel_display(kernel: Tensor) -> np.ndarray:
+    """A blur kernel (the first image's, if per image) as an HxW array scaled to its maximum, for a panel."""
+    k = kernel.detach().float().cpu()
+    k = k.reshape(-1, *k.shape[-2:])[0]
+    return (k / k.max().clamp_min(1e-12)).numpy()
+
+
 def std_display(std: Tensor) -> np.ndarray:
     s = std.detach().float().cpu()
     if s.ndim == 4:

@@ -76,7 +76,12 @@ def test_interrupted_run_resumes_without_redoing_work(suite_file, tmp_path):
 
 def test_torchrun_two_processes_match_one(suite_file, tmp_path):
     one = _table(run_suite(load_suite(suite_file), tmp_path / "one"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m",
+    import socket
+
+    with socket.socket() as sock:  # a free port: another run of the tests may hold a fixed one
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), "-m",
            "invdiff.bench.cli", str(suite_file), "--out", str(tmp_path / "two"), "--device", "cpu", "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]

@@ -1,67 +1,112 @@
-"""``invdiff bench``: run a suite (resumable; sharded under torchrun), rebuild its report, or measure speed."""
+"""``invdiff bench``: run a suite (resumable; sharded under torchrun) or rebuild its report. The options are those of
+the ``bench`` command of ``invdiff.cli``; ``python -m invdiff.bench.cli SUITE ...`` (what torchrun starts) runs the
+same command."""
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
+from dataclasses import replace
+from pathlib import Path
+
+#: where results go unless --out says otherwise: outside the package, in the current folder
+DEFAULT_RESULTS = Path("bench-results")
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="invdiff bench", description="Run a benchmark suite (benchmarks/suites/NAME.json "
-                                 "or a path). Rerunning resumes; under torchrun each process takes its share of images.")
-    ap.add_argument("suite", help="suite name (fmnist, natural, dps-ffhq, ...) or path to a suite JSON")
-    ap.add_argument("--out", default=None, help="output folder (default: benchmarks/results/SUITE)")
-    ap.add_argument("--limit", type=int, default=None, help="only the first N images of the dataset")
-    ap.add_argument("--tasks", default=None, help="comma-separated subset of tasks")
-    ap.add_argument("--methods", default=None, help="comma-separated subset of methods (baselines by name, or 'baselines')")
-    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available; LOCAL_RANK under torchrun)")
-    ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--report-only", action="store_true", help="rebuild the report from the results already there")
-    ap.add_argument("--lpips-backbone", default=None, help="AlexNet weights for LPIPS (else INVDIFF_LPIPS_BACKBONE / hub cache)")
-    ap.add_argument("--quiet", action="store_true")
-    a = ap.parse_args(argv)
+def _positive(value, option: str) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"{option} must be a positive integer, got {value}")
 
-    import os
-    from pathlib import Path
 
+def _split(value: str | None, option: str) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise ValueError(f"{option} expects a comma-separated list, got {value!r}")
+    return items
+
+
+def check_out_folder(out: Path) -> None:
+    """``out`` is a folder, or can be created as one, and is writable (checked before any work)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"--out {out}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: no permission to write in {parent}")
+
+
+def run_bench(*, suite: str, out: Path | None = None, prior: str | None = None, steps: int | None = None,
+              limit: int | None = None, tasks: str | None = None, methods: str | None = None, device: str | None = None,
+              batch_size: int | None = None, report_only: bool = False, lpips_backbone: Path | None = None,
+              quiet: bool = False) -> Path:
+    from .runner import check_selection, run_suite
+    from .suite import load_suite
+
+    _positive(limit, "--limit")
+    _positive(steps, "--steps")
+    _positive(batch_size, "--batch-size")
+    task_list, method_list = _split(tasks, "--tasks"), _split(methods, "--methods")
+    s = load_suite(suite)
+    if prior is not None:
+        s = replace(s, prior=prior)
+    if steps is not None:
+        s = replace(s, steps={m: steps for m in s.all_methods()}, steps_override=steps)
+    out = Path(out) if out is not None else DEFAULT_RESULTS / s.name
+    check_out_folder(out)
+    if report_only:
+        from .report import load_results, write_report
+
+        if not out.is_dir() or not load_results(out):
+            raise ValueError(f"--report-only: no results in {out} (run the suite first, or give its --out)")
+        path = write_report(s, out)
+        print(path)
+        return path
+    check_selection(s, task_list, method_list)
+    if lpips_backbone is not None and not Path(lpips_backbone).is_file():
+        raise ValueError(f"--lpips-backbone {lpips_backbone}: file not found")
     import torch
 
-    from .runner import run_suite
-    from .suite import SUITES_DIR, load_suite
+    from ..cli import _device
 
-    suite = load_suite(a.suite)
-    out = Path(a.out) if a.out else SUITES_DIR.parent / "results" / suite.name
-    if a.report_only:
-        from .report import write_report
-
-        print(write_report(suite, out))
-        return
-    dev = a.device
-    if dev is None:
-        dev = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
-    progress = None
+    if device is None and torch.cuda.is_available():
+        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+    dev = _device(device)
     bar = None
-    if not a.quiet:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    progress = None
+    if not quiet:
         from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                        console=Console(stderr=True))
-        bar.__enter__()
-        tid = bar.add_task(suite.name, total=None)
+        started = []
 
         def progress(done, total, what):
-            bar.update(tid, completed=done, total=total, description=f"{suite.name}: {what}")
+            if not started:
+                bar.__enter__()
+                started.append(bar.add_task(s.name, total=None))
+            bar.update(started[0], completed=done, total=total, description=f"{s.name}: {what}")
 
     try:
-        path = run_suite(suite, out, limit=a.limit, device=dev, tasks=a.tasks.split(",") if a.tasks else None,
-                         methods=a.methods.split(",") if a.methods else None, batch_size=a.batch_size, progress=progress,
-                         lpips_backbone=a.lpips_backbone)
+        path = run_suite(s, out, limit=limit, device=dev, tasks=task_list, methods=method_list, batch_size=batch_size,
+                         progress=progress, lpips_backbone=lpips_backbone)
     finally:
-        if bar is not None:
+        if bar is not None and bar.live.is_started:
             bar.__exit__(None, None, None)
-    if not a.quiet and int(os.environ.get("RANK", "0")) == 0:
+    if not quiet and int(os.environ.get("RANK", "0")) == 0:
         print(f"results and report in {path}", file=sys.stderr)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    from ..cli import app
+
+    app(["bench", *(sys.argv[1:] if argv is None else argv)], prog_name="invdiff")
 
 
 if __name__ == "__main__":

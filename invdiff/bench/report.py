@@ -17,14 +17,24 @@ METRICS = ("psnr", "ssim", "lpips", "nfe", "seconds", "peak_mem_mib")
 
 
 def load_results(out: Path) -> list[dict]:
+    """Every row of the folder's results files, one per (task, method, image); a (task, method) whose rows come from
+    more than one configuration is an error (a table never mixes them)."""
     rows: dict[tuple, dict] = {}
+    configs: dict[tuple, set] = defaultdict(set)
     for f in sorted(Path(out).glob("results.rank*.jsonl")):
         for line in f.read_text().splitlines():
             try:
                 r = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if not isinstance(r, dict) or not {"task", "method", "image"} <= set(r):
+                continue
             rows[(r["task"], r["method"], r["image"])] = r
+            configs[(r["task"], r["method"])].add(r.get("config_id"))
+    mixed = [k for k, v in configs.items() if len(v) > 1]
+    if mixed:
+        raise ValueError(f"{out}: the results of {mixed[0][0]} / {mixed[0][1]} come from {len(configs[mixed[0]])} "
+                         "configurations; keep one (another --out per configuration)")
     return sorted(rows.values(), key=lambda r: (r["task"], r["method"], r["image"]))
 
 
@@ -60,7 +70,8 @@ def write_report(suite, out: Path) -> Path:
     rows = load_results(out)
     summary = summarise(rows)
     with atomic_path(out / "results.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["task", "method", "image", "prior", *METRICS, "vjps"], extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=["task", "method", "image", "prior", *METRICS, "vjps", "steps",
+                                              "prior_sha256", "config_id"], extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     with atomic_path(out / "report.csv") as tmp, open(tmp, "w", newline="") as f:
@@ -74,8 +85,9 @@ def write_report(suite, out: Path) -> Path:
         key = (s["task"], kind)
         if s["psnr"] and (key not in best or s["psnr"][0] > best[key][1]):
             best[key] = (s["method"], s["psnr"][0])
+    priors = sorted({str(r.get("prior")) for r in rows if r.get("prior") and r["method"] != "palette"})
     lines = [f"# Suite `{suite.name}`", "", suite.description, "",
-             f"Prior `{suite.prior}`, noise σ = {suite.noise_sigma} on the [-1, 1] scale, seed {suite.seed}. PSNR/SSIM on "
+             f"Prior {', '.join(f'`{p}`' for p in priors) or 'n/a'}, noise σ = {suite.noise_sigma} on the [-1, 1] scale, seed {suite.seed}. PSNR/SSIM on "
              "[0, 1] (data range 1); LPIPS (AlexNet) n/a when its backbone is not available; time per image; "
              "peak GPU memory n/a on CPU. Mean ± std over images.", "",
              "| task | method | images | PSNR | SSIM | LPIPS | NFE | s / image | peak MiB |", "|---|---|---|---|---|---|---|---|---|"]
@@ -90,6 +102,18 @@ def write_report(suite, out: Path) -> Path:
         gain = f"{d[1] - b[1]:+.2f}" if d and b else "n/a"
         lines.append(f"| {task} | {d[0] if d else 'n/a'} | {d[1]:.2f} |" if d else f"| {task} | n/a | n/a |")
         lines[-1] += f" {b[0] if b else 'n/a'} | {f'{b[1]:.2f}' if b else 'n/a'} | {gain} |"
+    lines += ["", "## Configurations", "", "Each row was computed with (and records) this configuration.", "",
+              "| task | method | prior | weights SHA-256 | steps | hyper-parameters | seed | code | id |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    firsts = {}
+    for r in rows:
+        firsts.setdefault((r["task"], r["method"]), r)
+    for (task, method), r in sorted(firsts.items()):
+        c = r.get("config") or {}
+        sha = (c.get("prior_sha256") or "")[:12]
+        hp = ", ".join(f"{k}={v}" for k, v in sorted((c.get("hyper_parameters") or {}).items()))
+        lines.append(f"| {task} | {method} | {c.get('prior', r.get('prior')) or ''} | {sha} | {c.get('steps') or ''} | "
+                     f"{hp} | {c.get('seed', '')} | {c.get('code_version', '')} | {r.get('config_id') or 'not recorded'} |")
     figs = write_figures(out, summary)
     if figs:
         lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figs]

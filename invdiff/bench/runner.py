@@ -5,6 +5,7 @@ images i ≡ rank (mod world size); rank 0 merges and writes the report."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -33,19 +34,134 @@ def _dist():
     return dist.get_rank(), dist.get_world_size(), False
 
 
-def _done(path: Path) -> set[tuple]:
-    out = set()
+def repair_torn_line(path: Path) -> bool:
+    """Cut a last line left incomplete by an interruption (no final newline), so the next rows start on a line of
+    their own; the cut row is computed again. Returns whether anything was cut."""
+    if not path.is_file():
+        return False
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return False
+    keep = data[: data.rfind(b"\n") + 1]
+    with open(path, "r+b") as f:
+        f.truncate(len(keep))
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
+def _rows(path: Path) -> list[dict]:
+    rows = []
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
                 r = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by an interruption: redone
-            out.add((r["task"], r["method"], r["image"]))
-    return out
+            if isinstance(r, dict) and {"task", "method", "image"} <= set(r):
+                rows.append(r)
+    return rows
+
+
+def _done(path: Path) -> set[tuple]:
+    return {(r["task"], r["method"], r["image"], r.get("config_id")) for r in _rows(path)}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def prior_fingerprint(name: str) -> dict:
+    """The prior's name, its weights file and the SHA-256 of that file (of every weights/config file of a folder)."""
+    from ..zoo import PRIORS
+
+    if name in PRIORS:
+        files = [PRIORS[name].weights, PRIORS[name].config]
+    else:
+        p = Path(name).expanduser()
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (".safetensors", ".bin", ".json", ".pt"))
+        elif p.suffix in (".safetensors", ".json"):
+            files = [p.with_suffix(".safetensors"), p.with_suffix(".json")]
+        else:
+            files = [p]
+    files = [f for f in files if f.is_file()]
+    if not files:
+        raise ValueError(f"prior {name!r}: no weights file found (a bundled name, a .safetensors/.pt path or a folder)")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(_sha256(f).encode())
+    return {"prior": name, "prior_file": str(files[0]), "prior_sha256": h.hexdigest()}
+
+
+def entry_config(suite: Suite, spec, method: str, prior_name: str | None, fingerprints: dict) -> dict:
+    """Everything that determines a row's numbers besides the image: what a rerun must match to resume."""
+    from .. import __version__
+    from ..samplers.registry import METHODS
+
+    task = get_task(spec.task)
+    cfg = {"suite": suite.name, "dataset": suite.dataset, "task": spec.task, "options": spec.options,
+           "noise_sigma": suite.noise_sigma, "seed": suite.seed, "method": method, "code_version": __version__}
+    if not method.startswith("baseline:"):
+        if prior_name not in fingerprints:
+            fingerprints[prior_name] = prior_fingerprint(prior_name)
+        cfg.update(fingerprints[prior_name])
+        cfg["steps"] = int(suite.steps.get(method) or METHODS[method].defaults["steps"])
+        cfg["hyper_parameters"] = {**task.hyper_parameters.get(method, {}), **suite.hyper_parameters.get(method, {})}
+    return cfg
+
+
+def config_id(cfg: dict) -> str:
+    """A short hash of the configuration (where the weights file lies does not count, its content does)."""
+    key = {k: v for k, v in cfg.items() if k != "prior_file"}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _config_difference(old: dict | None, new: dict) -> str:
+    if not old:
+        return "rows without a recorded configuration"
+    keys = sorted(set(old) | set(new))
+    diffs = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k) and k != "prior_file"]
+    return "; ".join(diffs)[:300] or "another configuration"
+
+
+def _entries(suite: Suite, spec, methods) -> list[tuple[str, str | None]]:
+    entries = [(m, suite.prior) for m in spec.methods if not methods or m in methods]
+    if spec.palette and (not methods or "palette" in methods):
+        entries.append(("palette", spec.palette))
+    entries += [(f"baseline:{b}", None) for b in spec.baselines if not methods or b in methods or "baselines" in methods]
+    return entries
+
+
+def check_selection(suite: Suite, tasks=None, methods=None) -> None:
+    """--tasks and --methods name what the suite has, and select at least one (task, method)."""
+    if tasks:
+        known = {t.task for t in suite.tasks} | {t.label for t in suite.tasks}
+        bad = [t for t in tasks if t not in known]
+        if bad:
+            raise ValueError(f"--tasks: suite {suite.name} has no task {', '.join(map(repr, bad))}; it has "
+                             f"{', '.join(sorted({t.task for t in suite.tasks}))}")
+    specs = [t for t in suite.tasks if not tasks or t.task in tasks or t.label in tasks]
+    if methods:
+        known = {"baselines"} | {m for t in specs for m in t.methods} | {b for t in specs for b in t.baselines}
+        known |= {"palette"} if any(t.palette for t in specs) else set()
+        bad = [m for m in methods if m not in known]
+        if bad:
+            raise ValueError(f"--methods: the selected tasks of suite {suite.name} have no method {', '.join(map(repr, bad))}; "
+                             f"they have {', '.join(sorted(known))}")
+    entries = [e for t in specs for e in _entries(suite, t, methods)]
+    if not entries:
+        raise ValueError(f"nothing to run: --tasks/--methods select no (task, method) of suite {suite.name}")
+    if suite.prior is None and any(not m.startswith("baseline:") and m != "palette" for m, _ in entries):
+        raise ValueError(f"suite {suite.name} names no prior: give one with --prior (a bundled name or a path)")
 
 
 def _append(path: Path, rows: list[dict]) -> None:
+    repair_torn_line(path)
     with open(path, "a") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
@@ -57,9 +173,33 @@ def run_suite(suite: Suite, out: str | Path, *, limit: int | None = None, device
               batch_size: int | None = None, progress=None, lpips_backbone=None) -> Path:
     """Run (or resume) ``suite``; returns the output folder with results.rank*.jsonl and, on rank 0, the report."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive integer, got {limit}")
+    check_selection(suite, tasks, methods)
     rank, world, own = _dist()
     res_file = out / f"results.rank{rank}.jsonl"
+    fingerprints: dict[str, dict] = {}
+    # what each selected (task, method) would be computed with; existing rows of another configuration refuse the run
+    plan = []
+    for spec in suite.tasks:
+        if tasks and spec.task not in tasks and spec.label not in tasks:
+            continue
+        for method, prior_name in _entries(suite, spec, methods):
+            cfg = entry_config(suite, spec, method, prior_name, fingerprints)
+            plan.append((spec, method, prior_name, cfg, config_id(cfg)))
+    existing: dict[tuple, dict] = {}
+    for f in sorted(out.glob("results.rank*.jsonl")):
+        for r in _rows(f):
+            existing.setdefault((r["task"], r["method"]), r)
+            if existing[(r["task"], r["method"])].get("config_id") != r.get("config_id"):
+                existing[(r["task"], r["method"])] = {**r, "config_id": "mixed"}
+    for spec, method, _, cfg, cid in plan:
+        old = existing.get((spec.label, method))
+        if old is not None and old.get("config_id") != cid:
+            raise ValueError(f"{out} holds {spec.label} / {method} results of another configuration "
+                             f"({_config_difference(old.get('config'), cfg)}): use another --out, or remove them")
+    out.mkdir(parents=True, exist_ok=True)
+    repair_torn_line(res_file)
     done = _done(res_file)
     x_all = suite.images(limit)
     idx_mine = [i for i in range(x_all.shape[0]) if i % world == rank]
@@ -73,20 +213,13 @@ def run_suite(suite: Suite, out: str | Path, *, limit: int | None = None, device
         return priors[name]
 
     jobs = []
-    for spec in suite.tasks:
-        if tasks and spec.task not in tasks:
-            continue
-        entries = [(m, suite.prior) for m in spec.methods if not methods or m in methods]
-        if spec.palette and (not methods or "palette" in methods):
-            entries.append(("palette", spec.palette))
-        entries += [(f"baseline:{b}", None) for b in spec.baselines if not methods or b in methods or "baselines" in methods]
-        for method, prior_name in entries:
-            todo = [i for i in idx_mine if (spec.label, method, i) not in done]
-            if todo:
-                jobs.append((spec, method, prior_name, todo))
+    for spec, method, prior_name, cfg, cid in plan:
+        todo = [i for i in idx_mine if (spec.label, method, i, cid) not in done]
+        if todo:
+            jobs.append((spec, method, prior_name, todo, cfg, cid))
     total = sum(len(j[3]) for j in jobs)
     finished = 0
-    for spec, method, prior_name, todo in jobs:
+    for spec, method, prior_name, todo, cfg, cid in jobs:
         task = get_task(spec.task)
         opts = TaskOptions(noise_sigma=suite.noise_sigma).with_(**spec.options)
         for start in range(0, len(todo), bs):
@@ -104,8 +237,7 @@ def run_suite(suite: Suite, out: str | Path, *, limit: int | None = None, device
                 nfe, vjps = 0, 0
             else:
                 prior = prior_for(prior_name)
-                hp = {**task.hyper_parameters.get(method, {}), **suite.hyper_parameters.get(method, {})}
-                steps = suite.steps.get(method)
+                hp, steps = cfg["hyper_parameters"], cfg["steps"]
                 sample_gens = [torch.Generator(device=device).manual_seed(suite.seed * 1_000_003 + 500_000 + i) for i in ids]
                 r = restore(y, op, task.noise(opts), prior, method=method, steps=steps, generator=sample_gens, **hp)
                 xr, nfe, vjps = r.mean, r.nfe, r.vjps
@@ -115,7 +247,8 @@ def run_suite(suite: Suite, out: str | Path, *, limit: int | None = None, device
             rows = [{"suite": suite.name, "task": spec.label, "method": method, "image": i, "prior": prior_name,
                      "psnr": float(sc["psnr"][k]), "ssim": float(sc["ssim"][k]),
                      "lpips": float(sc["lpips"][k]) if sc["lpips"] is not None else None,
-                     "nfe": int(nfe), "vjps": int(vjps), "seconds": seconds, "peak_mem_mib": mem, "rank": rank}
+                     "nfe": int(nfe), "vjps": int(vjps), "seconds": seconds, "peak_mem_mib": mem, "rank": rank,
+                     "steps": cfg.get("steps"), "prior_sha256": cfg.get("prior_sha256"), "config_id": cid, "config": cfg}
                     for k, i in enumerate(ids)]
             _append(res_file, rows)
             _save_examples(out, spec.label, method, ids, x, y, xr)

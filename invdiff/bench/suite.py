@@ -32,7 +32,8 @@ class TaskSpec:
 class Suite:
     name: str
     dataset: dict
-    prior: str
+    #: the unconditional prior of the diffusion methods (None: given at run time with --prior)
+    prior: str | None
     tasks: tuple[TaskSpec, ...]
     count: int
     seed: int = 0
@@ -41,10 +42,21 @@ class Suite:
     steps: dict = field(default_factory=dict)
     hyper_parameters: dict = field(default_factory=dict)
     description: str = ""
+    #: set by --steps: every method runs this many steps
+    steps_override: int | None = None
+
+    def all_methods(self) -> list[str]:
+        """Every diffusion method the suite runs (Palette included where a task names a Palette prior)."""
+        names = []
+        for t in self.tasks:
+            for m in (*t.methods, *(("palette",) if t.palette else ())):
+                if m not in names:
+                    names.append(m)
+        return names
 
     def images(self, limit: int | None = None) -> Tensor:
         n = self.count if limit is None else min(self.count, limit)
-        kind = self.dataset["kind"]
+        kind = self.dataset.get("kind") if isinstance(self.dataset, dict) else None
         if kind == "fmnist":
             from ..data import fashion_mnist
 
@@ -63,7 +75,7 @@ class Suite:
             g = torch.Generator().manual_seed(int(self.dataset.get("seed", 0)))
             c, s = int(self.dataset.get("channels", 1)), int(self.dataset.get("size", 16))
             return (torch.rand(n, c, s, s, generator=g) * 2 - 1).clamp(-1, 1)
-        raise ValueError(f"unknown dataset kind {kind!r}")
+        raise ValueError(f"suite {self.name}: unknown dataset kind {kind!r} (fmnist, validation-photos, folder, random)")
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
@@ -75,16 +87,35 @@ def load_suite(name_or_path: str | Path) -> Suite:
         raise ValueError(f"unknown suite {name_or_path!r}; bundled suites: {known}")
     try:
         d = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"suite {p} is not valid JSON: {e}") from None
-    tasks = tuple(TaskSpec(task=t["task"], options=dict(t.get("options", {})), methods=tuple(t.get("methods", ())),
-                           baselines=tuple(t.get("baselines", ())), palette=t.get("palette")) for t in d["tasks"])
+    if not isinstance(d, dict):
+        raise ValueError(f"suite {p} must be a JSON object")
+    missing = [k for k in ("dataset", "count", "tasks") if k not in d]
+    if missing:
+        raise ValueError(f"suite {p.name} lacks {', '.join(missing)}")
+    from ..baselines import BASELINES
+    from ..samplers.registry import METHODS
     from ..tasks import TASKS
 
+    try:
+        tasks = tuple(TaskSpec(task=t["task"], options=dict(t.get("options", {})), methods=tuple(t.get("methods", ())),
+                               baselines=tuple(t.get("baselines", ())), palette=t.get("palette")) for t in d["tasks"])
+        count, seed, batch = int(d["count"]), int(d.get("seed", 0)), int(d.get("batch_size", 16))
+        steps = {str(k): int(v) for k, v in dict(d.get("steps", {})).items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"suite {p.name} is malformed: {e.__class__.__name__}: {e}") from None
     for t in tasks:
         if t.task not in TASKS:
             raise ValueError(f"suite {p.name}: unknown task {t.task!r}")
-    return Suite(name=d.get("name", p.stem), dataset=d["dataset"], prior=d["prior"], tasks=tasks, count=int(d["count"]),
-                 seed=int(d.get("seed", 0)), batch_size=int(d.get("batch_size", 16)),
-                 noise_sigma=float(d.get("noise_sigma", 0.05)), steps=dict(d.get("steps", {})),
+        for m in t.methods:
+            if m not in METHODS or m == "palette":
+                raise ValueError(f"suite {p.name}: unknown method {m!r} for {t.task}")
+        for b in t.baselines:
+            if b not in BASELINES:
+                raise ValueError(f"suite {p.name}: unknown baseline {b!r} for {t.task}")
+    if count < 1 or batch < 1 or any(v < 1 for v in steps.values()) or not 0 <= seed < 2**40:
+        raise ValueError(f"suite {p.name}: count, batch_size and steps must be positive, seed in [0, 2**40)")
+    return Suite(name=d.get("name", p.stem), dataset=d["dataset"], prior=d.get("prior"), tasks=tasks, count=count,
+                 seed=seed, batch_size=batch, noise_sigma=float(d.get("noise_sigma", 0.05)), steps=steps,
                  hyper_parameters=dict(d.get("hyper_parameters", {})), description=d.get("description", ""))
