@@ -1,7 +1,6 @@
 """Classical solvers every table compares against, from scikit-image/scipy where they exist.
 
-Each baseline takes (y, operator, sigma) on the [-1, 1] scale and returns x in [-1, 1], image by image.
-``TASK_BASELINES`` says which baselines apply to which task."""
+Each baseline takes (y, operator, sigma) on the [-1, 1] scale and returns x in [-1, 1], image by image."""
 
 from __future__ import annotations
 
@@ -164,18 +163,6 @@ BASELINES: dict[str, Callable[..., Tensor]] = {
     "hio": hio, "pinv": pinv, "tv-denoise": tv_denoise,
 }
 
-TASK_BASELINES: dict[str, tuple[str, ...]] = {
-    "deblur": ("wiener", "tv", "richardson-lucy"),
-    "motion-deblur": ("wiener", "tv", "richardson-lucy"),
-    "nonuniform-deblur": ("tv",),
-    "sr": ("bicubic", "tv"),
-    "inpaint": ("biharmonic", "tv"),
-    "phase-retrieval": ("hio",),
-    "colorize": ("pinv",),
-    "denoise": ("tv-denoise",),
-}
-
-
 def run_baseline(name: str, y: Tensor, op, sigma: float, **kw) -> Tensor:
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
@@ -183,4 +170,4 @@ def run_baseline(name: str, y: Tensor, op, sigma: float, **kw) -> Tensor:
         return BASELINES[name](y, op, sigma, **kw)
 
 
-__all__ = ["BASELINES", "TASK_BASELINES", "run_baseline", "NonUniformBlur"]
+__all__ = ["BASELINES", "run_baseline", "NonUniformBlur"]

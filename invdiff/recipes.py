@@ -16,6 +16,11 @@ RECIPES: dict[str, TrainConfig] = {
         name="natural64", data="natural", patch=64, batch_size=16, lr=2e-4, warmup=200, ema_decay=0.999, steps=200_000,
         unet=UNetConfig(in_channels=3, base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_levels=(3,)),
         sample_every=1000, ckpt_every=250),
+    # the natural-photo prior's training campaign (invdiff.campaign): natural64's architecture and data, continued in legs
+    "natural": TrainConfig(
+        name="natural", data="natural", patch=64, batch_size=16, lr=2e-4, warmup=200, ema_decay=0.999, steps=10_000_000,
+        unet=UNetConfig(in_channels=3, base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_levels=(3,)),
+        sample_every=2000, ckpt_every=250, ckpt_minutes=10.0),
     "fmnist32-palette-sr4": TrainConfig(
         name="fmnist32-palette-sr4", data="fmnist", batch_size=64, lr=3e-4, warmup=200, ema_decay=0.999, steps=200_000,
         condition="sr4", sample_every=0, ckpt_every=250,

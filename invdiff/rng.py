@@ -54,17 +54,6 @@ def randn_like(x: Tensor, generator: Generators = None) -> Tensor:
     return randn(x.shape, generator, device=x.device, dtype=x.dtype)
 
 
-def rand_like(x: Tensor, generator: Generators = None) -> Tensor:
-    return rand(x.shape, generator, device=x.device, dtype=x.dtype)
-
-
-def split(generator: Generators, index: int) -> Generators:
-    """The generator(s) of image ``index`` (for per-image streams) or the shared one."""
-    if generator is None or isinstance(generator, torch.Generator):
-        return generator
-    return [list(generator)[index]]
-
-
 def repeat(generator: Generators, k: int) -> Generators:
     """Per-image streams for ``k`` samples of each image: image ``i`` sample ``j`` gets a
     generator seeded from image ``i``'s stream, so results do not depend on batch size."""

@@ -111,9 +111,6 @@ class NoiseSchedule:
         mean = self.at("posterior_mean_coef1", t, x_t) * x0 + self.at("posterior_mean_coef2", t, x_t) * x_t
         return mean, self.at("posterior_variance", t, x_t)
 
-    def snr(self) -> Tensor:
-        return self.alphas_cumprod / (1 - self.alphas_cumprod)
-
     def timesteps(self, steps: int | None = None, *, spacing: Literal["uniform", "trailing", "quad"] = "uniform") -> Tensor:
         """Descending timestep indices for a sampler of ``steps`` steps (respacing, as DDIM).
 

@@ -10,7 +10,6 @@ clean batch into the conditioning input (see ``invdiff.samplers.palette``).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -22,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .accel import keep_freed_memory
 from .nets.unet import UNet, UNetConfig
 from .prior import EpsPrior
 from .schedule import NoiseSchedule
@@ -49,12 +47,14 @@ class TrainConfig:
     seed: int = 0
     ckpt_dir: str = "ckpt"
     ckpt_every: int = 500
+    ckpt_minutes: float | None = None  # also checkpoint when this much wall time has passed since the last one
     sample_every: int = 2000
     condition: str | None = None  # Palette: name in CONDITIONS
     device: str | None = None
     bf16: bool = True  # autocast on CUDA only
     compile: bool = False
     threads: int | None = None
+    warmup_from: int = 0  # the learning rate warms up over `warmup` steps counted from this step (a re-warmed optimiser)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -110,7 +110,7 @@ def diffusion_loss(net, schedule: NoiseSchedule, x0: Tensor, g: torch.Generator,
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+    return cfg.lr * min(1.0, (step - cfg.warmup_from + 1) / max(1, cfg.warmup))
 
 
 def ema_decay_at(cfg: TrainConfig, step: int) -> float:
@@ -139,6 +139,7 @@ class Trainer:
         self.ema = UNet(cfg.unet).to(self.device).requires_grad_(False)
         self.ema.load_state_dict(self.net.state_dict())
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.stop_requested = False  # set (e.g. by a signal handler) to checkpoint and leave the loop after this step
         self.step = 0
         self.images_seen = 0
         self.seconds = 0.0
@@ -175,6 +176,9 @@ class Trainer:
         self.opt.load_state_dict(st["opt"])
         self.step, self.images_seen, self.seconds = int(st["step"]), int(st["images_seen"]), float(st["seconds"])
         self.history = [tuple(h) for h in st.get("history", [])]
+        saved = st.get("config", {})
+        if "warmup_from" in saved:  # the learning-rate schedule is part of the state (a re-warmed optimiser)
+            self.cfg = replace(self.cfg, warmup=int(saved["warmup"]), warmup_from=int(saved["warmup_from"]))
 
     def load_weights(self, prior: EpsPrior) -> None:
         """Start (or continue) from shipped weights: both the online and EMA nets take them."""
@@ -222,6 +226,7 @@ class Trainer:
         with Progress(*cols, disable=self.quiet or self.rank != 0) as bar:
             task = bar.add_task(cfg.name, total=cfg.steps, completed=self.step, loss=float("nan"), ips=0.0)
             tick, seen0 = time.perf_counter(), self.images_seen
+            last_ckpt = time.perf_counter()
             while self.step < cfg.steps:
                 losses.append(self.train_step())
                 self.seconds = seconds0 + time.perf_counter() - t_start
@@ -233,9 +238,11 @@ class Trainer:
                     self.history.append((self.step, mean))
                     losses.clear()
                     bar.update(task, completed=self.step, loss=mean, ips=ips)
-                out_of_time = cfg.max_minutes is not None and (time.perf_counter() - t_start) > 60 * cfg.max_minutes
-                if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or out_of_time:
+                out_of_time = self.stop_requested or (cfg.max_minutes is not None and (time.perf_counter() - t_start) > 60 * cfg.max_minutes)
+                overdue = cfg.ckpt_minutes is not None and time.perf_counter() - last_ckpt > 60 * cfg.ckpt_minutes
+                if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or out_of_time or overdue:
                     self.save_state()
+                    last_ckpt = time.perf_counter()
                 if cfg.sample_every and self.step % cfg.sample_every == 0 and self.rank == 0:
                     self.write_samples()
                 if out_of_time:
@@ -294,17 +301,4 @@ def palette_condition_fn(name: str) -> Condition:
     return condition
 
 
-def train(cfg: TrainConfig, *, init: EpsPrior | None = None, quiet: bool = False) -> Trainer:
-    trainer = Trainer(cfg, quiet=quiet)
-    if trainer.device.type == "cpu":
-        keep_freed_memory()  # a no-op off Linux/glibc; keeps the per-step activations out of mmap/munmap
-    if init is not None and trainer.step == 0:
-        trainer.load_weights(init)
-    return trainer.run()
-
-
-def write_history(trainer: Trainer, path: str | Path) -> None:
-    Path(path).write_text(json.dumps({"history": trainer.history}) + "\n")
-
-
-__all__ = ["TrainConfig", "Trainer", "train", "diffusion_loss", "make_batches", "step_generator", "replace"]
+__all__ = ["TrainConfig", "Trainer", "diffusion_loss", "make_batches", "step_generator", "replace"]

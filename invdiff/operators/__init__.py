@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..rng import Generators
-from .base import LinearOperator, Operator, SVDOperator, conjugate_gradient
+from .base import Composed, ComposedLinear, Identity, LinearOperator, Operator, SVDOperator, compose, conjugate_gradient
 from .blur import PADDINGS, Blur, CircularBlur, gaussian_kernel
-from .compose import Composed, ComposedLinear, compose
+from .colorize import Colorize
+from .inpaint import Inpainting, box_mask, freeform_mask, random_mask
 from .motion import NonUniformBlur, blend_weights, camera_shake, load_kernel, motion_kernels
 from .noise import GaussianNoise, PoissonNoise
 from .phase import PhaseRetrieval
 from .separable import BicubicDownsample, BlockAverage, Separable, SeparableBlur
-from .simple import Colorize, Identity, Inpainting, box_mask, freeform_mask, random_mask
 
 
 def _ksize(shape) -> int:

@@ -107,8 +107,6 @@ class Operator(nn.Module):
         return g
 
     def __matmul__(self, other: "Operator") -> "Operator":
-        from .compose import compose
-
         return compose(self, other)
 
     def extra_repr(self) -> str:
@@ -225,8 +223,84 @@ class SVDOperator(LinearOperator):
         return self._from_spectrum(zy, s, xs, lambda a, s: a * pinv_singular_values(s))
 
 
+class Identity(SVDOperator):
+    """A = I (denoising)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        return x.clone()
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return y.clone()
+
+    def pinv(self, y: Tensor, **_: object) -> Tensor:
+        return y.clone()
+
+    def Vt(self, x):
+        return x.flatten(1)
+
+    Ut = Vt
+
+    def V(self, z, shape):
+        return z.reshape(z.shape[0], *shape[1:])
+
+    U = V
+
+    def singular_values(self, x_shape) -> Tensor:
+        return torch.ones(1, math.prod(x_shape[1:]))
+
+
 def pinv_singular_values(s: Tensor) -> Tensor:
     """1/s where s is above the numerical rank threshold (max(s) · len(s) · eps, per image), else 0."""
     tol = s.amax(1, keepdim=True) * s.shape[1] * torch.finfo(s.dtype).eps
     keep = s > tol
     return torch.where(keep, 1 / torch.where(keep, s, torch.ones_like(s)), torch.zeros_like(s))
+
+
+# ---- composition A @ B (apply B, then A): linear when both are, with the adjoint Bᵀ Aᵀ ----
+
+class Composed(Operator):
+    """x ↦ outer(inner(x)); VJP by the chain rule through the two operators' own VJPs."""
+
+    def __init__(self, outer: Operator, inner: Operator) -> None:
+        super().__init__()
+        self.outer = outer
+        self.inner = inner
+
+    @property
+    def batch_size(self) -> int:
+        sizes = {self.outer.batch_size, self.inner.batch_size} - {1}
+        if len(sizes) > 1:
+            raise ValueError(f"composed operators hold parameters for different batch sizes {sorted(sizes)}")
+        return sizes.pop() if sizes else 1
+
+    def check_input(self, x: Tensor) -> None:
+        self.inner.check_input(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.outer(self.inner(x))
+
+    def vjp(self, x: Tensor, v: Tensor) -> Tensor:
+        return self.inner.vjp(x, self.outer.vjp(self.inner(x), v))
+
+    def out_shape(self, in_shape):
+        return self.outer.out_shape(self.inner.out_shape(in_shape))
+
+    def in_shape(self, out_shape):
+        return self.inner.in_shape(self.outer.in_shape(out_shape))
+
+
+class ComposedLinear(Composed, LinearOperator):
+    """Linear composition: adjoint Bᵀ(Aᵀ y); pinv by conjugate gradients."""
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return self.inner.adjoint(self.outer.adjoint(y))
+
+    def vjp(self, x: Tensor, v: Tensor) -> Tensor:
+        return self.adjoint(v)
+
+
+def compose(outer: Operator, inner: Operator) -> Operator:
+    if not isinstance(outer, Operator) or not isinstance(inner, Operator):
+        raise TypeError("can only compose invdiff operators")
+    return (ComposedLinear if (outer.linear and inner.linear) else Composed)(outer, inner)

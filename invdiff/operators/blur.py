@@ -7,7 +7,6 @@ output the size of the input; ``padding`` says how x is extended beyond its bord
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,8 +14,8 @@ from torch import Tensor
 
 from .base import LinearOperator, SVDOperator, cached
 
-Padding = Literal["zeros", "reflect", "replicate", "circular"]
-PADDINGS: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
+from .padding import PADDINGS, Padding, pad, pad_adjoint
+from .separable import SeparableBlur
 
 
 def gaussian_kernel(size: int = 61, sigma: float = 3.0) -> Tensor:
@@ -44,41 +43,6 @@ def as_kernels(kernel) -> Tensor:
     if not torch.isfinite(k).all():
         raise ValueError("kernel contains NaN or infinite values")
     return k
-
-
-def pad(x: Tensor, ph: int, pw: int, mode: str) -> Tensor:
-    if ph == 0 and pw == 0:
-        return x
-    return F.pad(x, (pw, pw, ph, ph), mode="constant" if mode == "zeros" else mode)
-
-
-def _fold(z: Tensor, p: int, n: int, dim: int, mode: str) -> Tensor:
-    """Adjoint of padding one dimension (size n, p on each side): crop, then add the padded borders back onto
-    the samples they were copied from."""
-    if p == 0:
-        return z
-    c = z.narrow(dim, p, n).clone()
-    lo, hi = z.narrow(dim, 0, p), z.narrow(dim, p + n, p)
-    if mode == "reflect":  # pad[i] = x[p − i] (i < p), pad[p + n + j] = x[n − 2 − j]
-        c.narrow(dim, 1, p).add_(lo.flip(dim))
-        c.narrow(dim, n - 1 - p, p).add_(hi.flip(dim))
-    elif mode == "replicate":  # every border sample is a copy of the edge sample
-        c.narrow(dim, 0, 1).add_(lo.sum(dim, keepdim=True))
-        c.narrow(dim, n - 1, 1).add_(hi.sum(dim, keepdim=True))
-    elif mode == "circular":  # pad[i] = x[n − p + i], pad[p + n + j] = x[j]
-        c.narrow(dim, n - p, p).add_(lo)
-        c.narrow(dim, 0, p).add_(hi)
-    else:
-        raise ValueError(f"unknown padding {mode!r}")
-    return c
-
-
-def pad_adjoint(z: Tensor, ph: int, pw: int, mode: str) -> Tensor:
-    """The exact adjoint of ``pad`` (cropping plus folding back the copied borders)."""
-    h, w = z.shape[-2] - 2 * ph, z.shape[-1] - 2 * pw
-    if mode == "zeros" or (ph == 0 and pw == 0):
-        return z[..., ph : ph + h, pw : pw + w]
-    return _fold(_fold(z, ph, h, z.ndim - 2, mode), pw, w, z.ndim - 1, mode)
 
 
 def kernel_spectrum(kernel: Tensor, size: tuple[int, int], *, dtype, device, centred: bool) -> Tensor:
@@ -146,8 +110,6 @@ class Blur(_SpectrumCache, LinearOperator):
         u, s, vh = torch.linalg.svd(k[0].double())
         if not (s[0] > 0 and float(s[1:].sum()) <= 1e-6 * float(s[0])):
             return None
-        from .separable import SeparableBlur
-
         kh, kw = u[:, 0] * s[0].sqrt(), vh[0] * s[0].sqrt()
         sign = 1.0 if float(kh.sum()) >= 0 else -1.0
         return SeparableBlur(sign * kh, sign * kw, padding=self.padding)

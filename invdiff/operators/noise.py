@@ -25,9 +25,6 @@ class GaussianNoise:
             return y.clone()
         return y + self.sigma * rng.randn_like(y, generator)
 
-    def variance(self, y: Tensor | None = None) -> float:
-        return self.sigma**2
-
 
 @dataclass(frozen=True)
 class PoissonNoise:
@@ -52,6 +49,3 @@ class PoissonNoise:
         else:
             counts = torch.stack([torch.poisson(lam[i : i + 1], generator=g)[0] for i, g in enumerate(gens)])
         return counts / self.rate * 2 - 1
-
-    def variance(self, y: Tensor | None = None) -> float:
-        return self.sigma**2

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import SVDOperator, cached
-from .blur import PADDINGS, Padding, pad
+from .padding import PADDINGS, Padding, pad
 
 
 class Separable(SVDOperator):

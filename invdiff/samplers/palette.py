@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..operators.base import Operator
 from ..operators.separable import BlockAverage
-from ..operators.simple import Inpainting
+from ..operators.inpaint import Inpainting
 from .problem import Problem
 
 

@@ -1,0 +1,194 @@
+"""The natural-photo prior's training campaign: legs of (CPU) training that each resume from the committed
+weights, with a ledger in the model card.
+
+A leg (``python scripts/train_campaign.py --minutes M``) continues the ``natural`` prior:
+
+* from ``ckpt/natural/state.pt`` when it exists and is not older than the committed weights: an exact resume
+  (online and EMA weights, Adam moments, step counter, random streams; see ``invdiff.train``);
+* otherwise from the compact state committed in the repository: the EMA weights shipped as the prior
+  (``invdiff/weights/natural.safetensors``, fp16) and the online weights (``training/natural/online.safetensors``,
+  fp16), with a fresh Adam whose learning rate warms up again over ``rewarm`` steps;
+* and, for the very first leg, from the shipped ``natural64`` (both nets take its EMA weights).
+
+Every checkpoint (``ckpt_every`` steps, about 5 minutes on one CPU thread) rewrites the full state under ``ckpt/``
+and the compact state plus the card in the working tree, so a leg that is cut off loses at most the steps since
+the last checkpoint, and what is committed is never more than one checkpoint behind. The card's ledger records,
+per leg: steps, images seen, wall and CPU minutes, threads, and the validation L_simple (the same 512 64×64
+patches of the validation photos as ``natural64``'s figure, uniform t) with per-noise-level buckets.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import platform
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .schedule import NoiseSchedule
+from .train import TrainConfig, Trainer
+from .zoo import WEIGHTS_DIR
+
+NAME = "natural"
+SEED_PRIOR = "natural64"
+REPO = Path(__file__).resolve().parents[1]
+ONLINE = REPO / "training" / NAME / "online.safetensors"
+VERSION_NOTE = ("continues natural64 (same 2.41M-parameter U-Net, same data) with more training; the version is the "
+                "number of legs in the ledger")
+
+
+# ---- validation ------------------------------------------------------------------------------
+def validation_patches(n_patches: int = 512) -> tuple[Tensor, torch.Generator]:
+    """The validation patches of the natural prior's card: 64×64 crops of the validation photos (256×256, no
+    rescaling), drawn from a generator seeded with 0. Returns the patches and the generator, whose stream then
+    continues with the noise levels and noises (as ``natural64``'s figure drew them)."""
+    from .data import PatchSampler, validation_photos
+
+    sampler = PatchSampler(list(validation_photos(256)), patch=64, max_scale=1.0)
+    g = torch.Generator().manual_seed(0)
+    return [sampler.sample(64, g) for _ in range(n_patches // 64)], g
+
+
+@torch.no_grad()
+def validation_loss(net, schedule: NoiseSchedule, *, n_patches: int = 512, buckets: int = 10) -> dict:
+    """L_simple on the validation patches with t uniform, its standard error over patches, and the mean per
+    bucket of t (``buckets`` equal ranges of the schedule's timesteps)."""
+    chunks, g = validation_patches(n_patches)
+    losses, ts = [], []
+    for x in chunks:
+        for i in range(0, x.shape[0], 8):
+            x0 = x[i: i + 8]
+            t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), generator=g)
+            eps = torch.randn(x0.shape, generator=g)
+            pred = net(schedule.q_sample(x0, t, eps), t)
+            losses.append((pred.float() - eps).pow(2).mean(dim=(1, 2, 3)))
+            ts.append(t)
+    loss, t = torch.cat(losses).double(), torch.cat(ts)
+    width = schedule.num_timesteps / buckets
+    per = []
+    for b in range(buckets):
+        sel = (t >= b * width) & (t < (b + 1) * width)
+        v = loss[sel]
+        per.append({"t": [int(b * width), int((b + 1) * width) - 1], "n": int(sel.sum()),
+                    "l_simple": round(float(v.mean()), 5) if len(v) else None,
+                    "stderr": round(float(v.std() / math.sqrt(len(v))), 5) if len(v) > 1 else None})
+    return {"l_simple": round(float(loss.mean()), 5), "stderr": round(float(loss.std() / math.sqrt(len(loss))), 5),
+            "patches": len(loss), "buckets": per}
+
+
+# ---- the compact state -----------------------------------------------------------------------
+def _read_fp(path: Path) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    return {k: v.float() for k, v in load_file(str(path)).items()}
+
+
+def _write_fp16(sd: dict[str, Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().cpu().half().contiguous() if v.is_floating_point() else v.cpu().contiguous()
+               for k, v in sd.items()}, str(tmp))
+    tmp.chmod(0o644)
+    tmp.replace(path)
+
+
+class CampaignTrainer(Trainer):
+    """A ``Trainer`` that also writes the compact state, the prior and its card at every checkpoint."""
+
+    def __init__(self, cfg: TrainConfig, *, weights_dir: Path = WEIGHTS_DIR, online: Path = ONLINE,
+                 seed_prior: str | Path = SEED_PRIOR, validator=None, val_every: int = 1000, val_patches: int = 512, **kw):
+        self.weights_dir, self.online, self.val_every, self.val_patches = Path(weights_dir), Path(online), val_every, val_patches
+        self.seed_prior = seed_prior
+        self.validator = validator or (lambda net, schedule: validation_loss(net, schedule, n_patches=self.val_patches))
+        self.card_path = self.weights_dir / f"{cfg.name}.json"
+        self.card: dict = json.loads(self.card_path.read_text()) if self.card_path.is_file() else {}
+        self.leg: dict = {}
+        super().__init__(cfg, **kw)
+
+    # -- where a leg starts --
+    def begin_leg(self, *, rewarm: int, threads: int) -> None:
+        ledger = self.card.get("campaign", {}).get("legs", [])
+        committed_step = int(self.card.get("training", {}).get("steps", -1))
+        if self.step and self.step >= committed_step:
+            how = f"exact resume from ckpt at step {self.step}"
+        elif self.card and self.online.is_file():
+            self.net.load_state_dict(_read_fp(self.online))
+            self.ema.load_state_dict(_read_fp(self.weights_dir / f"{self.cfg.name}.safetensors"))
+            tr = self.card["training"]
+            self.step, self.images_seen, self.seconds = int(tr["steps"]), int(tr["images_seen"]), float(tr["seconds"])
+            how = f"compact state at step {self.step} (fp16 online + EMA weights), Adam re-warmed over {rewarm} steps"
+        else:
+            from .prior import load
+
+            seed = load(self.seed_prior)
+            self.load_weights(seed)
+            tr = seed.config["training"]
+            self.step, self.images_seen, self.seconds = int(tr["steps"]), int(tr["images_seen"]), float(tr["seconds"])
+            leg0 = {"leg": 0, "what": f"{seed.name} (its own training run)", "steps": [0, self.step],
+                    "images_seen": [0, self.images_seen], "wall_minutes": round(self.seconds / 60, 1),
+                    "cpu_minutes": round(self.seconds / 60, 1), "threads": 1}
+            fig = seed.config.get("figures", {})
+            if "validation_l_simple" in fig:
+                leg0["validation"] = {"l_simple": fig["validation_l_simple"], "stderr": fig.get("validation_l_simple_stderr")}
+            ledger = [leg0]
+            how = f"{seed.name}'s EMA weights (online and EMA), Adam re-warmed over {rewarm} steps"
+        if "exact" not in how:
+            self.cfg = replace(self.cfg, warmup=rewarm, warmup_from=self.step)
+        self.ledger = list(ledger)
+        self.leg = {"leg": len(self.ledger), "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "from": how, "steps": [self.step, self.step], "images_seen": [self.images_seen, self.images_seen],
+                    "wall_minutes": 0.0, "cpu_minutes": 0.0, "threads": threads, "machine": platform.machine(),
+                    "device": str(self.device), "patch": self.cfg.patch, "batch_size": self.cfg.batch_size, "lr": self.cfg.lr}
+        self._seconds0 = self.seconds
+
+    # -- checkpoints write the compact state too --
+    def save_state(self) -> None:
+        super().save_state()
+        if self.leg:
+            validate = self.val_every and self.step % self.val_every == 0
+            self.export_compact(validate=bool(validate))
+
+    def export_compact(self, *, validate: bool) -> Path:
+        leg = self.leg
+        leg["steps"][1], leg["images_seen"][1] = self.step, self.images_seen
+        leg["wall_minutes"] = round((self.seconds - self._seconds0) / 60, 1)
+        leg["cpu_minutes"] = round(leg["wall_minutes"] * leg["threads"], 1)
+        curve = list(self.card.get("campaign", {}).get("validation_curve", []))
+        if not curve and self.ledger and "validation" in self.ledger[0]:
+            v0 = self.ledger[0]
+            curve = [[v0["images_seen"][1], v0["validation"]["l_simple"], v0["validation"]["stderr"]]]
+        if validate:
+            self.ema.eval()
+            val = self.validator(self.ema, self.schedule)
+            leg["validation"] = val
+            curve = [c for c in curve if c[0] != self.images_seen] + [[self.images_seen, val["l_simple"], val["stderr"]]]
+        legs = self.ledger + [leg]
+        cpu = sum(entry["cpu_minutes"] for entry in legs)
+        last_val = next((entry["validation"] for entry in reversed(legs) if "validation" in entry), None)
+        campaign = {"note": VERSION_NOTE, "legs": legs, "validation_curve": curve, "cpu_minutes_total": round(cpu, 1),
+                    "resume": "python scripts/train_campaign.py --minutes M  (see CONTRIBUTING.md)"}
+        figures = dict(self.card.get("figures", {}))
+        if last_val is not None:
+            figures.update({"validation_l_simple": last_val["l_simple"], "validation_l_simple_stderr": last_val["stderr"]})
+            if "buckets" in last_val:
+                figures["validation_l_simple_buckets"] = last_val["buckets"]
+        _write_fp16(self.net.state_dict(), self.online)
+        path = self.export(self.weights_dir / f"{self.cfg.name}.safetensors",
+                           extra={"version": len(legs) - 1, "campaign": campaign, "figures": figures})
+        self.card = json.loads(self.card_path.read_text())
+        return path
+
+
+def campaign_config(*, threads: int = 1, minutes: float | None = None, ckpt_dir: str = "ckpt") -> TrainConfig:
+    from .recipes import RECIPES
+
+    return replace(RECIPES[NAME], max_minutes=minutes, threads=threads, ckpt_dir=ckpt_dir)
+
+
+__all__ = ["CampaignTrainer", "campaign_config", "validation_loss", "NAME", "ONLINE"]

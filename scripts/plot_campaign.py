@@ -1,0 +1,61 @@
+"""Plot the natural prior's training campaign from its model card: validation L_simple against images seen, and
+the per-noise-level buckets of the first and the latest measurement (where the gain comes from).
+
+    python scripts/plot_campaign.py [--card invdiff/weights/natural.json] [--out benchmarks/natural_campaign.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--card", default=str(ROOT / "invdiff" / "weights" / "natural.json"))
+    ap.add_argument("--baseline", default=str(ROOT / "invdiff" / "weights" / "natural64.json"),
+                    help="card whose buckets are drawn for comparison (measured with the same patches)")
+    ap.add_argument("--baseline-buckets", default=None, help="JSON file with the baseline's buckets (optional)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "natural_campaign.png"))
+    a = ap.parse_args()
+    card = json.loads(Path(a.card).read_text())
+    camp = card["campaign"]
+    curve = camp["validation_curve"]
+    fig = Figure(figsize=(11, 4))
+    ax, bx = fig.subplots(1, 2)
+    xs = [c[0] / 1000 for c in curve]
+    ax.errorbar(xs, [c[1] for c in curve], yerr=[c[2] or 0 for c in curve], marker="o", capsize=3)
+    for leg in camp["legs"][1:]:
+        ax.axvline(leg["images_seen"][0] / 1000, color="0.8", lw=0.8)
+    ax.set_xlabel("training images seen (thousands of 64×64 patches)")
+    ax.set_ylabel("validation L_simple (512 patches, uniform t)")
+    ax.set_title(f"{card['name']} v{card.get('version')}: {camp['cpu_minutes_total']:.0f} CPU-minutes in all")
+    ax.grid(alpha=0.3)
+    legs = [leg for leg in camp["legs"] if leg.get("validation", {}).get("buckets")]
+    series = []
+    if a.baseline_buckets:
+        series.append(("natural64", json.loads(Path(a.baseline_buckets).read_text())))
+    if legs:
+        series.append((f"after leg {legs[-1]['leg']}", legs[-1]["validation"]["buckets"]))
+    for label, buckets in series:
+        mids = [(b["t"][0] + b["t"][1]) / 2 for b in buckets if b["l_simple"] is not None]
+        bx.plot(mids, [b["l_simple"] for b in buckets if b["l_simple"] is not None], marker="o", label=label)
+    bx.set_yscale("log")
+    bx.set_xlabel("timestep t (bucket centre)")
+    bx.set_ylabel("L_simple in the bucket")
+    bx.set_title("where the loss is: per noise level")
+    bx.grid(alpha=0.3)
+    if series:
+        bx.legend()
+    fig.tight_layout()
+    fig.savefig(a.out, dpi=110)
+    print(a.out)
+
+
+if __name__ == "__main__":
+    main()

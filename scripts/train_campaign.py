@@ -1,0 +1,60 @@
+"""One leg of the natural-photo prior's training campaign (see invdiff/campaign.py and CONTRIBUTING.md).
+
+    nice -n 19 nohup python scripts/train_campaign.py --minutes 150 > runs/campaign.log 2>&1 &
+
+Resumes exactly from ckpt/natural/state.pt, else from the committed compact state, else from natural64. Writes the
+prior (invdiff/weights/natural.safetensors + .json with the ledger) and training/natural/online.safetensors at every
+checkpoint; commit those three files after the leg. SIGTERM or Ctrl-C checkpoints and stops cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+
+from invdiff.campaign import CampaignTrainer, campaign_config
+
+
+class LoggingTrainer(CampaignTrainer):
+    def save_state(self) -> None:
+        super().save_state()
+        last = self.history[-1][1] if self.history else float("nan")
+        val = self.leg.get("validation", {}).get("l_simple")
+        print(f"{time.strftime('%H:%M:%S')} step {self.step} images {self.images_seen} loss {last:.4f}"
+              + (f" val {val:.5f}" if val is not None else ""), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, required=True, help="wall-clock length of this leg")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rewarm", type=int, default=200, help="learning-rate warm-up of a re-created optimiser (steps)")
+    ap.add_argument("--ckpt-dir", default="ckpt")
+    ap.add_argument("--device", default=None)
+    a = ap.parse_args()
+    cfg = campaign_config(threads=a.threads, minutes=a.minutes, ckpt_dir=a.ckpt_dir)
+    if a.device:
+        from dataclasses import replace
+
+        cfg = replace(cfg, device=a.device)
+    tr = LoggingTrainer(cfg, quiet=True)
+    tr.begin_leg(rewarm=a.rewarm, threads=a.threads)
+    print(f"leg {tr.leg['leg']}: {tr.leg['from']}", flush=True)
+
+    def stop(signum, frame):  # checkpoint after the current step, then leave
+        tr.stop_requested = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    tr.run()
+    tr.export_compact(validate=True)
+    v = tr.leg["validation"]
+    print(f"leg {tr.leg['leg']} done: step {tr.step}, images seen {tr.images_seen}, "
+          f"validation L_simple {v['l_simple']:.5f} ± {v['stderr']:.5f}", flush=True)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
