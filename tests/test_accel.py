@@ -130,8 +130,12 @@ def test_out_of_memory_halves_the_batch_and_repeats_the_same_noise(monkeypatch, 
     monkeypatch.setattr(accel, "auto_batch_size", lambda *a, **k: 6)  # the estimate is too optimistic
     got = restore(y, A, 0.05, prior, method=method, steps=5, generator=make_generators(11, 6), batch_size="auto")
     assert failing.failures >= 2  # 6 failed, then 3 failed, then chunks of 1 (≤ 2) ran
-    torch.testing.assert_close(got.samples, ref.samples, rtol=1e-4, atol=1e-4)
-    assert got.nfe == ref.nfe  # the failed attempts are not counted
+    # the retry redraws exactly the noise of the failed attempts: the result is the one of chunks of 1 from the
+    # start, bit for bit (the same computations in the same order). Against the whole batch of 6 it agrees only to
+    # float32 rounding (batch invariance, tested with its error model in test_restore/test_sampling).
+    ones = restore(y, A, 0.05, _prior(), method=method, steps=5, generator=make_generators(11, 6), batch_size=1)
+    assert torch.equal(got.samples, ones.samples)
+    assert got.nfe == ref.nfe == ones.nfe  # the failed attempts are not counted
 
 
 def test_out_of_memory_without_auto_is_raised():

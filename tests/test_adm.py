@@ -14,7 +14,16 @@ from invdiff.nets.checkpoints import EpsOutput, load_foreign_checkpoint
 from invdiff.prior import load
 from invdiff.samplers import restore
 
-torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tests run big random networks once; one thread is enough. The setting is restored afterwards: no test
+    may change process-wide state for the tests after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 # ---- the guided-diffusion parameter layout, written out from the architecture --------------------------
