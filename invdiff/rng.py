@@ -8,17 +8,32 @@ whether it runs alone or in a batch.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
-def make_generators(seed: int, n: int, device: torch.device | str = "cpu") -> list[torch.Generator]:
-    """``n`` independent generators; image ``i`` uses stream ``seed + i``."""
-    return [torch.Generator(device=device).manual_seed(int(seed) + i) for i in range(n)]
+def stream_seed(seed: int, purpose: str, index: int) -> int:
+    """The seed of the stream for (``seed``, ``purpose``, image ``index``), mixed by numpy's ``SeedSequence``:
+    streams of different purposes or images never coincide as ``seed + 1`` schemes do (where one run's sampling
+    stream is the next seed's degradation stream)."""
+    if int(seed) < 0 or int(index) < 0:
+        raise ValueError(f"seeds and image indices must be non-negative, got seed {seed}, index {index}")
+    tag = int.from_bytes(hashlib.blake2b(purpose.encode(), digest_size=8).digest(), "little")
+    return int(np.random.SeedSequence([int(seed), tag, int(index)]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def make_generators(seed: int, n: int, device: torch.device | str = "cpu", *, purpose: str = "default",
+                    start: int = 0) -> list[torch.Generator]:
+    """``n`` independent generators, one per image: image ``start + i`` of ``purpose`` (e.g. "degrade",
+    "sample") gets the stream ``stream_seed(seed, purpose, start + i)``; image i of a batch draws what it draws
+    alone with ``start=i``."""
+    return [torch.Generator(device=device).manual_seed(stream_seed(seed, purpose, start + i)) for i in range(n)]
 
 
 def _per_image(generator: Generators, n: int) -> list[torch.Generator] | None:

@@ -52,7 +52,7 @@ class SolveRequest:
     #: AlexNet weights for LPIPS in simulate mode (else INVDIFF_LPIPS_BACKBONE / the hub cache)
     lpips_backbone: Path | None = None
 
-#: a seed must fit torch's 64-bit generator state with room for the derived streams (seed + i)
+#: the largest seed accepted (streams are derived from it by numpy's SeedSequence, see invdiff.rng.stream_seed)
 MAX_SEED = 2**62
 STAGING_PREFIX = ".invdiff-staging-"
 
@@ -449,7 +449,7 @@ def solve(req: SolveRequest, *, callback=None) -> dict:
     if task.name == "sr" and req.simulate and req.scale > min(y.shape[-2:]):
         raise ValueError(f"--scale {req.scale} is larger than the image ({y.shape[-2]}x{y.shape[-1]}): the low-resolution "
                          "measurement would be empty; use a smaller --scale")
-    gens = make_generators(req.seed, 1)
+    gens = make_generators(req.seed, 1, purpose="degrade")
     warn: list[str] = []
     if task.name == "inpaint":
         if mask not in MASK_PRESETS:
@@ -501,7 +501,7 @@ def solve(req: SolveRequest, *, callback=None) -> dict:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     res = restore(y, op, task.noise(opts), prior, method=method, steps=req.steps, samples=req.samples,
-                  generator=make_generators(req.seed + 1, 1, req.device), callback=callback, batch_size=req.batch_size, **hp)
+                  generator=make_generators(req.seed, 1, req.device, purpose="sample"), callback=callback, batch_size=req.batch_size, **hp)
     seconds = time.perf_counter() - t0
     peak, peak_kind = _peak_memory_mib(req.device)
     if grey_input:

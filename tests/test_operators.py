@@ -85,7 +85,7 @@ def test_batched_equals_each_image_alone(name):
         if A.linear:
             torch.testing.assert_close(Ai.adjoint(y[i : i + 1]), A.adjoint(y)[i : i + 1], rtol=1e-10, atol=1e-10)
     # per-image generators: image i's parameters do not depend on the batch it was drawn in
-    alone = O.OPERATORS[name]((1, *SHAPE[1:]), make_generators(0 + 1, 1))
+    alone = O.OPERATORS[name]((1, *SHAPE[1:]), make_generators(0, 1, start=1))
     torch.testing.assert_close(alone(x[1:2]), y[1:2], rtol=1e-10, atol=1e-10)
 
 
@@ -260,7 +260,7 @@ def test_noise_models():
     n2 = O.GaussianNoise(0.05)(y, generator=make_generators(0, 4))
     assert torch.equal(n1, n2)
     assert abs(float(n1.std()) - 0.05) < 0.002  # 49k samples: std of the std estimate ~ 0.05/√(2·49152) ≈ 1.6e-4
-    alone = O.GaussianNoise(0.05)(y[2:3], generator=make_generators(2, 1))
+    alone = O.GaussianNoise(0.05)(y[2:3], generator=make_generators(0, 1, start=2))
     assert torch.equal(alone, n1[2:3])
     p = O.PoissonNoise(rate=50.0)(torch.zeros(2, 1, 128, 128), generator=make_generators(0, 2))
     counts = (p + 1) / 2 * 50

@@ -118,7 +118,7 @@ def test_batch_invariance_and_reproducibility(method):
     assert torch.equal(full.samples, again.samples)
     for i in (0, 3, 7):  # image i alone == image i in a batch of 8
         alone = restore(y[i : i + 1], A.select(i), 0.05, prior, method=method, steps=steps, samples=2,
-                        generator=make_generators(10 + i, 1), **hp)
+                        generator=make_generators(10, 1, start=i), **hp)
         torch.testing.assert_close(alone.samples[0], full.samples[i], rtol=1e-7, atol=1e-7)
     assert not torch.allclose(full.samples[:, 0], full.samples[:, 1])  # K samples differ
     other = restore(y, A, 0.05, prior, method=method, steps=steps, samples=2, generator=make_generators(11, 8), **hp)
@@ -158,7 +158,7 @@ def test_palette_conditional_sampling_is_batch_invariant():
     full = restore(y, A, 0.05, prior, method="palette", steps=5, samples=2, generator=make_generators(3, 8))
     for i in (0, 3, 7):
         alone = restore(y[i : i + 1], A.select(i), 0.05, prior, method="palette", steps=5, samples=2,
-                        generator=make_generators(3 + i, 1))
+                        generator=make_generators(3, 1, start=i))
         torch.testing.assert_close(alone.samples[0], full.samples[i], rtol=1e-7, atol=1e-7)
     assert not torch.allclose(full.samples[:, 0], full.samples[:, 1])
     with pytest.raises(ValueError, match="conditional"):

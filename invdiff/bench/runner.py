@@ -16,6 +16,7 @@ import torch
 from ..baselines import run_baseline
 from ..metrics import lpips_or_none, score
 from ..prior import load as load_prior
+from ..rng import stream_seed
 from ..samplers import restore
 from ..tasks import TaskOptions, get_task
 from .suite import Suite
@@ -225,7 +226,7 @@ def run_suite(suite: Suite, out: str | Path, *, limit: int | None = None, device
         for start in range(0, len(todo), bs):
             ids = todo[start : start + bs]
             x = x_all[ids].to(device)
-            gens = [torch.Generator(device="cpu").manual_seed(suite.seed * 1_000_003 + i) for i in ids]
+            gens = [torch.Generator(device="cpu").manual_seed(stream_seed(suite.seed, "degrade", i)) for i in ids]
             op = task.operator(x.shape, opts, generator=gens).to(device)
             with torch.no_grad():
                 y = task.noise(opts)(op(x), generator=gens)
@@ -238,7 +239,7 @@ def run_suite(suite: Suite, out: str | Path, *, limit: int | None = None, device
             else:
                 prior = prior_for(prior_name)
                 hp, steps = cfg["hyper_parameters"], cfg["steps"]
-                sample_gens = [torch.Generator(device=device).manual_seed(suite.seed * 1_000_003 + 500_000 + i) for i in ids]
+                sample_gens = [torch.Generator(device=device).manual_seed(stream_seed(suite.seed, "sample", i)) for i in ids]
                 r = restore(y, op, task.noise(opts), prior, method=method, steps=steps, generator=sample_gens, **hp)
                 xr, nfe, vjps = r.mean, r.nfe, r.vjps
             seconds = (time.perf_counter() - t0) / len(ids)

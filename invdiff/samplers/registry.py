@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -16,9 +16,11 @@ from .. import rng
 from ..accel import auto_batch_size, is_out_of_memory, keep_freed_memory
 from ..operators.base import Operator
 from ..prior import EpsPrior
-from .guided import DPS, MCG, PiGDM, Projection, guided_sample
+from .guided import DPS, MCG, PiGDM, Projection, guided_sample, repaint, repaint_nfe
 from .palette import palette
 from .problem import Problem, require
+from .params import (DAPSParams, DDNMParams, DDRMParams, DiffPIRParams, DPSParams, MCGParams, PaletteParams, Params,
+                     PiGDMParams, ProjectionParams, RedDiffParams, RePaintParams, make_params)
 from .spectral import DDNM, DDRM, DiffPIR
 from .validate import check_restore_inputs
 from .variational import daps, reddiff
@@ -26,60 +28,85 @@ from .variational import daps, reddiff
 
 @dataclass(frozen=True)
 class Method:
+    """A restoration method: ``run(problem, hp, callback)`` with ``hp`` an instance of ``params`` (its one
+    hyper-parameter definition, see ``invdiff.samplers.params``)."""
+
     name: str
     paper: str
     run: Callable[..., Tensor]
+    params: type[Params]
     #: None (any operator) | "linear" (adjoint + pinv) | "svd" (exact SVD)
     requires: str | None
     #: differentiates through the network (one VJP per step)
     network_gradient: bool
-    #: network evaluations per step (DAPS: ode_steps)
-    nfe_per_step: str
-    defaults: dict = field(default_factory=dict)
+    #: network evaluations per step: "1" or the name of the hyper-parameter that multiplies steps (DAPS: ode_steps)
+    nfe_per_step: str = "1"
+    #: network evaluations per image from the hyper-parameters, where steps × nfe_per_step does not give them
+    nfe: Callable[[dict], int] | None = None
     conditional: bool = False
+    #: what differs from the authors' released code, on purpose (docs/methods.md)
+    differences: str = "—"
+
+    @property
+    def defaults(self) -> dict:
+        """The default hyper-parameters, ``steps`` included."""
+        return self.params().as_dict()
 
 
 def _guided(cls):
-    def run(p: Problem, *, steps: int, eta: float = 1.0, callback=None, **hp) -> Tensor:
-        return guided_sample(p, cls(p, **hp), steps=steps, eta=eta, callback=callback)
+    """DPS/MCG-style methods: the guidance object takes the hyper-parameters other than steps, spacing and eta."""
+
+    def run(p: Problem, hp: Params, callback=None) -> Tensor:
+        kw = {k: v for k, v in hp.as_dict().items() if k not in ("steps", "spacing", "eta")}
+        return guided_sample(p, cls(p, **kw), steps=hp.steps, eta=hp.eta, spacing=hp.spacing, callback=callback)
 
     return run
 
 
-def _ddrm(p, *, steps, eta=0.85, eta_b=1.0, callback=None):
-    return guided_sample(p, DDRM(p, eta=eta, eta_b=eta_b), steps=steps, eta=0.0, callback=callback)
+def _ddrm(p: Problem, hp: DDRMParams, callback=None) -> Tensor:
+    return guided_sample(p, DDRM(p, hp), steps=hp.steps, eta=0.0, spacing=hp.spacing, callback=callback)
 
 
-def _ddnm(p, *, steps, eta=0.85, callback=None):
-    return guided_sample(p, DDNM(p, eta=eta), steps=steps, eta=eta, callback=callback)
+def _ddnm(p: Problem, hp: DDNMParams, callback=None) -> Tensor:
+    return guided_sample(p, DDNM(p, hp), steps=hp.steps, eta=hp.eta, spacing=hp.spacing, callback=callback)
 
 
-def _diffpir(p, *, steps, lam=7.0, zeta=0.3, cg_iters=10, grad_steps=20, callback=None):
-    return guided_sample(p, DiffPIR(p, lam=lam, zeta=zeta, cg_iters=cg_iters, grad_steps=grad_steps), steps=steps,
-                         eta=0.0, callback=callback)
+def _diffpir(p: Problem, hp: DiffPIRParams, callback=None) -> Tensor:
+    return guided_sample(p, DiffPIR(p, hp), steps=hp.steps, eta=0.0, spacing=hp.spacing, callback=callback)
+
+
+def _pigdm(p: Problem, hp: PiGDMParams, callback=None) -> Tensor:
+    return guided_sample(p, PiGDM(p, hp), steps=hp.steps, eta=hp.eta, spacing=hp.spacing, callback=callback)
+
+
+def _daps(p: Problem, hp: DAPSParams, callback=None) -> Tensor:
+    return daps(p, **hp.as_dict(), callback=callback)
+
+
+def _repaint(p: Problem, hp: RePaintParams, callback=None) -> Tensor:
+    return repaint(p, **hp.as_dict(), callback=callback)
+
+
+def _palette(p: Problem, hp: PaletteParams, callback=None) -> Tensor:
+    return palette(p, **hp.as_dict(), callback=callback)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
-    Method("dps", "Chung et al. 2022, Diffusion posterior sampling", _guided(DPS), None, True, "1",
-           {"steps": 200, "eta": 1.0, "zeta": 1.0}),
-    Method("mcg", "Chung et al. 2022, Manifold constrained gradients", _guided(MCG), "linear", True, "1",
-           {"steps": 200, "eta": 1.0, "zeta": 1.0}),
-    Method("pigdm", "Song et al. 2023, Pseudoinverse-guided diffusion", _guided(PiGDM), "linear", True, "1",
-           {"steps": 100, "eta": 1.0, "scale": 1.0}),
-    Method("ddrm", "Kawar et al. 2022, Denoising diffusion restoration models", _ddrm, "svd", False, "1",
-           {"steps": 20, "eta": 0.85, "eta_b": 1.0}),
-    Method("ddnm", "Wang et al. 2023, Null-space model (DDNM+ for noise)", _ddnm, "linear", False, "1",
-           {"steps": 100, "eta": 0.85}),
-    Method("diffpir", "Zhu et al. 2023, Diffusion plug-and-play", _diffpir, None, False, "1",
-           {"steps": 100, "lam": 7.0, "zeta": 0.3, "cg_iters": 10}),
-    Method("reddiff", "Mardani et al. 2023, RED-diff (variational)", reddiff, None, False, "1",
-           {"steps": 100, "lam": 0.25, "lr": 0.1}),
-    Method("daps", "Zhang et al. 2024, Decoupled annealed posterior sampling", daps, None, False, "ode_steps",
-           {"steps": 50, "ode_steps": 4, "langevin_steps": 50, "lr": 0.5, "inner": "auto"}),
-    Method("projection", "Song et al. 2021 / Lugmayr et al. 2022, score-SDE / RePaint measurement projection",
-           _guided(Projection), "linear", False, "1", {"steps": 250, "eta": 1.0}),
-    Method("palette", "Saharia et al. 2022, Palette (conditional model)", palette, None, False, "1",
-           {"steps": 100, "eta": 1.0, "start": 0.5}, conditional=True),
+    Method("dps", "Chung et al. 2022, Diffusion posterior sampling", _guided(DPS), DPSParams, None, True),
+    Method("mcg", "Chung et al. 2022, Manifold constrained gradients", _guided(MCG), MCGParams, "linear", True),
+    Method("pigdm", "Song et al. 2023, Pseudoinverse-guided diffusion", _pigdm, PiGDMParams, "linear", True),
+    Method("ddrm", "Kawar et al. 2022, Denoising diffusion restoration models", _ddrm, DDRMParams, "svd", False),
+    Method("ddnm", "Wang et al. 2023, Null-space model (DDNM+ for noise)", _ddnm, DDNMParams, "linear", False),
+    Method("diffpir", "Zhu et al. 2023, Diffusion plug-and-play", _diffpir, DiffPIRParams, None, False),
+    Method("reddiff", "Mardani et al. 2023, RED-diff (variational)", reddiff, RedDiffParams, None, False),
+    Method("daps", "Zhang et al. 2024, Decoupled annealed posterior sampling", _daps, DAPSParams, None, False,
+           "ode_steps"),
+    Method("projection", "Song et al. 2021, score-SDE measurement projection (no resampling)",
+           _guided(Projection), ProjectionParams, "linear", False),
+    Method("repaint", "Lugmayr et al. 2022, RePaint (projection with resampling)", _repaint, RePaintParams, "linear",
+           False, nfe=lambda hp: repaint_nfe(hp["steps"], hp["jump_length"], hp["resamples"])),
+    Method("palette", "Saharia et al. 2022, Palette (conditional model)", _palette, PaletteParams, None, False,
+           conditional=True),
 ]}
 
 
@@ -89,6 +116,8 @@ def method_requirements(name: str) -> dict:
     steps = m.defaults["steps"]
     per = m.nfe_per_step
     nfe = f"{steps}" if per == "1" else f"{steps}×{per} = {steps * m.defaults.get(per, 1)}"
+    if m.nfe is not None:
+        nfe = str(m.nfe(m.defaults))
     return {"operator": {None: "any (non-linear too)", "linear": "linear (adjoint, pinv)", "svd": "exact SVD"}[m.requires],
             "network_gradient": m.network_gradient, "default_steps": steps, "nfe": nfe,
             "vjps": str(steps) if m.network_gradient else "0", "conditional_prior": m.conditional, "paper": m.paper}
@@ -151,13 +180,8 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
         raise ValueError("samples must be at least 1")
     if not torch.isfinite(y).all():
         raise ValueError("the measurement contains NaN or infinite values")
-    hp = {k: v for k, v in m.defaults.items() if k != "steps"}
-    unknown = set(hyper_parameters) - set(hp)
-    if unknown:
-        raise ValueError(f"unknown hyper-parameter(s) for {method}: {', '.join(sorted(unknown))}; "
-                         f"it takes {', '.join(sorted(hp)) or 'none'}")
-    hp.update(hyper_parameters)
-    steps = int(steps or m.defaults["steps"])
+    hp = make_params(m.params, m.name, {**hyper_parameters, **({"steps": steps} if steps is not None else {})})
+    steps = hp.steps
     B = y.shape[0]
     xs = tuple(x_shape) if x_shape is not None else tuple(operator.in_shape(y.shape))
     if prior.channels is not None and xs[1] != prior.channels:
@@ -189,7 +213,7 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
         problem = Problem(prior=prior, y=yk[idx[0] : idx[-1] + 1], op=sub_op, sigma=sigma, shape=(len(idx), *xs[1:]),
                           generator=sub_gens, clip=clip)
         try:
-            parts.append(m.run(problem, steps=steps, callback=callback, **hp))
+            parts.append(m.run(problem, hp, callback))
         except Exception as e:  # out of GPU memory with an automatic size: halve it and redo this chunk
             if not (auto and chunk > 1 and is_out_of_memory(e)):
                 raise
@@ -207,4 +231,4 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
     mean = x.mean(1)
     std = x.std(1, unbiased=False) if samples > 1 else torch.zeros_like(mean)
     return Restoration(samples=x, mean=mean, std=std, nfe=nfe, vjps=vjps,
-                       seconds=seconds, method=m.name, hyper_parameters={"steps": steps, **hp})
+                       seconds=seconds, method=m.name, hyper_parameters=hp.as_dict())
