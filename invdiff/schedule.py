@@ -14,6 +14,9 @@ import torch
 from torch import Tensor
 
 Kind = Literal["linear", "cosine"]
+#: timestep spacings of ``NoiseSchedule.timesteps``
+Spacing = Literal["uniform", "trailing", "quad"]
+SPACINGS: tuple[str, ...] = ("uniform", "trailing", "quad")
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,7 +114,7 @@ class NoiseSchedule:
         mean = self.at("posterior_mean_coef1", t, x_t) * x0 + self.at("posterior_mean_coef2", t, x_t) * x_t
         return mean, self.at("posterior_variance", t, x_t)
 
-    def timesteps(self, steps: int | None = None, *, spacing: Literal["uniform", "trailing", "quad"] = "uniform") -> Tensor:
+    def timesteps(self, steps: int | None = None, *, spacing: Spacing = "uniform") -> Tensor:
         """Descending timestep indices for a sampler of ``steps`` steps (respacing, as DDIM).
 
         ``uniform`` takes t = round(i·(T-1)/(S-1)), which includes both ends; ``trailing`` takes

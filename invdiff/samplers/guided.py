@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ..prior import Denoised
+from .params import PiGDMParams
 from .problem import Problem, noisy_measurement, per_image_norm, proximal, weighted_pinv_residual
 
 
@@ -79,9 +80,9 @@ class PiGDM:
     likelihood score g = ∂x̂0/∂x_tᵀ · Aᵀ(r_t² AAᵀ + σ² I)⁻¹ (y − A x̂0), added to the prior score:
     ε ← ε − √(1−ᾱ_t) g. Exact when Cov[x0|x_t] = r_t² I (e.g. unit-variance Gaussian data). Needs a linear A."""
 
-    def __init__(self, problem: Problem, *, scale: float = 1.0) -> None:
+    def __init__(self, problem: Problem, hp: PiGDMParams = PiGDMParams()) -> None:
         self.p = problem
-        self.scale = scale
+        self.scale = hp.scale
 
     def denoise(self, prior, x_t: Tensor, t: int, ctx: dict) -> Denoised:
         p = self.p
@@ -97,12 +98,13 @@ class PiGDM:
         return p.finish(x_t, t, x0)
 
 
-def guided_sample(problem: Problem, guidance, *, steps: int, eta: float, callback=None, x_T: Tensor | None = None) -> Tensor:
+def guided_sample(problem: Problem, guidance, *, steps: int, eta: float, callback=None, x_T: Tensor | None = None,
+                  spacing: str = "uniform") -> Tensor:
     from .core import sample
 
     ctx: dict = {}
     x = sample(problem.prior, problem.shape, steps=steps, eta=eta, guidance=guidance, generator=problem.generator,
-               callback=callback, device=problem.y.device, x_T=x_T, ctx=ctx)
+               callback=callback, device=problem.y.device, x_T=x_T, ctx=ctx, spacing=spacing)
     problem.nfe += ctx.get("nfe", 0)
     return x
 

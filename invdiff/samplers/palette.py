@@ -27,7 +27,8 @@ def palette_condition(y: Tensor, op: Operator, shape) -> Tensor:
     raise ValueError(f"no Palette conditioning is defined for {type(op).__name__}")
 
 
-def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.0, callback=None) -> Tensor:
+def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.0, spacing: str = "uniform",
+            callback=None) -> Tensor:
     """Sample ε_θ(x_t, t, c): the prior must be a conditional model whose condition channels match c.
 
     ``start`` < 1 starts the reverse process at t = start·T from the noised initial guess √ᾱ_t c₀ + √(1−ᾱ_t) z
@@ -53,6 +54,6 @@ def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.
         x_T = a**0.5 * init + (1 - a) ** 0.5 * rng.randn(p.shape, p.generator, device=p.y.device, dtype=p.y.dtype)
         steps = max(1, int(round(steps * start)))
     x = sample(p.prior, p.shape, steps=steps, eta=eta, generator=p.generator, callback=callback, cond=cond,
-               clip=p.clip, device=p.y.device, ctx=ctx, x_T=x_T, t_start=t_start)
+               clip=p.clip, device=p.y.device, ctx=ctx, x_T=x_T, t_start=t_start, spacing=spacing)
     p.nfe += ctx["nfe"]
     return x

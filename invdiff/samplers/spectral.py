@@ -12,6 +12,7 @@ from .. import rng
 from ..operators.base import SVDOperator, pinv_singular_values
 from ..prior import Denoised
 from .core import ddim_step, step_coefficients
+from .params import DDNMParams, DDRMParams, DiffPIRParams
 from .problem import Problem, proximal
 
 
@@ -21,9 +22,9 @@ class DDRM:
     unmeasured components follow DDIM(η); measured ones are pulled to ȳ, with the measurement noise σ_y/s
     either still below σ_{t−1} (then ȳ plus fresh noise, weight η_b) or above (then a DDIM-like mix)."""
 
-    def __init__(self, problem: Problem, *, eta: float = 0.85, eta_b: float = 1.0) -> None:
+    def __init__(self, problem: Problem, hp: DDRMParams = DDRMParams()) -> None:
         self.p = problem
-        self.eta, self.eta_b = eta, eta_b
+        self.eta, self.eta_b = hp.eta, hp.eta_b
         op = problem.op
         assert isinstance(op, SVDOperator)
         zy = op.Ut(problem.y)
@@ -67,9 +68,9 @@ class DDNM:
     noise of the step is reduced by the measurement noise that λ lets in, so x_{t−1} keeps the right noise level
     (per singular value through the SVD; by a Tikhonov-regularised CG solve otherwise). Needs η > 0 for noisy y."""
 
-    def __init__(self, problem: Problem, *, eta: float = 0.85) -> None:
+    def __init__(self, problem: Problem, hp: DDNMParams = DDNMParams()) -> None:
         self.p = problem
-        self.eta = eta
+        self.eta = hp.eta
 
     def denoise(self, prior, x_t: Tensor, t: int, ctx: dict) -> Denoised:
         return self.p.denoise(x_t, t)
@@ -123,10 +124,10 @@ class DiffPIR:
     ρ_t ‖x − x̂0‖², ρ_t = λ σ_y² / σ̄_t² with σ̄_t² = (1−ᾱ_t)/ᾱ_t (closed form through the SVD, CG for other linear
     operators, gradient steps for non-linear ones), then x_{t−1} = √ᾱ_{t−1} x̂0 + √(1−ᾱ_{t−1})(√(1−ζ) ε̂ + √ζ z)."""
 
-    def __init__(self, problem: Problem, *, lam: float = 7.0, zeta: float = 0.3, cg_iters: int = 10, grad_steps: int = 20) -> None:
+    def __init__(self, problem: Problem, hp: DiffPIRParams = DiffPIRParams()) -> None:
         self.p = problem
-        self.lam, self.zeta = lam, zeta
-        self.cg_iters, self.grad_steps = cg_iters, grad_steps
+        self.lam, self.zeta = hp.lam, hp.zeta
+        self.cg_iters, self.grad_steps = hp.cg_iters, hp.grad_steps
 
     def denoise(self, prior, x_t: Tensor, t: int, ctx: dict) -> Denoised:
         p = self.p

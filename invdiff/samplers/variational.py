@@ -11,6 +11,7 @@ from torch import Tensor
 from .. import rng
 from ..operators.base import LinearOperator, SVDOperator
 from .core import ddim_step, step_coefficients, timestep_pairs
+from .params import RedDiffParams
 from .problem import Problem, proximal
 
 
@@ -26,22 +27,22 @@ def reddiff_gradient(p: Problem, mu: Tensor, eps_error: Tensor, w: float) -> Ten
         return p.data_gradient(mu).div_(p.y[0].numel()).add_(eps_error, alpha=w / mu[0].numel())
 
 
-def reddiff(p: Problem, *, steps: int = 100, lam: float = 0.25, lr: float = 0.1, init_cg_iters: int = 10,
-            callback=None) -> Tensor:
+def reddiff(p: Problem, hp: RedDiffParams = RedDiffParams(), callback=None) -> Tensor:
     """RED-diff (Mardani et al. 2023): minimise over μ, with Adam, ½‖y − A(μ)‖²/σ̃² + λ_t ⟨sg(ε_θ(x_t, t) − ε), μ⟩,
     x_t = √ᾱ_t μ + √(1−ᾱ_t) ε, t swept from high to low noise, λ_t = λ √(1−ᾱ_t)/√ᾱ_t (the paper's SNR weighting).
     Losses are per-image means summed over the batch, so every image's optimisation is its own (Adam is
     element-wise). μ starts at A⁺y for linear A, at 0 otherwise."""
     y, op = p.y, p.op
+    lam, lr = hp.lam, hp.lr
     if isinstance(op, LinearOperator):
         # A⁺y: closed form through an SVD; otherwise ``init_cg_iters`` of conjugate gradients from 0, an
         # early-stopped (regularised) pseudo-inverse that does not amplify the noise in A's small singular values
-        mu = proximal(op, y, torch.zeros(p.shape, device=y.device, dtype=y.dtype), 0.0, cg_iters=init_cg_iters)
+        mu = proximal(op, y, torch.zeros(p.shape, device=y.device, dtype=y.dtype), 0.0, cg_iters=hp.init_cg_iters)
     else:
         mu = torch.zeros(p.shape, device=y.device, dtype=y.dtype)
     mu = mu.clamp(-1, 1).requires_grad_(True)
     opt = torch.optim.Adam([mu], lr=lr, betas=(0.9, 0.99))
-    pairs = timestep_pairs(p.schedule, steps)
+    pairs = timestep_pairs(p.schedule, hp.steps, hp.spacing)
     for i, (t, _) in enumerate(pairs):
         a = p.alpha_bar(t)
         eps = rng.randn(p.shape, p.generator, device=y.device, dtype=y.dtype)
@@ -84,7 +85,7 @@ def _exact_inner(p: Problem, x0hat: Tensor, r2: float) -> Tensor:
 
 
 def daps(p: Problem, *, steps: int = 50, ode_steps: int = 4, langevin_steps: int = 50, lr: float = 0.5,
-         r_scale: float = 1.0, inner: str = "auto", callback=None) -> Tensor:
+         r_scale: float = 1.0, inner: str = "auto", spacing: str = "uniform", callback=None) -> Tensor:
     """DAPS (Zhang et al. 2024) on the VP schedule: for noise levels t from high to low, x̂0 = ODE(x_t → 0),
     x0 ~ p(x0 | x_t, y) ∝ N(x0; x̂0, r_t² I) · N(y; A(x0), σ² I) with r_t² = r_scale² (1 − ᾱ_t), then
     x_{t'} = √ᾱ_{t'} x0 + √(1−ᾱ_{t'}) z. The inner sample is exact through the SVD (``inner="exact"``, the
@@ -96,7 +97,7 @@ def daps(p: Problem, *, steps: int = 50, ode_steps: int = 4, langevin_steps: int
     if use_exact and not isinstance(p.op, SVDOperator):
         raise ValueError("DAPS with inner='exact' needs an SVD operator")
     x = rng.randn(p.shape, p.generator, device=y.device, dtype=y.dtype)
-    pairs = timestep_pairs(p.schedule, steps)
+    pairs = timestep_pairs(p.schedule, steps, spacing)
     x0 = x
     for i, (t, t_prev) in enumerate(pairs):
         x0hat = _ode_x0(p, x, t, ode_steps)
