@@ -16,11 +16,11 @@ from .. import rng
 from ..accel import auto_batch_size, is_out_of_memory, keep_freed_memory
 from ..operators.base import Operator
 from ..prior import EpsPrior
-from .guided import DPS, MCG, PiGDM, Projection, guided_sample, repaint, repaint_nfe
+from .guided import DPS, MCG, PiGDM, Projection, guided_sample
 from .palette import palette
 from .problem import Problem, require
 from .params import (DAPSParams, DDNMParams, DDRMParams, DiffPIRParams, DPSParams, MCGParams, PaletteParams, Params,
-                     PiGDMParams, ProjectionParams, RedDiffParams, RePaintParams, make_params)
+                     PiGDMParams, ProjectionParams, RedDiffParams, make_params)
 from .spectral import DDNM, DDRM, DiffPIR
 from .validate import check_restore_inputs
 from .variational import daps, reddiff
@@ -83,10 +83,6 @@ def _daps(p: Problem, hp: DAPSParams, callback=None) -> Tensor:
     return daps(p, **hp.as_dict(), callback=callback)
 
 
-def _repaint(p: Problem, hp: RePaintParams, callback=None) -> Tensor:
-    return repaint(p, **hp.as_dict(), callback=callback)
-
-
 def _palette(p: Problem, hp: PaletteParams, callback=None) -> Tensor:
     return palette(p, **hp.as_dict(), callback=callback)
 
@@ -101,10 +97,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("reddiff", "Mardani et al. 2023, RED-diff (variational)", reddiff, RedDiffParams, None, False),
     Method("daps", "Zhang et al. 2024, Decoupled annealed posterior sampling", _daps, DAPSParams, None, False,
            "ode_steps"),
-    Method("projection", "Song et al. 2021, score-SDE measurement projection (no resampling)",
+    Method("projection", "Song et al. 2021 / Lugmayr et al. 2022, score-SDE / RePaint measurement projection",
            _guided(Projection), ProjectionParams, "linear", False),
-    Method("repaint", "Lugmayr et al. 2022, RePaint (projection with resampling)", _repaint, RePaintParams, "linear",
-           False, nfe=lambda hp: repaint_nfe(hp["steps"], hp["jump_length"], hp["resamples"])),
     Method("palette", "Saharia et al. 2022, Palette (conditional model)", _palette, PaletteParams, None, False,
            conditional=True),
 ]}

@@ -1,0 +1,161 @@
+"""Hyper-parameters of the restoration methods: one frozen dataclass per method, the single definition that the
+method's code, ``restore``, the registry, the CLI (``--hp NAME=VALUE``) and docs/methods.md all read.
+
+Every class derives from ``Params`` (``steps`` and the timestep ``spacing``); a new method adds one dataclass here
+and one entry in ``registry.METHODS``. Values are checked on construction (``Literal`` choices, numbers), so a
+wrong ``--hp`` fails with a one-line error before any network evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Literal
+
+from ..schedule import SPACINGS, Spacing
+
+
+@dataclass(frozen=True)
+class Params:
+    """``steps``: sampler steps (network evaluations per image, times ``nfe_per_step`` where the registry says so);
+    ``spacing``: how the steps are placed on [0, T) (``invdiff.schedule.NoiseSchedule.timesteps``)."""
+
+    steps: int = 100
+    spacing: Spacing = "uniform"
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            kind = hints[f.name]
+            choices = typing.get_args(kind) if typing.get_origin(kind) is Literal else None
+            if choices is not None:
+                if v not in choices:
+                    raise ValueError(f"{f.name} must be one of {', '.join(map(repr, choices))}, got {v!r}")
+            elif kind is float:
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ValueError(f"{f.name} must be a number, got {v!r}")
+                object.__setattr__(self, f.name, float(v))
+            elif kind is int:
+                if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())):
+                    raise ValueError(f"{f.name} must be an integer, got {v!r}")
+                object.__setattr__(self, f.name, int(v))
+            elif kind is bool and not isinstance(v, bool):
+                raise ValueError(f"{f.name} must be true or false, got {v!r}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        assert set(typing.get_args(Spacing)) == set(SPACINGS)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+
+@dataclass(frozen=True)
+class DPSParams(Params):
+    """``eta``: DDIM η of the unconditional step; ``zeta``: step size of the gradient of ‖y − A(x̂0)‖."""
+
+    steps: int = 200
+    eta: float = 1.0
+    zeta: float = 1.0
+
+
+@dataclass(frozen=True)
+class MCGParams(Params):
+    """As DPS, followed by the projection onto the noised measurement."""
+
+    steps: int = 200
+    eta: float = 1.0
+    zeta: float = 1.0
+
+
+@dataclass(frozen=True)
+class PiGDMParams(Params):
+    """``eta``: DDIM η; ``scale``: multiplies the guidance term."""
+
+    steps: int = 100
+    eta: float = 1.0
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class DDRMParams(Params):
+    """``eta``: η of unmeasured components (and measured ones noisier than the step); ``eta_b``: weight of ȳ for
+    measured components less noisy than the step."""
+
+    steps: int = 20
+    eta: float = 0.85
+    eta_b: float = 1.0
+
+
+@dataclass(frozen=True)
+class DDNMParams(Params):
+    """``eta``: η of the step."""
+
+    steps: int = 100
+    eta: float = 0.85
+
+
+@dataclass(frozen=True)
+class DiffPIRParams(Params):
+    """``lam``: λ of ρ_t; ``zeta``: share of fresh noise in the step; ``cg_iters``: conjugate-gradient iterations
+    of the data step for linear operators without an SVD; ``grad_steps``: gradient steps for non-linear ones."""
+
+    steps: int = 100
+    lam: float = 7.0
+    zeta: float = 0.3
+    cg_iters: int = 10
+    grad_steps: int = 20
+
+
+@dataclass(frozen=True)
+class RedDiffParams(Params):
+    """``lam``: weight of the denoising regulariser; ``lr``: Adam's learning rate; ``init_cg_iters``: CG iterations
+    of the initial A⁺y for linear operators without an SVD."""
+
+    steps: int = 100
+    lam: float = 0.25
+    lr: float = 0.1
+    init_cg_iters: int = 10
+
+
+@dataclass(frozen=True)
+class DAPSParams(Params):
+    """``ode_steps``: network evaluations of the x̂0 ODE per noise level; ``langevin_steps``, ``lr``: the inner
+    Langevin sampler; ``r_scale``: scales r_t; ``inner``: ``exact`` (through the SVD), ``langevin`` or ``auto``."""
+
+    steps: int = 50
+    ode_steps: int = 4
+    langevin_steps: int = 50
+    lr: float = 0.5
+    r_scale: float = 1.0
+    inner: Literal["auto", "exact", "langevin"] = "auto"
+
+
+@dataclass(frozen=True)
+class ProjectionParams(Params):
+    """``eta``: DDIM η of the unconditional step."""
+
+    steps: int = 250
+    eta: float = 1.0
+
+
+@dataclass(frozen=True)
+class PaletteParams(Params):
+    """``eta``: DDIM η; ``start``: start the reverse process at t = start·T from the noised measurement."""
+
+    steps: int = 100
+    eta: float = 1.0
+    start: float = 0.5
+
+
+def make_params(cls: type[Params], method: str, overrides: dict) -> Params:
+    """``cls`` with ``overrides`` (unknown names raise, naming what the method takes)."""
+    unknown = set(overrides) - set(cls.names())
+    if unknown:
+        raise ValueError(f"unknown hyper-parameter(s) for {method}: {', '.join(sorted(unknown))}; "
+                         f"it takes {', '.join(sorted(n for n in cls.names()))}")
+    return cls(**overrides)
