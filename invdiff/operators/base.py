@@ -9,6 +9,7 @@ broadcast over the batch). Subclasses list those buffers in ``batched`` so that 
 from __future__ import annotations
 
 import copy
+import enum
 import math
 from collections.abc import Sequence
 from typing import ClassVar
@@ -28,9 +29,27 @@ def cached(obj, name: str, key, make):
     return cache[key]
 
 
-def _bdot(a: Tensor, b: Tensor) -> Tensor:
+def bdot(a: Tensor, b: Tensor) -> Tensor:
     """Per-image inner product, shape (B, 1, …, 1) broadcasting against a."""
     return (a * b).flatten(1).sum(1).reshape(-1, *([1] * (a.ndim - 1)))
+
+
+_bdot = bdot
+
+
+class Capability(enum.Flag):
+    """What an operator offers beyond A(x) and its VJP: what a restoration method may require."""
+
+    NONE = 0
+    LINEAR = enum.auto()  # exact adjoint; pinv, prox and weighted solves by conjugate gradients
+    SVD = enum.auto()  # exact SVD: pinv, prox and weighted solves in closed form
+
+
+def _per_image(rho, x: Tensor) -> Tensor:
+    """ρ (scalar or one per image) as a (B, 1, …, 1) tensor."""
+    r = torch.as_tensor(rho, dtype=x.dtype, device=x.device).reshape(-1)
+    r = r.expand(x.shape[0]) if r.numel() == 1 else r
+    return r.reshape(x.shape[0], *([1] * (x.ndim - 1)))
 
 
 class Operator(nn.Module):
@@ -106,6 +125,25 @@ class Operator(nn.Module):
             (g,) = torch.autograd.grad(self.forward(x), x, grad_outputs=v)
         return g
 
+    # ---- data consistency (what the samplers call; closed forms in the subclasses) ---------------
+    capabilities: ClassVar[Capability] = Capability.NONE
+
+    def prox(self, x0: Tensor, y: Tensor, rho, *, tol: float = 1e-5, iters: int = 50, grad_steps: int = 20,
+             lr: float = 0.5) -> Tensor:
+        """argmin_x ‖y − A(x)‖² + ρ‖x − x0‖², ρ ≥ 0 per image (scalar or (B,)); ρ = 0 gives the point of
+        {A x = y} (least squares) closest to x0. Non-linear A: ``grad_steps`` of gradient descent from x0 with the
+        step ``lr``/(1 + ρ) (per image)."""
+        r4 = _per_image(rho, x0)
+        x = x0.clone()
+        for _ in range(grad_steps):
+            g = -self.vjp(x, y - self(x)) + r4 * (x - x0)
+            x = x - lr / (1 + r4) * g
+        return x
+
+    def weighted_pinv(self, v: Tensor, r2: float, sigma2: float, *, tol: float = 1e-6, iters: int = 50) -> Tensor:
+        """Aᵀ(r² A Aᵀ + σ² I)⁻¹ v (ΠGDM's guidance vector): needs a linear operator."""
+        raise ValueError(f"{type(self).__name__} is non-linear: it has no weighted pseudo-inverse")
+
     def __matmul__(self, other: "Operator") -> "Operator":
         return compose(self, other)
 
@@ -117,6 +155,7 @@ class LinearOperator(Operator):
     """A linear A with its exact adjoint Aᵀ."""
 
     linear: ClassVar[bool] = True
+    capabilities: ClassVar[Capability] = Capability.LINEAR
 
     def adjoint(self, y: Tensor) -> Tensor:
         """Aᵀy. Subclasses should override with a closed form; this default is exact but slow: it
@@ -136,6 +175,32 @@ class LinearOperator(Operator):
         (per image: step sizes and stopping use per-image norms). Subclasses with a closed form override."""
         return conjugate_gradient(lambda v: self.normal(v) + damping * v, self.adjoint(y), iters=iters, tol=tol)
 
+    def prox(self, x0: Tensor, y: Tensor, rho, *, tol: float = 1e-5, iters: int = 50, **_: object) -> Tensor:
+        """Conjugate gradients for the correction δ = x − x0: (AᵀA + ρ) δ = Aᵀ(y − A x0), from δ = 0 (the iterates
+        of CG from x0, one adjoint fewer; ``tol`` is relative to that first residual, per image). The null-space
+        part of x0 is kept."""
+        r4 = _per_image(rho, x0)
+        delta = conjugate_gradient(lambda v: torch.addcmul(self.normal(v), r4, v), self.adjoint(y - self(x0)),
+                                   iters=iters, tol=tol)
+        return delta.add_(x0)
+
+    def weighted_pinv(self, v: Tensor, r2: float, sigma2: float, *, tol: float = 1e-6, iters: int = 50) -> Tensor:
+        """Aᵀ(r² A Aᵀ + σ² I)⁻¹ v by conjugate gradients in measurement space."""
+        u = conjugate_gradient(lambda q: r2 * self.forward(self.adjoint(q)) + sigma2 * q, v, iters=iters, tol=tol)
+        return self.adjoint(u)
+
+    def norm_estimate(self, x_shape, *, iters: int = 30, generator: torch.Generator | None = None) -> Tensor:
+        """‖A‖₂ (largest singular value) per image, by power iteration on AᵀA from a random start: a lower bound
+        that converges geometrically (the Lipschitz constant of x ↦ ½‖y − A x‖²'s gradient is its square)."""
+        v = torch.randn(tuple(x_shape), generator=generator)
+        lam = torch.zeros(x_shape[0])
+        for _ in range(iters):
+            v = v / bdot(v, v).sqrt().clamp_min(1e-30)
+            w = self.normal(v)
+            lam = bdot(v, w).flatten()
+            v = w
+        return lam.clamp_min(0).sqrt()
+
 
 def conjugate_gradient(apply, b: Tensor, *, x0: Tensor | None = None, iters: int = 100, tol: float = 1e-6) -> Tensor:
     """Solve ``apply(x) = b`` for a symmetric positive (semi-)definite ``apply``, image by image: every
@@ -147,20 +212,20 @@ def conjugate_gradient(apply, b: Tensor, *, x0: Tensor | None = None, iters: int
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - apply(x) if x0 is not None else b.clone()
     p = r.clone()
-    rr = _bdot(r, r)
+    rr = bdot(r, r)
     tiny = torch.finfo(b.dtype).tiny
-    threshold = (tol**2) * _bdot(b, b).clamp_min(tiny)
+    threshold = (tol**2) * bdot(b, b).clamp_min(tiny)
     every = 4 if b.device.type == "cuda" else 1
     for i in range(iters):
         active = (rr > threshold).to(b.dtype)
         if i % every == 0 and not bool(active.any()):
             break
         ap = apply(p)
-        pap = _bdot(p, ap)
+        pap = bdot(p, ap)
         alpha = active * rr / torch.where(pap > 0, pap, torch.ones_like(pap))
         x.addcmul_(alpha, p)
         r.addcmul_(alpha, ap, value=-1.0)
-        rr_new = _bdot(r, r)
+        rr_new = bdot(r, r)
         p.mul_(active * rr_new / rr.clamp_min(tiny)).add_(r)
         rr = rr_new
     return x
@@ -196,16 +261,22 @@ class SVDOperator(LinearOperator):
     def out_shape(self, in_shape) -> tuple[int, ...]:
         return self.y_shape(tuple(in_shape))
 
-    def _s(self, x_shape, like: Tensor) -> Tensor:
+    capabilities: ClassVar[Capability] = Capability.LINEAR | Capability.SVD
+
+    def spectrum(self, x_shape, like: Tensor) -> Tensor:
+        """The singular values for images of ``x_shape`` on ``like``'s device and dtype."""
         return self.singular_values(tuple(x_shape)).to(device=like.device, dtype=like.dtype)
+
+    _s = spectrum
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         z = self.Vt(x)
-        s = self._s(x.shape, z)
+        s = self.spectrum(x.shape, z)
         return self.U(s * z[:, : s.shape[1]], self.y_shape(x.shape))
 
-    def _from_spectrum(self, zy: Tensor, s: Tensor, x_shape, fn) -> Tensor:
+    def from_spectrum(self, zy: Tensor, s: Tensor, x_shape, fn) -> Tensor:
+        """V [fn(zy, s); 0]: an image from the first m spectral coefficients (the rest zero)."""
         n = math.prod(x_shape[1:])
         z = zy.new_zeros(zy.shape[0], n)
         z[:, : s.shape[1]] = fn(zy, s)
@@ -214,13 +285,41 @@ class SVDOperator(LinearOperator):
     def adjoint(self, y: Tensor) -> Tensor:
         xs = (y.shape[0], *self.in_shape(y.shape)[1:])
         zy = self.Ut(y)
-        return self._from_spectrum(zy, self._s(xs, zy), xs, lambda a, s: s * a)
+        return self.from_spectrum(zy, self.spectrum(xs, zy), xs, lambda a, s: s * a)
 
     def pinv(self, y: Tensor, **_: object) -> Tensor:
         xs = (y.shape[0], *self.in_shape(y.shape)[1:])
         zy = self.Ut(y)
-        s = self._s(xs, zy)
-        return self._from_spectrum(zy, s, xs, lambda a, s: a * pinv_singular_values(s))
+        s = self.spectrum(xs, zy)
+        return self.from_spectrum(zy, s, xs, lambda a, s: a * pinv_singular_values(s))
+
+    _from_spectrum = from_spectrum
+
+    def prox(self, x0: Tensor, y: Tensor, rho, **_: object) -> Tensor:
+        """Closed form per singular value: z = (s·(Uᵀy) + ρ·(Vᵀx0)) / (s² + ρ) on the range, Vᵀx0 elsewhere; with
+        ρ = 0 the pseudo-inverse on the range (and x0's part where s = 0)."""
+        z0, zy = self.Vt(x0), self.Ut(y)
+        s = self.spectrum(x0.shape, zy)
+        m = s.shape[1]
+        r = _per_image(rho, x0).reshape(-1, 1)
+        ps = pinv_singular_values(s)
+        fit = torch.where(r > 0, (s * zy + r * z0[:, :m]) / (s * s + r).clamp_min(torch.finfo(x0.dtype).tiny),
+                          torch.where(ps > 0, zy * ps, z0[:, :m]))
+        return self.V(torch.cat([fit, z0[:, m:]], 1), x0.shape)
+
+    def weighted_pinv(self, v: Tensor, r2: float, sigma2: float, **_: object) -> Tensor:
+        """Aᵀ(r² A Aᵀ + σ² I)⁻¹ v = V diag(s/(r²s² + σ²)) Uᵀ v (zero where the denominator is)."""
+        xs = (v.shape[0], *self.in_shape(v.shape)[1:])
+        zv = self.Ut(v)
+        s = self.spectrum(xs, zv)
+        den = r2 * s * s + sigma2
+        w = torch.where(den > 0, s / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+        return self.from_spectrum(zv, s, xs, lambda a, s_: w * a)
+
+    def norm_estimate(self, x_shape, **_: object) -> Tensor:
+        """‖A‖₂ per image, exactly: the largest singular value."""
+        s = self.singular_values(tuple(x_shape))
+        return s.amax(1).expand(x_shape[0]).clone()
 
 
 class Identity(SVDOperator):
