@@ -9,7 +9,7 @@ model trained on patches runs on images of any size whose sides divide by 2**(le
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
