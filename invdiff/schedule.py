@@ -15,8 +15,8 @@ from torch import Tensor
 
 Kind = Literal["linear", "cosine"]
 #: timestep spacings of ``NoiseSchedule.timesteps``
-Spacing = Literal["uniform", "trailing", "quad"]
-SPACINGS: tuple[str, ...] = ("uniform", "trailing", "quad")
+Spacing = Literal["uniform", "leading", "trailing", "quad", "quad-ddim"]
+SPACINGS: tuple[str, ...] = ("uniform", "leading", "trailing", "quad", "quad-ddim")
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,8 +117,11 @@ class NoiseSchedule:
     def timesteps(self, steps: int | None = None, *, spacing: Spacing = "uniform") -> Tensor:
         """Descending timestep indices for a sampler of ``steps`` steps (respacing, as DDIM).
 
-        ``uniform`` takes t = round(i·(T-1)/(S-1)), which includes both ends; ``trailing`` takes
-        T-1, T-1-T/S, …; ``quad`` spaces quadratically (denser near t=0)."""
+        ``uniform`` takes t = round(i·(T-1)/(S-1)), which includes both ends; ``leading`` takes i·⌊T/S⌋ (the
+        "uniform" of the DDIM, DDRM and DDNM code); ``trailing`` takes T-1, T-1-T/S, …; ``quad`` is DiffPIR's
+        (yuanzhi-zhu/DiffPIR ``skip_type='quad'``): t = T-1-⌊T·√(i/(S-1))⌋, the last one 0, denser near t = 0;
+        ``quad-ddim`` is the DDIM code's ⌊(i·√(0.8T)/(S-1))²⌋. Steps that the rounding would repeat are pushed
+        apart by one."""
         T = self.num_timesteps
         S = T if steps is None else int(steps)
         if not 1 <= S <= T:
@@ -127,12 +130,22 @@ class NoiseSchedule:
             ts = torch.arange(T)
         elif spacing == "uniform":
             ts = torch.round(torch.linspace(0, T - 1, S, dtype=torch.float64)).long()
+        elif spacing == "leading":
+            ts = torch.arange(S, dtype=torch.long) * (T // S)
         elif spacing == "trailing":
             ts = torch.round(torch.arange(T, 0, -T / S, dtype=torch.float64)).long() - 1
             ts = ts.flip(0)
         elif spacing == "quad":
-            raw = torch.round(torch.linspace(0, math.sqrt(T * 0.8), S, dtype=torch.float64) ** 2).long().tolist()
-            # keep the steps distinct where the quadratic crowds them together near t = 0
+            # as numpy's linspace(0, T², S): i·step with the end point exact, then √ and truncation
+            v = torch.arange(S, dtype=torch.float64) * (float(T * T) / (S - 1))
+            v[-1] = float(T * T)
+            seq = v.sqrt().floor().long().tolist()
+            seq[-1] -= 1
+            for i in range(1, S):  # distinct steps where truncation repeats one
+                seq[i] = max(seq[i], seq[i - 1] + 1)
+            ts = (T - 1 - torch.tensor(seq)).clamp(min=0).flip(0)
+        elif spacing == "quad-ddim":
+            raw = (torch.linspace(0, math.sqrt(T * 0.8), S, dtype=torch.float64) ** 2).floor().long().tolist()
             for i in range(1, S):
                 raw[i] = max(raw[i], raw[i - 1] + 1)
             ts = torch.tensor(raw).clamp(max=T - 1)

@@ -143,7 +143,7 @@ class Task:
 #: DiffPIR's paper values (λ = 7, ζ = 0.3) were tuned for its FFHQ/ImageNet models; on our priors λ = 1, ζ = 1 is
 #: better for deblurring (natural64, 128×128 validation crops, 30 steps: +1.0 to +1.6 dB over λ = 7, ζ = 0.3), and
 #: it is also the setting that recovers the exact posterior mean on Gaussian data (tests/test_restore.py).
-_DEBLUR_HP = {"diffpir": {"lam": 1.0, "zeta": 1.0}}
+_DEBLUR_HP = {"diffpir": {"lam": 4.0, "zeta": 1.0}}  # λ in the paper's units (σ_n on [0, 1]): 4 here is the λ = 1 above
 
 TASKS: dict[str, Task] = {t.name: t for t in [
     Task("deblur", "Gaussian deblurring (DPS preset 61x61, sigma 3)", build_deblur, "diffpir", _DEBLUR_HP),

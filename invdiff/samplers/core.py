@@ -63,10 +63,32 @@ def timestep_pairs(schedule: NoiseSchedule, steps: int | None, spacing: str = "u
     return list(zip(ts, ts[1:] + [-1]))
 
 
+def jump_schedule(steps: int, length: int, repeat: int) -> list[int]:
+    """Step indices steps−1, …, 0, −1 with RePaint-style jumps back (DDNM's time travel, the authors'
+    ``get_schedule_jump``): at every index j = 0, length, 2·length, … below steps − length, go back up ``length``
+    indices one at a time, ``repeat`` − 1 times, then continue down. Consecutive entries differ by one;
+    ``length = repeat = 1`` (or ``repeat = 1``) is the plain descent."""
+    if steps < 1 or length < 1 or repeat < 1:
+        raise ValueError("steps, travel length and repeat must be at least 1")
+    left = {j: repeat - 1 for j in range(0, steps - length, length)}
+    t, out = steps, []
+    while t >= 1:
+        t -= 1
+        out.append(t)
+        if left.get(t, 0) > 0:
+            left[t] -= 1
+            for _ in range(length):
+                t += 1
+                out.append(t)
+    out.append(-1)
+    return out
+
+
 def sample(prior: EpsPrior, shape, *, steps: int | None = None, eta: float = 1.0, guidance=None,
            generator: rng.Generators = None, callback=None, cond: Tensor | None = None, clip: bool = False,
            device=None, x_T: Tensor | None = None, variance: Literal["small", "large"] = "small",
-           spacing: str = "uniform", ctx: dict | None = None, t_start: int | None = None) -> Tensor:
+           spacing: str = "uniform", ctx: dict | None = None, t_start: int | None = None,
+           dtype: torch.dtype = torch.float32) -> Tensor:
     """Draw samples: unconditional (guidance None), conditional (Palette ``cond``) or guided.
 
     ``generator``: one per image for batch invariance (see ``invdiff.rng``). ``callback(info)`` gets a dict
@@ -75,7 +97,7 @@ def sample(prior: EpsPrior, shape, *, steps: int | None = None, eta: float = 1.0
     if device.type == "cpu":
         keep_freed_memory()
     shape = tuple(shape)
-    x = rng.randn(shape, generator, device=device) if x_T is None else x_T.to(device)
+    x = rng.randn(shape, generator, device=device, dtype=dtype) if x_T is None else x_T.to(device)
     pairs = timestep_pairs(prior.schedule, steps, spacing)
     if t_start is not None:  # start part-way (x_T is then a noised initial guess at level t_start: CCDF / SDEdit)
         pairs = [(t, tp) for t, tp in pairs if t <= t_start]

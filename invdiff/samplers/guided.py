@@ -8,7 +8,9 @@ import math
 import torch
 from torch import Tensor
 
+from .. import rng
 from ..prior import Denoised
+from ..operators.base import Capability
 from .params import PiGDMParams
 from .problem import Problem, noisy_measurement, per_image_norm, proximal, weighted_pinv_residual
 
@@ -75,16 +77,41 @@ class Projection:
         return self.project(self.p, x_prev, t_prev)
 
 
+def _pixel_mask(op, shape, like: Tensor) -> bool:
+    """True when A observes a subset of the pixels (an SVD with singular values 0 and 1, some 0: inpainting), where
+    pasting y is what the authors' ΠGDM does."""
+    if Capability.SVD not in op.capabilities:
+        return False
+    s = op._s(tuple(shape), like)
+    return bool(((s == 0) | (s == 1)).all()) and bool((s == 0).any())
+
+
 class PiGDM:
-    """Pseudo-inverse guided diffusion (Song et al. 2023): p(x0|x_t) ≈ N(x̂0, r_t² I) with r_t² = 1 − ᾱ_t gives the
-    likelihood score g = ∂x̂0/∂x_tᵀ · Aᵀ(r_t² AAᵀ + σ² I)⁻¹ (y − A x̂0), added to the prior score:
-    ε ← ε − √(1−ᾱ_t) g. Exact when Cov[x0|x_t] = r_t² I (e.g. unit-variance Gaussian data). Needs a linear A."""
+    """Pseudo-inverse guided diffusion (Song et al. 2023). Needs a linear A.
+
+    ``weighting="authors"`` (NVlabs/RED-diff ``algos/pgdm.py``, awd): the DDIM step from the network's (x̂0, ε_θ)
+    to x_s plus √ᾱ_s √ᾱ_t · scale · Jᵀ(A⁺y − A⁺A x̂0), J = ∂x̂0/∂x_t; for a pixel mask x̂0's observed pixels are
+    replaced by y and the guidance is kept on the unobserved ones; the start is √ᾱ_T A⁺y + √(1−ᾱ_T) z
+    (``authors_start``). ``weighting="exact"``: p(x0|x_t) ≈ N(x̂0, r_t² I) with r_t² = 1 − ᾱ_t gives the likelihood
+    score g = Jᵀ Aᵀ(r_t² AAᵀ + σ² I)⁻¹ (y − A x̂0), added to the prior score: ε ← ε − √(1−ᾱ_t) g; exact when
+    Cov[x0|x_t] = r_t² I (e.g. unit-variance Gaussian data)."""
 
     def __init__(self, problem: Problem, hp: PiGDMParams = PiGDMParams()) -> None:
         self.p = problem
         self.scale = hp.scale
+        self.weighting = hp.weighting
+        self.paste = hp.weighting == "authors" and _pixel_mask(problem.op, problem.shape, problem.y)
+
+    def authors_start(self, t_first: int) -> Tensor:
+        """x_T = √ᾱ_T A⁺y + √(1−ᾱ_T) z."""
+        p = self.p
+        a = p.alpha_bar(t_first)
+        z = rng.randn(p.shape, p.generator, device=p.y.device, dtype=p.y.dtype)
+        return math.sqrt(a) * p.op.pinv(p.y) + math.sqrt(1 - a) * z
 
     def denoise(self, prior, x_t: Tensor, t: int, ctx: dict) -> Denoised:
+        if self.weighting == "authors":
+            return self._authors(x_t, t, ctx)
         p = self.p
         a = p.alpha_bar(t)
         r2 = 1 - a
@@ -97,6 +124,25 @@ class PiGDM:
         x0 = prior.x0_from_eps(x_t, p.tt(t, x_t), eps)
         return p.finish(x_t, t, x0)
 
+    def _authors(self, x_t: Tensor, t: int, ctx: dict) -> Denoised:
+        p, op = self.p, self.p.op
+        with torch.enable_grad():
+            xg, x0, eps = p.denoise_with_graph(x_t, t)
+            mat = op.pinv(p.residual(x0.detach()))  # A⁺y − A⁺A x̂0
+            (g,) = torch.autograd.grad(x0, xg, mat)
+        p.vjps += 1
+        x0, eps = x0.detach(), eps.detach()
+        if self.paste:  # observed pixels from y, guidance on the others only
+            x0 = x0 + op.pinv(p.residual(x0))
+            g = g - op.pinv(op(g))
+        coeff = math.sqrt(p.alpha_bar(ctx["t_prev"])) * math.sqrt(p.alpha_bar(t)) * self.scale
+        ctx["grad"] = coeff * g
+        return Denoised(x0=x0, eps=eps)
+
+    def after_step(self, prior, x_prev, x_t, t, t_prev, d, ctx) -> Tensor:
+        g = ctx.pop("grad", None)
+        return x_prev if g is None else x_prev + g
+
 
 def guided_sample(problem: Problem, guidance, *, steps: int, eta: float, callback=None, x_T: Tensor | None = None,
                   spacing: str = "uniform") -> Tensor:
@@ -104,7 +150,7 @@ def guided_sample(problem: Problem, guidance, *, steps: int, eta: float, callbac
 
     ctx: dict = {}
     x = sample(problem.prior, problem.shape, steps=steps, eta=eta, guidance=guidance, generator=problem.generator,
-               callback=callback, device=problem.y.device, x_T=x_T, ctx=ctx, spacing=spacing)
+               callback=callback, device=problem.y.device, x_T=x_T, ctx=ctx, spacing=spacing, dtype=problem.y.dtype)
     problem.nfe += ctx.get("nfe", 0)
     return x
 

@@ -74,11 +74,15 @@ class MCGParams(Params):
 
 @dataclass(frozen=True)
 class PiGDMParams(Params):
-    """``eta``: DDIM η; ``scale``: multiplies the guidance term."""
+    """``weighting``: ``authors`` (NVlabs/RED-diff ``algos/pgdm.py``: x_s gets √ᾱ_s√ᾱ_t·Jᵀ(A⁺y − A⁺A x̂0), the
+    start is √ᾱ_T A⁺y + noise, pixels a mask observes are pasted from y) or ``exact`` (the likelihood score
+    Jᵀ Aᵀ(r_t² AAᵀ + σ²)⁻¹(y − A x̂0) added to the prior score, exact for Gaussian data); ``eta``: DDIM η (the
+    authors use 0); ``scale``: multiplies the guidance term (the authors' ``grad_term_weight``)."""
 
     steps: int = 100
-    eta: float = 1.0
+    eta: float = 0.0
     scale: float = 1.0
+    weighting: Literal["authors", "exact"] = "authors"
 
 
 @dataclass(frozen=True)
@@ -93,21 +97,28 @@ class DDRMParams(Params):
 
 @dataclass(frozen=True)
 class DDNMParams(Params):
-    """``eta``: η of the step."""
+    """``eta``: the share of fresh noise in the step, x_{t'} = √ᾱ' x̂0 + √(1−ᾱ')(η z + √(1−η²) ε_θ) (wyhuai/DDNM);
+    ``travel_length``, ``travel_repeat``: the reference's time travel (RePaint-style resampling over step indices;
+    1, 1 = none)."""
 
     steps: int = 100
     eta: float = 0.85
+    travel_length: int = 1
+    travel_repeat: int = 1
 
 
 @dataclass(frozen=True)
 class DiffPIRParams(Params):
-    """``lam``: λ of ρ_t; ``zeta``: share of fresh noise in the step; ``cg_iters``: conjugate-gradient iterations
-    of the data step for linear operators without an SVD; ``grad_steps``: gradient steps for non-linear ones."""
+    """``lam``: λ in the paper's units, ρ_t = λ σ_n²/σ̄_t² with σ_n on the [0, 1] scale (σ/2; yuanzhi-zhu/DiffPIR);
+    ``zeta``: share of fresh noise in the step; ``cg_tol``, ``cg_iters``: the data step's conjugate gradients for
+    linear operators without a closed form (relative tolerance, at most ``cg_iters`` iterations);
+    ``grad_steps``: gradient steps for non-linear ones."""
 
     steps: int = 100
-    lam: float = 7.0
+    lam: float = 28.0
     zeta: float = 0.3
-    cg_iters: int = 10
+    cg_tol: float = 1e-4
+    cg_iters: int = 200
     grad_steps: int = 20
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .. import rng
-from ..operators.base import LinearOperator, Operator, SVDOperator, _bdot, conjugate_gradient, pinv_singular_values
+from ..operators.base import Capability, LinearOperator, Operator, SVDOperator, _bdot
 from ..prior import Denoised, EpsPrior
 
 
@@ -85,51 +85,27 @@ def require(op: Operator, kind: str, method: str) -> None:
 
 
 def proximal(op: Operator, y: Tensor, x0: Tensor, rho: Tensor | float, *, cg_iters: int = 50, grad_steps: int = 20,
-             lr: float = 0.5) -> Tensor:
+             lr: float = 0.5, tol: float = 1e-5) -> Tensor:
     """argmin_x ‖y − A x‖² + ρ ‖x − x0‖², ρ per image ((B,) tensor or scalar) ≥ 0; with ρ = 0 the projection
-    x0 + A⁺(y − A x0) (the closest point of {Ax = y}, or least squares).
-
-    SVD operators: closed form per singular value. Other linear operators: conjugate gradients started at x0
-    (which keeps the null-space part of x0). Non-linear: ``grad_steps`` of gradient descent."""
-    b = x0.shape[0]
-    rho = torch.as_tensor(rho, dtype=x0.dtype, device=x0.device).reshape(-1)
-    rho = rho.expand(b) if rho.numel() == 1 else rho
-    if isinstance(op, SVDOperator):
-        z0 = op.Vt(x0)
-        zy = op.Ut(y)
-        s = op._s(x0.shape, zy)
-        m = s.shape[1]
-        r = rho[:, None]
-        fit = torch.where(r > 0, (s * zy + r * z0[:, :m]) / (s * s + r).clamp_min(torch.finfo(x0.dtype).tiny),
-                          torch.where(pinv_singular_values(s) > 0, zy * pinv_singular_values(s), z0[:, :m]))
-        z = torch.cat([fit, z0[:, m:]], 1)
-        return op.V(z, x0.shape)
-    if isinstance(op, LinearOperator):
-        # for the correction δ = x − x0: (AᵀA + ρ) δ = Aᵀ(y − A x0), from δ = 0 (the same iterates as CG from x0,
-        # one adjoint fewer; ``tol`` is relative to that initial residual)
-        r4 = rho.reshape(b, *([1] * (x0.ndim - 1)))
-        delta = conjugate_gradient(lambda v: torch.addcmul(op.normal(v), r4, v), op.adjoint(y - op(x0)), iters=cg_iters,
-                                   tol=1e-5)
-        return delta.add_(x0)
-    x = x0.clone()
-    r4 = rho.reshape(b, *([1] * (x0.ndim - 1)))
-    for _ in range(grad_steps):
-        g = -op.vjp(x, y - op(x)) + r4 * (x - x0)
-        x = x - lr / (1 + r4) * g
-    return x
+    x0 + A⁺(y − A x0) (the closest point of {Ax = y}, or least squares). The operator's own ``prox``: closed form
+    per singular value for SVD operators, conjugate gradients from x0 to the relative tolerance ``tol`` (at most
+    ``cg_iters``) for other linear operators, ``grad_steps`` of gradient descent for non-linear ones."""
+    return op.prox(x0, y, rho, tol=tol, iters=cg_iters, grad_steps=grad_steps, lr=lr)
 
 
 def weighted_pinv_residual(op: Operator, v: Tensor, r2: float, sigma2: float, *, cg_iters: int = 50) -> Tensor:
     """Aᵀ (r² A Aᵀ + σ² I)⁻¹ v (ΠGDM's guidance vector), through the SVD or by CG in measurement space."""
-    if isinstance(op, SVDOperator):
-        xs = (v.shape[0], *op.in_shape(v.shape)[1:])
-        zv = op.Ut(v)
-        s = op._s(xs, zv)
-        den = r2 * s * s + sigma2
-        w = torch.where(den > 0, s / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
-        return op._from_spectrum(zv, s, xs, lambda a, s_: w * a)
-    u = conjugate_gradient(lambda q: r2 * op.forward(op.adjoint(q)) + sigma2 * q, v, iters=cg_iters, tol=1e-6)
-    return op.adjoint(u)
+    return op.weighted_pinv(v, r2, sigma2, iters=cg_iters)
+
+
+def measurement_count(op: Operator, y: Tensor, x_shape) -> Tensor:
+    """The number of measurements per image, (B,): the non-zero singular values for SVD operators (for
+    inpainting, the observed pixels, although y keeps the image's shape), the size of y otherwise."""
+    b = y.shape[0]
+    if Capability.SVD in op.capabilities:
+        s = op._s((b, *tuple(x_shape)[1:]), y)
+        return (s > 0).sum(1).to(y.dtype).expand(b)
+    return torch.full((b,), float(y[0].numel()), dtype=y.dtype, device=y.device)
 
 
 def noisy_measurement(problem: Problem, a_prev: float, generator) -> Tensor:

@@ -21,7 +21,7 @@ from .palette import palette
 from .problem import Problem, require
 from .params import (DAPSParams, DDNMParams, DDRMParams, DiffPIRParams, DPSParams, MCGParams, PaletteParams, Params,
                      PiGDMParams, ProjectionParams, RedDiffParams, make_params)
-from .spectral import DDNM, DDRM, DiffPIR
+from .spectral import DDRM, DiffPIR, ddnm, ddnm_nfe
 from .validate import check_restore_inputs
 from .variational import daps, reddiff
 
@@ -67,16 +67,14 @@ def _ddrm(p: Problem, hp: DDRMParams, callback=None) -> Tensor:
     return guided_sample(p, DDRM(p, hp), steps=hp.steps, eta=0.0, spacing=hp.spacing, callback=callback)
 
 
-def _ddnm(p: Problem, hp: DDNMParams, callback=None) -> Tensor:
-    return guided_sample(p, DDNM(p, hp), steps=hp.steps, eta=hp.eta, spacing=hp.spacing, callback=callback)
-
-
 def _diffpir(p: Problem, hp: DiffPIRParams, callback=None) -> Tensor:
     return guided_sample(p, DiffPIR(p, hp), steps=hp.steps, eta=0.0, spacing=hp.spacing, callback=callback)
 
 
 def _pigdm(p: Problem, hp: PiGDMParams, callback=None) -> Tensor:
-    return guided_sample(p, PiGDM(p, hp), steps=hp.steps, eta=hp.eta, spacing=hp.spacing, callback=callback)
+    g = PiGDM(p, hp)
+    x_T = g.authors_start(int(p.schedule.timesteps(hp.steps, spacing=hp.spacing)[0])) if hp.weighting == "authors" else None
+    return guided_sample(p, g, steps=hp.steps, eta=hp.eta, spacing=hp.spacing, callback=callback, x_T=x_T)
 
 
 def _daps(p: Problem, hp: DAPSParams, callback=None) -> Tensor:
@@ -90,11 +88,24 @@ def _palette(p: Problem, hp: PaletteParams, callback=None) -> Tensor:
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("dps", "Chung et al. 2022, Diffusion posterior sampling", _guided(DPS), DPSParams, None, True),
     Method("mcg", "Chung et al. 2022, Manifold constrained gradients", _guided(MCG), MCGParams, "linear", True),
-    Method("pigdm", "Song et al. 2023, Pseudoinverse-guided diffusion", _pigdm, PiGDMParams, "linear", True),
+    Method("pigdm", "Song et al. 2023, Pseudoinverse-guided diffusion", _pigdm, PiGDMParams, "linear", True,
+           differences="weighting='authors' is NVlabs/RED-diff's pgdm.py (its η = 0, start at √ᾱ_T A⁺y + noise, "
+           "pastes y where a 0/1 mask observes); weighting='exact' is the paper's exact likelihood score (this "
+           "toolkit's earlier default), kept as an option"),
     Method("ddrm", "Kawar et al. 2022, Denoising diffusion restoration models", _ddrm, DDRMParams, "svd", False),
-    Method("ddnm", "Wang et al. 2023, Null-space model (DDNM+ for noise)", _ddnm, DDNMParams, "linear", False),
-    Method("diffpir", "Zhu et al. 2023, Diffusion plug-and-play", _diffpir, DiffPIRParams, None, False),
-    Method("reddiff", "Mardani et al. 2023, RED-diff (variational)", reddiff, RedDiffParams, None, False),
+    Method("ddnm", "Wang et al. 2023, Null-space model (DDNM+ for noise)", ddnm, DDNMParams, "linear", False,
+           nfe=ddnm_nfe,
+           differences="as wyhuai/DDNM's code for SVD operators, except that ε_θ enters DDNM+'s noise through Vᵀ "
+           "(the reference applies V to the unrotated ε for SR and colourisation; identical for inpainting and "
+           "denoising); operators without an SVD take a soft version (one CG solve, same per-direction variance); "
+           "timesteps spaced 'uniform' by default (the reference's are spacing='leading')"),
+    Method("diffpir", "Zhu et al. 2023, Diffusion plug-and-play", _diffpir, DiffPIRParams, None, False,
+           differences="λ in the paper's units (σ_n on [0, 1]); timesteps 'uniform' by default (the reference "
+           "uses spacing='quad'); the last step returns the data-consistent x̂0 (the reference skips the data "
+           "step there); the initial x_T is pure noise (the reference's starts from y noised to t = T−1)"),
+    Method("reddiff", "Mardani et al. 2023, RED-diff (variational)", reddiff, RedDiffParams, None, False,
+           differences="losses per image (the reference averages over its batch of 1); the initial A⁺y is "
+           "clipped to [-1, 1] and μ carries no σ_x0 jitter"),
     Method("daps", "Zhang et al. 2024, Decoupled annealed posterior sampling", _daps, DAPSParams, None, False,
            "ode_steps"),
     Method("projection", "Song et al. 2021 / Lugmayr et al. 2022, score-SDE / RePaint measurement projection",

@@ -9,9 +9,9 @@ import torch
 from torch import Tensor
 
 from .. import rng
-from ..operators.base import SVDOperator, pinv_singular_values
+from ..operators.base import SVDOperator, conjugate_gradient, pinv_singular_values
 from ..prior import Denoised
-from .core import ddim_step, step_coefficients
+from .core import ddim_step, jump_schedule, step_coefficients
 from .params import DDNMParams, DDRMParams, DiffPIRParams
 from .problem import Problem, proximal
 
@@ -61,80 +61,142 @@ class DDRM:
         return math.sqrt(a_prev) * op.V(new, x_t.shape)
 
 
-class DDNM:
-    """Denoising diffusion null-space model (Wang et al. 2023): x̂0 ← x̂0 + A⁺(y − A x̂0), keeping the null-space
-    part of x̂0 and taking the range-space part from y. With noise (DDNM+, eq. 17-19), each singular direction is
-    only partly replaced, λ = min(1, σ_step s / (c σ_y)) with c the weight of x̂0 in the update, and the fresh
-    noise of the step is reduced by the measurement noise that λ lets in, so x_{t−1} keeps the right noise level
-    (per singular value through the SVD; by a Tikhonov-regularised CG solve otherwise). Needs η > 0 for noisy y."""
+def ddnm_lambda_noise(s: Tensor, a: float, sigma_t: float, sigma_y: float, eta: float) -> tuple[Tensor, Tensor, Tensor]:
+    """DDNM+'s per-singular-value coefficients as the authors' code computes them (``Lambda`` and ``Lambda_noise``
+    in wyhuai/DDNM ``functions/svd_operators.py``), for the step to x_{t'} with a = √ᾱ', σ_t = √(1−ᾱ'):
+    λ (the share of the range-space correction), d1 (weight of fresh noise) and d2 (weight of ε_θ).
 
-    def __init__(self, problem: Problem, hp: DDNMParams = DDNMParams()) -> None:
-        self.p = problem
-        self.eta = hp.eta
+    Where the measurement noise a·σ_y/s exceeds σ_t: λ = s σ_t √(1−η²)/(a σ_y), d1 = σ_t η, d2 = 0; where it is
+    below: λ = 1, d1 = √(σ_t² − a²σ_y²/s²), d2 = 0; unmeasured directions (s = 0), σ_y = 0 or a = 0: λ = 1,
+    d1 = σ_t η, d2 = σ_t √(1−η²) (the noiseless DDNM step)."""
+    inv = pinv_singular_values(s)
+    lam = torch.ones_like(s)
+    d1 = torch.full_like(s, sigma_t * eta)
+    d2 = torch.full_like(s, sigma_t * math.sqrt(max(1 - eta**2, 0.0)))
+    if a != 0 and sigma_y != 0:
+        noise = a * sigma_y * inv
+        low = sigma_t < noise  # measurement noisier than the step: partial correction
+        high = sigma_t > noise
+        lam = torch.where(low, s * sigma_t * math.sqrt(max(1 - eta**2, 0.0)) / (a * sigma_y), lam)
+        d1 = torch.where(high, (sigma_t**2 - noise**2).clamp_min(0).sqrt(), d1)
+        d2 = torch.where(low | high, torch.zeros_like(d2), d2)
+        unmeasured = s == 0
+        d1 = torch.where(unmeasured, torch.full_like(d1, sigma_t * eta), d1)
+        d2 = torch.where(unmeasured, torch.full_like(d2, sigma_t * math.sqrt(max(1 - eta**2, 0.0))), d2)
+    return lam, d1, d2
 
-    def denoise(self, prior, x_t: Tensor, t: int, ctx: dict) -> Denoised:
-        return self.p.denoise(x_t, t)
 
-    def step(self, x_t: Tensor, t: int, t_prev: int, d: Denoised) -> Tensor:
-        p, op = self.p, self.p.op
-        coef = step_coefficients(p.schedule, t, t_prev, self.eta)
-        a = p.alpha_bar(t)
-        # x_{t'} = c x̂0 + (c_eps/√(1−ᾱ_t)) x_t + σ z with c the weight of x̂0 once ε is re-derived from it
-        c = coef.a_prev - coef.c_eps * math.sqrt(a) / math.sqrt(1 - a)
-        if p.sigma == 0:
-            x0 = proximal(op, p.y, d.x0, 0.0)
-            lam_noise = None
-        elif isinstance(op, SVDOperator):
-            z0, zy = op.Vt(d.x0), op.Ut(p.y)
-            s = op._s(x0_shape := d.x0.shape, zy)
-            inv = pinv_singular_values(s)
-            m = s.shape[1]
-            lam = torch.where(inv > 0, (coef.sigma * s / max(abs(c) * p.sigma, 1e-12)).clamp(max=1.0), torch.zeros_like(s))
-            upd = z0[:, :m] + lam * (zy * inv - z0[:, :m]) * (inv > 0)
-            x0 = op.V(torch.cat([upd, z0[:, m:]], 1), x0_shape)
-            lam_noise = (c * lam * p.sigma * inv) ** 2  # variance let in per measured direction
-        elif coef.sigma == 0:
-            x0, lam_noise = d.x0, 0.0
-        else:
-            # without an SVD the per-direction λ is applied implicitly: the Tikhonov step
-            # x̂0 + (AᵀA + ρI)⁻¹Aᵀ(y − Ax̂0), ρ = (c σ_y / σ_step)², shrinks each direction by s²/(s² + ρ), which is ≈ 1 where
-            # DDNM+ takes λ = 1 and small where the measurement noise would exceed the step's noise
-            rho = (abs(c) * p.sigma / coef.sigma) ** 2
-            x0 = proximal(op, p.y, d.x0, rho)
-            lam_noise = 0.0
-        if p.clip:
-            x0 = x0.clamp(-1, 1)
-        eps = p.prior.eps_from_x0(x_t, p.tt(t, x_t), x0)
-        out = coef.a_prev * x0 + coef.c_eps * eps
-        if coef.sigma == 0:
-            return out
-        if lam_noise is None:
-            return out + coef.sigma * rng.randn_like(x_t, p.generator)
-        if isinstance(op, SVDOperator):
-            z = rng.randn((x_t.shape[0], x_t[0].numel()), p.generator, device=x_t.device, dtype=x_t.dtype)
-            m = lam_noise.shape[1]
-            std = torch.cat([(coef.sigma**2 - lam_noise).clamp_min(0).sqrt().expand(x_t.shape[0], m),
-                             torch.full_like(z[:, m:], coef.sigma)], 1)
-            return out + op.V(std * z, x_t.shape)
-        return out + math.sqrt(max(coef.sigma**2 - lam_noise, 0.0)) * rng.randn_like(x_t, p.generator)
+def ddnm_step(p: Problem, x0: Tensor, eps: Tensor, t_prev: int, eta: float, z: Tensor, w: Tensor | None = None) -> Tensor:
+    """One DDNM/DDNM+ update from the network's (x̂0, ε_θ) at x_t to x_{t'} (Wang et al. 2023; the authors' code,
+    ``ddnm_diffusion`` / ``ddnm_plus_diffusion``), with the fresh noise ``z`` (image-shaped) and, for DDNM+
+    without an SVD, ``w`` (measurement-shaped).
+
+    σ_y = 0: x̂0 ← x̂0 + A⁺(y − A x̂0), x_{t'} = √ᾱ' x̂0 + √(1−ᾱ')(η z + √(1−η²) ε_θ) (ε_θ the network's, not
+    re-derived from the corrected x̂0). σ_y > 0 with an SVD: per singular value, the correction scaled by λ and
+    the noise d1 Vᵀz + d2 Vᵀε_θ (``ddnm_lambda_noise``). σ_y > 0 without an SVD: the soft version of the same
+    rule, ρ = (√ᾱ' σ_y/σ_t)² (where λ switches from 1 to < 1): the correction (AᵀA + ρ)⁻¹Aᵀ(y − A x̂0) has gain
+    g = s²/(s² + ρ) per direction and lets in measurement noise of variance σ_t² g(1−g); ε_θ keeps the weight
+    σ_t√(1−η²)(1−g) and the fresh noise σ_t² (η²(1−g)² + g), so each direction has variance σ_t² as in the
+    reference. All of it is one conjugate-gradient solve:
+    x_{t'} = a x̂0 + σ_t(√(1−η²) ε + η z) + (AᵀA + ρ)⁻¹Aᵀ[a(y − A x̂0) + σ_t(A(z₂ − η z − √(1−η²) ε) + √ρ w)],
+    with z₂ a second noise image (``z`` then stacks (z, z₂) along a new leading axis)."""
+    op, sy = p.op, p.sigma
+    a = math.sqrt(p.alpha_bar(t_prev))
+    sig = math.sqrt(max(1 - p.alpha_bar(t_prev), 0.0))
+    c = math.sqrt(max(1 - eta**2, 0.0))
+    if sy == 0:
+        x0c = proximal(op, p.y, x0, 0.0)
+        return a * x0c + sig * (eta * z + c * eps)
+    if isinstance(op, SVDOperator):
+        z0, zy = op.Vt(x0), op.Ut(p.y)
+        s = op._s(x0.shape, zy)
+        m = s.shape[1]
+        lam, d1, d2 = ddnm_lambda_noise(s, a, sig, sy, eta)
+        inv = pinv_singular_values(s)
+        # Vᵀ A⁺(A x̂0 − y) on the range: (s z0 − Uᵀy)/s where s > 0, 0 elsewhere
+        corr = torch.where(inv > 0, z0[:, :m] - zy * inv, torch.zeros_like(zy))
+        zhat = torch.cat([z0[:, :m] - lam * corr, z0[:, m:]], 1)
+        n = zhat.shape[1]
+        D1 = torch.cat([d1.expand(x0.shape[0], m), torch.full((x0.shape[0], n - m), sig * eta, dtype=x0.dtype,
+                                                               device=x0.device)], 1)
+        D2 = torch.cat([d2.expand(x0.shape[0], m), torch.full((x0.shape[0], n - m), sig * c, dtype=x0.dtype,
+                                                               device=x0.device)], 1)
+        return op.V(a * zhat + D1 * op.Vt(z) + D2 * op.Vt(eps), x0.shape)
+    z1, z2 = z[0], z[1]
+    if sig == 0:  # the last step: the reference's λ is 0 on every measured direction
+        return a * x0
+    rho = (a * sy / sig) ** 2
+    rhs = a * (p.y - op(x0)) + sig * (op(z2 - eta * z1 - c * eps) + math.sqrt(rho) * w)
+    r4 = torch.full((x0.shape[0],) + (1,) * (x0.ndim - 1), rho, dtype=x0.dtype, device=x0.device)
+    delta = conjugate_gradient(lambda v: torch.addcmul(op.normal(v), r4, v), op.adjoint(rhs), iters=100, tol=1e-5)
+    return a * x0 + sig * (c * eps + eta * z1) + delta
+
+
+def ddnm(p: Problem, hp: DDNMParams = DDNMParams(), callback=None) -> Tensor:
+    """Denoising diffusion null-space model (Wang et al. 2023), DDNM+ for noisy y, as in the authors' code: the
+    network's x̂0 and ε_θ at each step (x̂0 not clipped), ``ddnm_step`` to the next level, and, with
+    ``travel_length``/``travel_repeat``, the time travel of ``jump_schedule``: going back up one index re-noises
+    the last x̂0 (before correction) to that level, x = √ᾱ x̂0 + √(1−ᾱ) z. Needs a linear operator; the result is
+    clipped to [-1, 1] when the problem clips."""
+    ts = p.schedule.timesteps(hp.steps, spacing=hp.spacing).flip(0).tolist()  # index -> timestep, ascending
+    sched = jump_schedule(len(ts), hp.travel_length, hp.travel_repeat)
+    dev, dt = p.y.device, p.y.dtype
+    svd = isinstance(p.op, SVDOperator)
+    x = rng.randn(p.shape, p.generator, device=dev, dtype=dt)
+    x0 = x
+    total = sum(1 for i, j in zip(sched, sched[1:]) if j < i)
+    k = 0
+    for i, j in zip(sched, sched[1:]):
+        t_next = ts[j] if j >= 0 else -1
+        if j < i:
+            t = ts[i]
+            with torch.inference_mode():
+                eps = p.prior.eps(x, p.tt(t, x), p.cond)
+            p.nfe += 1
+            eps = eps.clone()
+            x0 = p.prior.x0_from_eps(x, p.tt(t, x), eps)
+            noisy_cg = p.sigma > 0 and not svd
+            z = rng.randn(p.shape, p.generator, device=dev, dtype=dt)
+            if noisy_cg:  # two independent images of noise (z, z₂), each drawn per image
+                z = torch.stack([z, rng.randn(p.shape, p.generator, device=dev, dtype=dt)])
+            w = rng.randn(p.y.shape, p.generator, device=dev, dtype=dt) if noisy_cg else None
+            x = ddnm_step(p, x0, eps, t_next, hp.eta, z, w)
+            if callback is not None:
+                callback({"step": k, "total": total, "t": t, "x_t": x, "x0": x0})
+            k += 1
+        else:  # time travel: back up one index from the last prediction
+            ab = p.alpha_bar(t_next)
+            x = math.sqrt(ab) * x0 + math.sqrt(1 - ab) * rng.randn(p.shape, p.generator, device=dev, dtype=dt)
+    return x.clamp(-1, 1) if p.clip else x
+
+
+def ddnm_nfe(hp: dict) -> int:
+    """Network evaluations of ``ddnm``: the descending steps of its schedule."""
+    s = jump_schedule(hp["steps"], hp["travel_length"], hp["travel_repeat"])
+    return sum(1 for i, j in zip(s, s[1:]) if j < i)
 
 
 class DiffPIR:
-    """Diffusion plug-and-play image restoration (Zhu et al. 2023, Algorithm 1): x̂0 ← argmin ‖y − A x‖² +
-    ρ_t ‖x − x̂0‖², ρ_t = λ σ_y² / σ̄_t² with σ̄_t² = (1−ᾱ_t)/ᾱ_t (closed form through the SVD, CG for other linear
-    operators, gradient steps for non-linear ones), then x_{t−1} = √ᾱ_{t−1} x̂0 + √(1−ᾱ_{t−1})(√(1−ζ) ε̂ + √ζ z)."""
+    """Diffusion plug-and-play image restoration (Zhu et al. 2023, Algorithm 1; yuanzhi-zhu/DiffPIR):
+    x̂0 ← argmin ‖y − A x‖² + ρ_t ‖x − x̂0‖², ρ_t = λ σ_n² / σ̄_t² with σ_n = σ/2 (the noise level on the [0, 1]
+    scale, as the reference) and σ̄_t² = (1−ᾱ_t)/ᾱ_t; then x_{t−1} = √ᾱ_{t−1} x̂0 + √(1−ᾱ_{t−1})(√(1−ζ) ε̂ + √ζ z)
+    with ε̂ re-derived from the corrected x̂0. The data step is the operator's ``prox``: exact for SVD operators,
+    conjugate gradients to the relative tolerance ``cg_tol`` for other linear ones, gradient steps for
+    non-linear ones."""
 
     def __init__(self, problem: Problem, hp: DiffPIRParams = DiffPIRParams()) -> None:
         self.p = problem
         self.lam, self.zeta = hp.lam, hp.zeta
-        self.cg_iters, self.grad_steps = hp.cg_iters, hp.grad_steps
+        self.cg_tol, self.cg_iters, self.grad_steps = hp.cg_tol, hp.cg_iters, hp.grad_steps
+
+    def rho(self, t: int) -> float:
+        a = self.p.alpha_bar(t)
+        return self.lam * (self.p.sigma / 2) ** 2 * a / (1 - a)
 
     def denoise(self, prior, x_t: Tensor, t: int, ctx: dict) -> Denoised:
         p = self.p
         d = p.denoise(x_t, t)
-        a = p.alpha_bar(t)
-        rho = self.lam * p.sigma**2 * a / (1 - a)
-        x0 = proximal(p.op, p.y, d.x0, rho, cg_iters=self.cg_iters, grad_steps=self.grad_steps)
+        x0 = proximal(p.op, p.y, d.x0, self.rho(t), cg_iters=self.cg_iters, grad_steps=self.grad_steps, tol=self.cg_tol)
         return p.finish(x_t, t, x0)
 
     def step(self, x_t: Tensor, t: int, t_prev: int, d: Denoised) -> Tensor:
@@ -147,4 +209,4 @@ class DiffPIR:
         return math.sqrt(a_prev) * d.x0 + math.sqrt(1 - a_prev) * noise
 
 
-__all__ = ["DDRM", "DDNM", "DiffPIR", "ddim_step", "step_coefficients"]
+__all__ = ["DDRM", "ddnm", "ddnm_step", "ddnm_lambda_noise", "DiffPIR", "ddim_step", "step_coefficients"]

@@ -12,7 +12,7 @@ from .. import rng
 from ..operators.base import LinearOperator, SVDOperator
 from .core import ddim_step, step_coefficients, timestep_pairs
 from .params import RedDiffParams
-from .problem import Problem, proximal
+from .problem import Problem, measurement_count, proximal
 
 
 def _callback(callback, i, total, t, x_t, x0):
@@ -20,15 +20,21 @@ def _callback(callback, i, total, t, x_t, x0):
         callback({"step": i, "total": total, "t": t, "x_t": x_t, "x0": x0})
 
 
-def reddiff_gradient(p: Problem, mu: Tensor, eps_error: Tensor, w: float) -> Tensor:
-    """∇_μ of RED-diff's per-image loss ½‖y − A(μ)‖²/m + w ⟨ε_θ − ε, μ⟩/n (m, n: measurement and image sizes), in
-    closed form, without building a graph: −Aᵀ(y − A μ)/m (a VJP for non-linear A) + w (ε_θ − ε)/n."""
+def reddiff_gradient(p: Problem, mu: Tensor, eps_error: Tensor, w: float, m: Tensor | None = None) -> Tensor:
+    """∇_μ of RED-diff's per-image loss ½‖y − A(μ)‖²/m + w ⟨ε_θ − ε, μ⟩/n in closed form, without building a graph:
+    −Aᵀ(y − A μ)/m (a VJP for non-linear A) + w (ε_θ − ε)/n. n: the image size; m: the number of measurements per
+    image ((B,), default ``measurement_count``: for inpainting the observed pixels, as the reference's y holds
+    only those)."""
+    if m is None:
+        m = measurement_count(p.op, p.y, mu.shape)
     with torch.no_grad():
-        return p.data_gradient(mu).div_(p.y[0].numel()).add_(eps_error, alpha=w / mu[0].numel())
+        g = p.data_gradient(mu)
+        return g.div_(m.reshape(-1, *([1] * (g.ndim - 1)))).add_(eps_error, alpha=w / mu[0].numel())
 
 
 def reddiff(p: Problem, hp: RedDiffParams = RedDiffParams(), callback=None) -> Tensor:
-    """RED-diff (Mardani et al. 2023): minimise over μ, with Adam, ½‖y − A(μ)‖²/σ̃² + λ_t ⟨sg(ε_θ(x_t, t) − ε), μ⟩,
+    """RED-diff (Mardani et al. 2023; NVlabs/RED-diff ``algos/reddiff.py``): minimise over μ, with Adam,
+    mean_m ½(y − A(μ))² + λ_t mean_n sg(ε_θ(x_t, t) − ε)·μ (means over the m measurements and the n pixels),
     x_t = √ᾱ_t μ + √(1−ᾱ_t) ε, t swept from high to low noise, λ_t = λ √(1−ᾱ_t)/√ᾱ_t (the paper's SNR weighting).
     Losses are per-image means summed over the batch, so every image's optimisation is its own (Adam is
     element-wise). μ starts at A⁺y for linear A, at 0 otherwise."""
@@ -43,6 +49,7 @@ def reddiff(p: Problem, hp: RedDiffParams = RedDiffParams(), callback=None) -> T
     mu = mu.clamp(-1, 1).requires_grad_(True)
     opt = torch.optim.Adam([mu], lr=lr, betas=(0.9, 0.99))
     pairs = timestep_pairs(p.schedule, hp.steps, hp.spacing)
+    m = measurement_count(op, y, p.shape)
     for i, (t, _) in enumerate(pairs):
         a = p.alpha_bar(t)
         eps = rng.randn(p.shape, p.generator, device=y.device, dtype=y.dtype)
@@ -51,7 +58,7 @@ def reddiff(p: Problem, hp: RedDiffParams = RedDiffParams(), callback=None) -> T
             e = p.prior.eps(x_t, p.tt(t, x_t), p.cond)
         p.nfe += 1
         w = lam * math.sqrt(1 - a) / math.sqrt(a)
-        mu.grad = reddiff_gradient(p, mu.detach(), e - eps, w)
+        mu.grad = reddiff_gradient(p, mu.detach(), e - eps, w, m)
         opt.step()
         _callback(callback, i, len(pairs), t, x_t, mu.detach())
     return mu.detach().clamp(-1, 1) if p.clip else mu.detach()
