@@ -52,20 +52,29 @@ def methods_table(path: Path) -> None:
              "vector-Jacobian product through the ε-network at every step (memory and ~3× the time of a forward "
              "pass). NFE and VJPs are per image at the default number of steps; all of them scale linearly with "
              "`steps`. Every hyper-parameter is a keyword argument of `restore` (CLI: `--hp NAME=VALUE`).", "",
-             "| method | operator | network gradient | default steps | NFE | VJPs | hyper-parameters (defaults) | reference |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| method | operator | network gradient | default steps | NFE | VJPs | hyper-parameters (defaults) | reference | "
+             "differences from the reference |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, m in METHODS.items():
         r = method_requirements(name)
         hp = ", ".join(f"{k}={v}" for k, v in m.defaults.items() if k != "steps")
+        hp += f" ({m.params.__name__})"
         lines.append(f"| `{name}` | {r['operator']}{' + conditional prior' if m.conditional else ''} | "
-                     f"{'yes' if r['network_gradient'] else 'no'} | {r['default_steps']} | {r['nfe']} | {r['vjps']} | {hp} | {r['paper']} |")
+                     f"{'yes' if r['network_gradient'] else 'no'} | {r['default_steps']} | {r['nfe']} | {r['vjps']} | {hp} | {r['paper']} | "
+                     f"{m.differences} |")
+    lines += ["", "Each method's hyper-parameters are one frozen dataclass in `invdiff/samplers/params.py` (the column's "
+              "name in brackets); `restore`, the registry, `--hp` and this table read it. `spacing` places the steps: "
+              "`uniform` (round(i·(T−1)/(S−1))), `leading` (i·⌊T/S⌋, the DDIM/DDRM/DDNM code's), `trailing`, `quad` "
+              "(DiffPIR's), `quad-ddim` (the DDIM code's)."]
     lines += ["", "Methods that need an SVD (`ddrm`) or a linear operator (`ddnm`, `pigdm`, `mcg`, `projection`) refuse other "
               "operators with a message naming an alternative. Operators with an exact SVD: `Identity`, `Inpainting`, "
               "`CircularBlur`, `SeparableBlur`, `BlockAverage`, `BicubicDownsample`, `Colorize`. `Blur` (any padding) and "
               "`NonUniformBlur` are linear with exact adjoints (pinv by conjugate gradients); `PhaseRetrieval` is non-linear.",
               "", "How each method is checked: `tests/test_restore.py` runs them on Gaussian data, where the exact ε and "
-              "the exact posterior are known (ΠGDM and DAPS with Tweedie's x̂0 must recover the posterior mean and "
-              "covariance; DDRM, DDNM and DiffPIR its mean; DPS must move towards it and fit the measurement)."]
+              "the exact posterior are known (ΠGDM with weighting='exact' and DAPS with Tweedie's x̂0 must recover the "
+              "posterior mean and covariance; DDRM, DDNM and DiffPIR its mean; DPS must move towards it and fit the "
+              "measurement). `tests/test_faithful_a.py` runs DDNM/DDNM+ (with time travel), ΠGDM (weighting='authors'), "
+              "DiffPIR and RED-diff against transcriptions of the authors' update rules with the same inputs and noise."]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -92,7 +92,9 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            differences="weighting='authors' is NVlabs/RED-diff's pgdm.py (its η = 0, start at √ᾱ_T A⁺y + noise, "
            "pastes y where a 0/1 mask observes); weighting='exact' is the paper's exact likelihood score (this "
            "toolkit's earlier default), kept as an option"),
-    Method("ddrm", "Kawar et al. 2022, Denoising diffusion restoration models", _ddrm, DDRMParams, "svd", False),
+    Method("ddrm", "Kawar et al. 2022, Denoising diffusion restoration models", _ddrm, DDRMParams, "svd", False,
+           differences="none in the update (checked against bahjat-kawar/ddrm in all three singular-value cases); "
+           "timesteps 'uniform' by default (the reference's are spacing='leading')"),
     Method("ddnm", "Wang et al. 2023, Null-space model (DDNM+ for noise)", ddnm, DDNMParams, "linear", False,
            nfe=ddnm_nfe,
            differences="as wyhuai/DDNM's code for SVD operators, except that ε_θ enters DDNM+'s noise through Vᵀ "
