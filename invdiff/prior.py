@@ -199,5 +199,9 @@ def load(name_or_path: str | Path, *, device: torch.device | str | None = None, 
     a foreign ``.pt``/``.pth`` checkpoint (guided-diffusion/ADM), or a diffusers model folder."""
     from . import zoo
 
+    if device is not None:  # a device this machine has, else one clear ValueError (not a driver error)
+        from .samplers.validate import check_device_name
+
+        device = check_device_name(device)
     prior = zoo.resolve(name_or_path, dtype=dtype)
     return prior.to(device) if device is not None else prior
