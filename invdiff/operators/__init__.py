@@ -15,7 +15,7 @@ from .base import Composed, ComposedLinear, Identity, LinearOperator, Operator, 
 from .blur import PADDINGS, Blur, CircularBlur, gaussian_kernel
 from .colorize import Colorize
 from .inpaint import Inpainting, box_mask, freeform_mask, random_mask
-from .motion import NonUniformBlur, blend_weights, camera_shake, load_kernel, motion_kernels
+from .motion import MOTION_MODELS, NonUniformBlur, blend_weights, camera_shake, load_kernel, motion_kernels, shake_kernels
 from .noise import GaussianNoise, PoissonNoise
 from .phase import PhaseRetrieval
 from .separable import BicubicDownsample, BlockAverage, Separable, SeparableBlur
@@ -53,7 +53,7 @@ OPERATORS: dict[str, Callable[[tuple[int, ...], Generators], Operator]] = {
 __all__ = [
     "Operator", "LinearOperator", "SVDOperator", "conjugate_gradient", "compose", "Composed", "ComposedLinear",
     "Identity", "Inpainting", "box_mask", "random_mask", "freeform_mask", "Blur", "CircularBlur", "SeparableBlur",
-    "Separable", "gaussian_kernel", "PADDINGS", "motion_kernels", "load_kernel", "NonUniformBlur", "camera_shake",
+    "Separable", "gaussian_kernel", "PADDINGS", "motion_kernels", "shake_kernels", "MOTION_MODELS", "load_kernel", "NonUniformBlur", "camera_shake",
     "blend_weights", "BlockAverage", "BicubicDownsample", "PhaseRetrieval", "Colorize", "GaussianNoise",
     "PoissonNoise", "OPERATORS",
 ]

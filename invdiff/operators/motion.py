@@ -1,13 +1,20 @@
-"""Motion blur: random camera-shake trajectories (after Boracchi & Foi 2012, the model behind the
-``motionblur`` kernels DPS uses), rasterised into kernels; and the spatially varying (non-uniform) blur made of
-a field of such kernels blended by smooth weights (product-convolution form, Nagy & O'Leary 1998; a rotation of
-the camera about its axis makes the kernel vary smoothly over the image, as in Whyte et al. 2012)."""
+"""Motion blur kernels and the spatially varying (non-uniform) blur.
+
+``motion_kernels`` follows the model of the ``motionblur`` package (LeviBorodenko/motionblur) that DPS and DAPS use
+for their motion-deblurring task: a random walk of Beta-distributed step lengths and triangular-distributed turning
+angles, drawn as a thin line on a canvas twice the kernel's size, smoothed and downsampled. ``shake_kernels`` is a
+different model, camera-shake trajectories after Boracchi & Foi 2012 (sharper, more compact kernels). The
+non-uniform blur is a field of such kernels blended by smooth weights (product-convolution form, Nagy & O'Leary
+1998; a rotation of the camera about its axis makes the kernel vary smoothly over the image, as in Whyte et al.
+2012)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .. import rng
@@ -69,14 +76,18 @@ def _draws(n: int, generator: rng.Generators) -> Tensor:
     return rng.rand((n, 4 + 5 * (_T - 1) + 1), generator, dtype=torch.float64)
 
 
-def motion_kernels(n: int = 1, size: int = 61, *, intensity: float = 0.5, generator: rng.Generators = None) -> Tensor:
-    """``n`` random camera-shake kernels (n, size, size), non-negative, summing to 1; ``intensity`` in [0, 1]
-    controls how erratic the path is. The path spans 40–90 % of the kernel. One generator per image gives
-    batch-independent kernels."""
+def _check_kernel_args(size: int, intensity: float) -> None:
     if size < 3 or size % 2 == 0:
         raise ValueError(f"motion kernel size must be an odd number ≥ 3, got {size}")
     if not 0 <= intensity <= 1:
         raise ValueError(f"motion intensity must be in [0, 1], got {intensity}")
+
+
+def shake_kernels(n: int = 1, size: int = 61, *, intensity: float = 0.5, generator: rng.Generators = None) -> Tensor:
+    """``n`` random camera-shake kernels after Boracchi & Foi 2012 (n, size, size), non-negative, summing to 1;
+    ``intensity`` in [0, 1] controls how erratic the path is. The path spans 40–90 % of the kernel. One generator
+    per image gives batch-independent kernels."""
+    _check_kernel_args(size, intensity)
     u = _draws(n, generator)
     out = []
     for i in range(n):
@@ -84,6 +95,130 @@ def motion_kernels(n: int = 1, size: int = 61, *, intensity: float = 0.5, genera
         extent = (size - 1) * (0.4 + 0.5 * float(u[i, -1]))
         out.append(rasterise(p * extent, size))
     return torch.stack(out).float()
+
+
+class _Uniforms:
+    """Uniform draws in [0, 1) pulled one at a time from a generator (in blocks): a walk of random length."""
+
+    def __init__(self, generator: torch.Generator | None) -> None:
+        self.generator = generator
+        self.block: list[float] = []
+
+    def __call__(self) -> float:
+        if not self.block:
+            self.block = torch.rand(256, generator=self.generator, dtype=torch.float64).tolist()[::-1]
+        return self.block.pop()
+
+
+def _beta_1_30(u: _Uniforms) -> float:
+    return 1 - (1 - u()) ** (1 / 30)  # Beta(1, 30) by inversion
+
+
+def _beta_2_20(u: _Uniforms) -> float:
+    return sorted(u() for _ in range(21))[1]  # Beta(2, 20): the 2nd smallest of 21 uniforms
+
+
+def _triangular(u: float, low: float, mode: float, high: float) -> float:
+    span = high - low
+    if span <= 0:
+        return low
+    if u < (mode - low) / span:
+        return low + math.sqrt(u * span * (mode - low))
+    return high - math.sqrt((1 - u) * span * (high - mode))
+
+
+def _sign(v: float) -> float:
+    return (v > 0) - (v < 0)
+
+
+def motionblur_path(u: _Uniforms, size: int, intensity: float) -> Tensor:
+    """The random walk of the ``motionblur`` model on a canvas of side 2·size: (N, 2) points (row, col).
+
+    With D the canvas diagonal and I the intensity: the path length is 0.75·D·(U(0,1) + U(0, I²)); step lengths are
+    Beta(1, 30)·(1 − I + 0.1)·D until that length is reached; the largest turning angle is U(0, I·π), the first
+    angle U(−max, max), each next one Triangular(0, I·max, max + 0.1) in size, changing sign with probability
+    Beta(2, 20); the path is centred on its mean, rotated by U(0, π) and put at the canvas centre."""
+    side = 2 * size
+    diag = math.hypot(side, side)
+    max_len = 0.75 * diag * (u() + intensity**2 * u())
+    steps: list[float] = []
+    while sum(steps) < max_len:
+        step = _beta_1_30(u) * (1 - intensity + 0.1) * diag
+        if step < max_len:
+            steps.append(step)
+    max_angle = intensity * math.pi * u()
+    jitter = _beta_2_20(u)
+    angles = [max_angle * (2 * u() - 1)]
+    while len(angles) < len(steps):
+        a = _triangular(u(), 0.0, intensity * max_angle, max_angle + 0.1)
+        angles.append(a * (-_sign(angles[-1]) if u() < jitter else _sign(angles[-1])))
+    inc = torch.polar(torch.tensor(steps, dtype=torch.float64), torch.tensor(angles, dtype=torch.float64))
+    path = torch.cumsum(inc, 0)
+    path = (path - path.mean()) * torch.polar(torch.ones((), dtype=torch.float64),
+                                              torch.tensor(math.pi * u(), dtype=torch.float64))
+    path = path + complex(side / 2, side / 2)
+    return torch.stack([path.imag, path.real], 1)  # x = real part = column, y = imaginary part = row
+
+
+def _draw_polyline(points: Tensor, side: int, width: int) -> Tensor:
+    """A binary side × side image of the polyline through ``points`` (row, col), ``width`` pixels wide (pixels are
+    set, not accumulated, where the path crosses itself)."""
+    img = torch.zeros(side, side, dtype=torch.float64)
+    if len(points) == 1:
+        points = points.repeat(2, 1)
+    seg = points[1:] - points[:-1]
+    n = (seg.abs().amax(1) * 4).ceil().clamp_min(1).long()  # 4 samples per pixel along each segment
+    ts = [torch.arange(int(k) + 1, dtype=torch.float64) / int(k) for k in n.tolist()]
+    pts = torch.cat([points[i] + ts[i][:, None] * seg[i] for i in range(len(seg))])
+    ij = pts.round().long()
+    keep = ((ij >= 0) & (ij < side)).all(1)
+    ij = ij[keep]
+    img[ij[:, 0], ij[:, 1]] = 1.0
+    if width > 1:  # a round brush of the given width
+        r = (width - 1) / 2
+        k = int(math.ceil(r))
+        yy, xx = torch.meshgrid(torch.arange(-k, k + 1), torch.arange(-k, k + 1), indexing="ij")
+        disc = ((yy**2 + xx**2) <= r * r + 1e-9).double()[None, None]
+        img = (F.conv2d(img[None, None], disc, padding=k)[0, 0] > 0).double()
+    return img
+
+
+def _gaussian_smooth(img: Tensor, sigma: float) -> Tensor:
+    if sigma <= 0:
+        return img
+    r = int(math.ceil(3 * sigma))
+    t = torch.arange(-r, r + 1, dtype=torch.float64)
+    g = torch.exp(-0.5 * (t / sigma) ** 2)
+    g = g / g.sum()
+    x = F.conv2d(img[None, None], g.reshape(1, 1, 1, -1), padding=(0, r))
+    return F.conv2d(x, g.reshape(1, 1, -1, 1), padding=(r, 0))[0, 0]
+
+
+def motion_kernels(n: int = 1, size: int = 61, *, intensity: float = 0.5, generator: rng.Generators = None) -> Tensor:
+    """``n`` random motion-blur kernels (n, size, size) of the ``motionblur`` model that DPS and DAPS use (see
+    ``motionblur_path``): the path is drawn as a line max(1, ⌊D/150⌋) pixels wide on a canvas of side 2·size
+    (D its diagonal), smoothed by a Gaussian of standard deviation ⌊0.01·D⌋, downsampled to size × size
+    (antialiased bicubic), then made non-negative and normalised to sum 1. ``intensity`` in [0, 1]: 0 is a
+    straight line, 1 long and strongly curved paths. One generator per image gives batch-independent kernels.
+    (The package draws with PIL and numpy's global random state; the model, not the numbers, is the same.)"""
+    _check_kernel_args(size, intensity)
+    gens = rng._per_image(generator, n)
+    shared = _Uniforms(generator if isinstance(generator, torch.Generator) else None)
+    side = 2 * size
+    diag = math.hypot(side, side)
+    out = []
+    for i in range(n):
+        u = _Uniforms(gens[i]) if gens is not None else shared
+        img = _draw_polyline(motionblur_path(u, size, intensity), side, max(1, int(diag / 150)))
+        img = _gaussian_smooth(img, float(int(diag * 0.01)))
+        k = F.interpolate(img[None, None], size=(size, size), mode="bicubic", antialias=True, align_corners=False)[0, 0]
+        k = k.clamp_min(0)
+        out.append(k / k.sum())
+    return torch.stack(out).float()
+
+
+#: motion-kernel models by name (the motion-deblur task's ``motion_model`` option)
+MOTION_MODELS: dict[str, Callable[..., Tensor]] = {"motionblur": motion_kernels, "boracchi-foi": shake_kernels}
 
 
 def load_kernel(array) -> Tensor:
@@ -174,7 +309,7 @@ class NonUniformBlur(LinearOperator):
 def camera_shake(shape, *, size: int = 61, grid: int = 3, intensity: float = 0.5, max_roll: float = 0.02,
                  padding: Padding = "reflect", generator: rng.Generators = None) -> NonUniformBlur:
     """A realistic spatially varying blur for images of ``shape`` (B, C, H, W): one random camera path per image
-    (translation as in ``motion_kernels``) plus an in-plane rotation of up to ``max_roll`` radians, which moves
+    (translation as in ``shake_kernels``) plus an in-plane rotation of up to ``max_roll`` radians, which moves
     each point of the image along its own path; the kernel at each of grid × grid nodes is that point's path,
     and the kernels are blended with raised-cosine weights."""
     b, _, h, w = shape

@@ -1,5 +1,6 @@
-"""Methods that guide the DDPM/DDIM update: gradient methods through the network (DPS, MCG, ΠGDM) and the
-measurement projection of score-SDE/RePaint. Each is a guidance object for ``core.sample``."""
+"""Methods that guide the DDPM/DDIM update: gradient methods through the network (DPS, MCG, ΠGDM), the
+measurement projection of score-SDE (guidance objects for ``core.sample``), and RePaint, the projection with
+resampling (its own loop over a schedule that goes back up in noise)."""
 
 from __future__ import annotations
 
@@ -11,26 +12,41 @@ from torch import Tensor
 from .. import rng
 from ..prior import Denoised
 from ..operators.base import Capability
+from ..operators.base import Capability
 from .params import PiGDMParams
-from .problem import Problem, noisy_measurement, per_image_norm, proximal, weighted_pinv_residual
+from .problem import Problem, noisy_measurement, proximal, weighted_pinv_residual
 
 
 class DPS:
-    """Diffusion posterior sampling (Chung et al. 2022, Algorithm 1): after each step,
-    x_{t−1} ← x_{t−1} − ζ ∇_{x_t} ‖y − A(x̂0(x_t))‖, the norm taken per image (the paper's code takes it over
-    the whole batch, which makes each image's step depend on the others). Equivalently the squared residual's
-    gradient with the per-image step ζ / (2‖residual‖)."""
+    """Diffusion posterior sampling (Chung et al. 2022, Algorithm 1; the authors' ``PosteriorSampling``): after each
+    ancestral step, x_{t−1} ← x_{t−1} − ζ ∇_{x_t} ‖y − A(x̂0(x_t))‖ (the norm, not its square).
 
-    def __init__(self, problem: Problem, *, zeta: float = 1.0) -> None:
+    ``gradient="clipped"`` (the reference): the gradient flows through the x̂0 that the step uses, clipped to
+    [-1, 1] when the problem clips (guided-diffusion's ``clip_denoised``; clipped pixels pass no gradient).
+    ``gradient="raw"``: through the unclipped x̂0 (this toolkit's earlier behaviour).
+
+    The norm is taken per image. The authors' code takes it over the whole batch, which is the same at their batch
+    size of 1 but makes each image's step depend on the others in a batch. A zero residual gives a zero gradient
+    (the derivative of ‖r‖ is taken as r/‖r‖ where ‖r‖ > 0 and 0 elsewhere, as ``torch.linalg.norm`` does)."""
+
+    def __init__(self, problem: Problem, *, zeta: float = 1.0, gradient: str = "clipped") -> None:
+        if gradient not in ("clipped", "raw"):
+            raise ValueError(f"gradient must be 'clipped' or 'raw', got {gradient!r}")
         self.p = problem
         self.zeta = zeta
+        self.gradient = gradient
 
     def _norm_gradient(self, x: Tensor, t: int) -> tuple[Tensor, Tensor, Tensor]:
         p = self.p
         with torch.enable_grad():
             xg, x0, eps = p.denoise_with_graph(x, t)
-            norms = per_image_norm(p.residual(x0))
-            (g,) = torch.autograd.grad(norms.sum(), xg)  # Σ_i ‖r_i‖: image i's gradient involves only ‖r_i‖
+            x0_used = x0.clamp(-1, 1) if (p.clip and self.gradient == "clipped") else x0
+            r = p.residual(x0_used)
+            sq = r.flatten(1).pow(2).sum(1)  # ‖r_i‖² per image
+            norms = sq.detach().sqrt()
+            # d‖r_i‖ = d‖r_i‖² / (2‖r_i‖): one backward for the batch, image i's gradient involves only its own ‖r_i‖
+            w = torch.where(norms > 0, 0.5 / norms.clamp_min(torch.finfo(norms.dtype).tiny), torch.zeros_like(norms))
+            (g,) = torch.autograd.grad(sq, xg, w)
         p.vjps += 1
         return g, x0.detach(), eps.detach()
 
@@ -53,9 +69,10 @@ class MCG(DPS):
 
 
 class Projection:
-    """Score-SDE / RePaint-style conditioning without gradients: the unconditional step, then the noised
-    measurement replaces the measured part, x_{t−1} ← x_{t−1} + A⁺(y_{t−1} − A x_{t−1}),
-    y_{t−1} = √ᾱ_{t−1} y + √(1−ᾱ_{t−1}) A ξ. Needs a linear A (for inpainting it is exactly RePaint's merge)."""
+    """Score-SDE conditioning without gradients (Song et al. 2021, the measurement-replacement method): the
+    unconditional step, then the noised measurement replaces the measured part,
+    x_{t−1} ← x_{t−1} + A⁺(y_{t−1} − A x_{t−1}), y_{t−1} = √ᾱ_{t−1} y + √(1−ᾱ_{t−1}) A ξ. Needs a linear A. It has
+    no resampling; RePaint (Lugmayr et al. 2022) is the ``repaint`` method."""
 
     def __init__(self, problem: Problem) -> None:
         self.p = problem
@@ -75,6 +92,73 @@ class Projection:
 
     def after_step(self, prior, x_prev, x_t, t, t_prev, d, ctx) -> Tensor:
         return self.project(self.p, x_prev, t_prev)
+
+
+def repaint_schedule(steps: int, jump_length: int, resamples: int) -> list[int]:
+    """RePaint's time schedule over step indices 0 … steps−1 (Lugmayr et al. 2022, Algorithm 1 with the jumps of
+    the authors' ``get_schedule_jump``): descend one index at a time from steps−1; on reaching an index that is a
+    multiple of ``jump_length`` (below steps − jump_length), go back up ``jump_length`` indices, ``resamples`` − 1
+    times in all for that index, then continue down; ends with −1 (x0). Consecutive entries differ by one."""
+    if steps < 1 or jump_length < 1 or resamples < 1:
+        raise ValueError("steps, jump_length and resamples must be at least 1")
+    left = {j: resamples - 1 for j in range(0, steps - jump_length, jump_length)}
+    t, ts = steps, []
+    while t >= 1:
+        t -= 1
+        ts.append(t)
+        if left.get(t, 0) > 0:
+            left[t] -= 1
+            for _ in range(jump_length):
+                t += 1
+                ts.append(t)
+    ts.append(-1)
+    return ts
+
+
+def repaint_nfe(steps: int, jump_length: int, resamples: int) -> int:
+    """Network evaluations of ``repaint``: the reverse steps of its schedule."""
+    ts = repaint_schedule(steps, jump_length, resamples)
+    return sum(1 for a, b in zip(ts, ts[1:]) if b < a)
+
+
+def repaint(p: Problem, *, steps: int = 250, jump_length: int = 10, resamples: int = 10, eta: float = 1.0,
+            spacing: str = "uniform", callback=None) -> Tensor:
+    """RePaint (Lugmayr et al. 2022; andreas128/RePaint, ``inpa_inj_sched_prev``): ancestral sampling on ``steps``
+    respaced steps along ``repaint_schedule``. Before every reverse step but the first, the measured part of x_t is
+    replaced by the measurement noised to the level of x_t: x_t ← x_t + A⁺(y_t − A x_t), y_t = √ᾱ_t y + √(1−ᾱ_t) A ξ
+    (for inpainting exactly m ⊙ (√ᾱ_t y + √(1−ᾱ_t) ξ) + (1 − m) ⊙ x_t); then x_{t−1} ~ p(x_{t−1} | x_t) (η = 1:
+    DDPM). Going back up one step re-noises with the forward transition of the respaced chain,
+    x_{t+1} = √(1−β'_{t+1}) x_t + √β'_{t+1} z, β'_{t+1} = 1 − ᾱ_{t+1}/ᾱ_t. Network evaluations: one per reverse
+    step, len(repaint_schedule) − 1 − (number of jumps up); ``resamples=1`` has no resampling (``steps`` NFE).
+    The measurement replacement is hard (as the reference, which assumes noiseless y). Needs a linear A."""
+    from .core import ddim_step, step_coefficients
+
+    y = p.y
+    ts = p.schedule.timesteps(steps, spacing=spacing).flip(0).tolist()  # index i -> timestep, ascending
+    def abar(i: int) -> float:
+        return 1.0 if i < 0 else p.alpha_bar(ts[i])
+
+    sched = repaint_schedule(len(ts), jump_length, resamples)
+    x = rng.randn(p.shape, p.generator, device=y.device, dtype=y.dtype)
+    first, k = True, 0
+    total = sum(1 for a, b in zip(sched, sched[1:]) if b < a)
+    for i, j in zip(sched, sched[1:]):
+        if j < i:  # reverse step at index i
+            z = rng.randn_like(x, p.generator)
+            if not first:
+                a = abar(i)
+                x = proximal(p.op, noisy_measurement(p, a, p.generator), x, 0.0)
+            first = False
+            d = p.denoise(x, ts[i])
+            coef = step_coefficients(p.schedule, ts[i], ts[j] if j >= 0 else -1, eta)
+            x = ddim_step(x, d, coef, z)
+            if callback is not None:
+                callback({"step": k, "total": total, "t": ts[i], "x_t": x, "x0": d.x0})
+            k += 1
+        else:  # back up one index: the forward transition of the respaced chain
+            beta = 1 - abar(j) / abar(i)
+            x = math.sqrt(1 - beta) * x + math.sqrt(beta) * rng.randn_like(x, p.generator)
+    return x
 
 
 def _pixel_mask(op, shape, like: Tensor) -> bool:
@@ -143,6 +227,25 @@ class PiGDM:
         g = ctx.pop("grad", None)
         return x_prev if g is None else x_prev + g
 
+    def _authors(self, x_t: Tensor, t: int, ctx: dict) -> Denoised:
+        p, op = self.p, self.p.op
+        with torch.enable_grad():
+            xg, x0, eps = p.denoise_with_graph(x_t, t)
+            mat = op.pinv(p.residual(x0.detach()))  # A⁺y − A⁺A x̂0
+            (g,) = torch.autograd.grad(x0, xg, mat)
+        p.vjps += 1
+        x0, eps = x0.detach(), eps.detach()
+        if self.paste:  # observed pixels from y, guidance on the others only
+            x0 = x0 + op.pinv(p.residual(x0))
+            g = g - op.pinv(op(g))
+        coeff = math.sqrt(p.alpha_bar(ctx["t_prev"])) * math.sqrt(p.alpha_bar(t)) * self.scale
+        ctx["grad"] = coeff * g
+        return Denoised(x0=x0, eps=eps)
+
+    def after_step(self, prior, x_prev, x_t, t, t_prev, d, ctx) -> Tensor:
+        g = ctx.pop("grad", None)
+        return x_prev if g is None else x_prev + g
+
 
 def guided_sample(problem: Problem, guidance, *, steps: int, eta: float, callback=None, x_T: Tensor | None = None,
                   spacing: str = "uniform") -> Tensor:
@@ -155,4 +258,4 @@ def guided_sample(problem: Problem, guidance, *, steps: int, eta: float, callbac
     return x
 
 
-__all__ = ["DPS", "MCG", "Projection", "PiGDM", "guided_sample"]
+__all__ = ["DPS", "MCG", "Projection", "PiGDM", "guided_sample", "repaint", "repaint_nfe", "repaint_schedule"]

@@ -27,33 +27,71 @@ def palette_condition(y: Tensor, op: Operator, shape) -> Tensor:
     raise ValueError(f"no Palette conditioning is defined for {type(op).__name__}")
 
 
-def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.0, spacing: str = "uniform",
-            callback=None) -> Tensor:
-    """Sample ε_θ(x_t, t, c): the prior must be a conditional model whose condition channels match c.
+def start_timesteps(schedule, steps: int, t_start: int, spacing: str = "uniform") -> list[int]:
+    """``steps`` descending timesteps spread over [0, t_start] (both ends included): ``uniform`` spaces them evenly
+    on that interval; other spacings are the schedule's own, scaled from [0, T−1] to [0, t_start]. Repeated
+    timesteps (more steps than t_start + 1) are dropped."""
+    T = schedule.num_timesteps
+    if not 0 <= t_start <= T - 1:
+        raise ValueError(f"t_start must be in [0, {T - 1}], got {t_start}")
+    s = max(1, min(int(steps), t_start + 1))
+    if spacing == "uniform":
+        ts = torch.round(torch.linspace(t_start, 0, s, dtype=torch.float64)).long().tolist()
+    else:
+        full = schedule.timesteps(s, spacing=spacing).double()
+        ts = torch.round(full * t_start / (T - 1)).long().tolist()
+    out: list[int] = []
+    for t in ts:
+        if not out or t < out[-1]:
+            out.append(int(t))
+    return out
 
-    ``start`` < 1 starts the reverse process at t = start·T from the noised initial guess √ᾱ_t c₀ + √(1−ᾱ_t) z
-    (c₀ = the condition's image channels: the upsampled or hole-filled measurement), as in Chung et al.'s
-    come-closer-diffuse-faster; it keeps a briefly trained model from settling on a wrong global layout at the
-    highest noise levels, where ε barely depends on the condition."""
-    from .core import sample
 
+def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.0, paste: bool = False,
+            spacing: str = "uniform", callback=None) -> Tensor:
+    """Sample ε_θ(x_t, t, c): the prior must be a conditional model whose condition channels match c. Network
+    evaluations: ``steps`` (at most t_start + 1).
+
+    ``start`` < 1 starts the reverse process at t_start = round(start·(T−1)) from the noised initial guess
+    √ᾱ_t c₀ + √(1−ᾱ_t) z (c₀ = the condition's image channels: the upsampled or hole-filled measurement), as in
+    Chung et al.'s come-closer-diffuse-faster, with the ``steps`` steps spread over [0, t_start] (the first at
+    t_start itself); it keeps a briefly trained model from settling on a wrong global layout at the highest noise
+    levels, where ε barely depends on the condition. ``paste=True`` replaces the measured part of the result by the
+    measurement, x ← x + A⁺(y − A x) (for inpainting: the known pixels are pasted in, as inpainting models are
+    usually deployed); it needs a linear A."""
+    from .. import rng
+    from ..operators.base import LinearOperator
+    from .core import ddim_step, step_coefficients
+    from .problem import proximal
+
+    if paste and not isinstance(p.op, LinearOperator):
+        raise ValueError("palette with paste=True needs a linear operator (it pastes A⁺y into the result)")
     cond = palette_condition(p.y, p.op, p.shape)
     cc = p.prior.cond_channels
     if cc != cond.shape[1]:
         raise ValueError(f"prior {p.prior.name!r} takes {cc} condition channel(s) but this task gives {cond.shape[1]}; "
                          "use the Palette model trained for the task")
-    ctx: dict = {}
-    x_T, t_start = None, None
+    T = p.schedule.num_timesteps
     if start < 1:
-        from .. import rng
-
-        T = p.schedule.num_timesteps
         t_start = int(round(start * (T - 1)))
+        ts = start_timesteps(p.schedule, steps, t_start, spacing)
         a = p.alpha_bar(t_start)
         init = cond[:, : p.shape[1]]
-        x_T = a**0.5 * init + (1 - a) ** 0.5 * rng.randn(p.shape, p.generator, device=p.y.device, dtype=p.y.dtype)
-        steps = max(1, int(round(steps * start)))
-    x = sample(p.prior, p.shape, steps=steps, eta=eta, generator=p.generator, callback=callback, cond=cond,
-               clip=p.clip, device=p.y.device, ctx=ctx, x_T=x_T, t_start=t_start, spacing=spacing)
-    p.nfe += ctx["nfe"]
+        x = a**0.5 * init + (1 - a) ** 0.5 * rng.randn(p.shape, p.generator, device=p.y.device, dtype=p.y.dtype)
+    else:
+        ts = p.schedule.timesteps(steps, spacing=spacing).tolist()
+        x = rng.randn(p.shape, p.generator, device=p.y.device, dtype=p.y.dtype)
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        with torch.inference_mode():
+            d = p.prior.denoise(x, tt, cond, clip=p.clip)
+        p.nfe += 1
+        coef = step_coefficients(p.schedule, t, t_prev, eta)
+        z = rng.randn_like(x, p.generator) if coef.sigma > 0 else None
+        x = ddim_step(x, d, coef, z)
+        if callback is not None:
+            callback({"step": i, "total": len(ts), "t": t, "x_t": x, "x0": d.x0})
+    if paste:
+        x = proximal(p.op, p.y, x, 0.0)
     return x

@@ -56,11 +56,14 @@ class Params:
 
 @dataclass(frozen=True)
 class DPSParams(Params):
-    """``eta``: DDIM η of the unconditional step; ``zeta``: step size of the gradient of ‖y − A(x̂0)‖."""
+    """``eta``: DDIM η of the unconditional step; ``zeta``: step size of the gradient of ‖y − A(x̂0)‖ (the
+    reference's per-task values are the tasks' presets, invdiff.tasks); ``gradient``: through the clipped x̂0 the
+    step uses (``clipped``, the reference) or the unclipped one (``raw``)."""
 
     steps: int = 200
     eta: float = 1.0
     zeta: float = 1.0
+    gradient: Literal["clipped", "raw"] = "clipped"
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class MCGParams(Params):
     steps: int = 200
     eta: float = 1.0
     zeta: float = 1.0
+    gradient: Literal["clipped", "raw"] = "clipped"
 
 
 @dataclass(frozen=True)
@@ -135,15 +139,21 @@ class RedDiffParams(Params):
 
 @dataclass(frozen=True)
 class DAPSParams(Params):
-    """``ode_steps``: network evaluations of the x̂0 ODE per noise level; ``langevin_steps``, ``lr``: the inner
-    Langevin sampler; ``r_scale``: scales r_t; ``inner``: ``exact`` (through the SVD), ``langevin`` or ``auto``."""
+    """The reference's pixel-space configuration: ``steps`` annealing levels (200) × ``ode_steps`` Euler steps of
+    the x̂0 ODE (5) = 1000 network evaluations; ``langevin_steps`` (100) of step ``lr`` (per task, invdiff.tasks)
+    decaying linearly to ``lr_min_ratio``·lr; likelihood width ``tau``; EDM σ levels from ``sigma_max`` to
+    ``sigma_min``; ``inner``: ``langevin`` (the reference) or ``exact`` (the same Gaussian sampled through the SVD).
+    Fewer ``steps``/``ode_steps`` are the cheaper budgets. ``spacing`` is not used (EDM σ levels)."""
 
-    steps: int = 50
-    ode_steps: int = 4
-    langevin_steps: int = 50
-    lr: float = 0.5
-    r_scale: float = 1.0
-    inner: Literal["auto", "exact", "langevin"] = "auto"
+    steps: int = 200
+    ode_steps: int = 5
+    langevin_steps: int = 100
+    lr: float = 1e-4
+    lr_min_ratio: float = 0.01
+    tau: float = 0.01
+    sigma_max: float = 100.0
+    sigma_min: float = 0.1
+    inner: Literal["langevin", "exact"] = "langevin"
 
 
 @dataclass(frozen=True)
@@ -155,12 +165,24 @@ class ProjectionParams(Params):
 
 
 @dataclass(frozen=True)
+class RePaintParams(Params):
+    """``steps``: respaced steps (250); ``jump_length`` (10) and ``resamples`` (10): RePaint's resampling, each
+    jump point passed ``resamples`` times (``resamples=1``: no resampling); ``eta``: DDIM η (1: DDPM)."""
+
+    steps: int = 250
+    eta: float = 1.0
+    jump_length: int = 10
+    resamples: int = 10
+
+
+@dataclass(frozen=True)
 class PaletteParams(Params):
     """``eta``: DDIM η; ``start``: start the reverse process at t = start·T from the noised measurement."""
 
     steps: int = 100
     eta: float = 1.0
     start: float = 0.5
+    paste: bool = False
 
 
 def make_params(cls: type[Params], method: str, overrides: dict) -> Params:

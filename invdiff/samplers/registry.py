@@ -16,11 +16,11 @@ from .. import rng
 from ..accel import auto_batch_size, is_out_of_memory, keep_freed_memory
 from ..operators.base import Operator
 from ..prior import EpsPrior
-from .guided import DPS, MCG, PiGDM, Projection, guided_sample
+from .guided import DPS, MCG, PiGDM, Projection, guided_sample, repaint, repaint_nfe
 from .palette import palette
 from .problem import Problem, require
 from .params import (DAPSParams, DDNMParams, DDRMParams, DiffPIRParams, DPSParams, MCGParams, PaletteParams, Params,
-                     PiGDMParams, ProjectionParams, RedDiffParams, make_params)
+                     PiGDMParams, ProjectionParams, RedDiffParams, RePaintParams, make_params)
 from .spectral import DDRM, DiffPIR, ddnm, ddnm_nfe
 from .validate import check_restore_inputs
 from .variational import daps, reddiff
@@ -81,13 +81,24 @@ def _daps(p: Problem, hp: DAPSParams, callback=None) -> Tensor:
     return daps(p, **hp.as_dict(), callback=callback)
 
 
+def _repaint(p: Problem, hp: RePaintParams, callback=None) -> Tensor:
+    return repaint(p, **hp.as_dict(), callback=callback)
+
+
 def _palette(p: Problem, hp: PaletteParams, callback=None) -> Tensor:
     return palette(p, **hp.as_dict(), callback=callback)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
-    Method("dps", "Chung et al. 2022, Diffusion posterior sampling", _guided(DPS), DPSParams, None, True),
-    Method("mcg", "Chung et al. 2022, Manifold constrained gradients", _guided(MCG), MCGParams, "linear", True),
+    Method("dps", "Chung et al. 2022, Diffusion posterior sampling", _guided(DPS), DPSParams, None, True,
+           differences="the norm is per image (the reference's is over its batch, of size 1: the same there); the "
+           "ancestral variance is β̃_t (the reference's FFHQ model learns it); ζ per task from the released configs "
+           "(task presets: 0.3 blur/SR, 0.5 inpainting, 1.0 phase retrieval); gradient='raw' (through the "
+           "unclipped x̂0) kept as an option"),
+    Method("mcg", "Chung et al. 2022, Manifold constrained gradients", _guided(MCG), MCGParams, "linear", True,
+           differences="the DPS step, then x + A⁺(y_{t−1} − A x) with y noised to t−1 (the DPS repository's 'mcg' "
+           "replaces the masked pixels by y noised to t); with noisy y the projection is Gaussian-weighted "
+           "(ρ = ᾱσ²/(1−ᾱ)) rather than hard"),
     Method("pigdm", "Song et al. 2023, Pseudoinverse-guided diffusion", _pigdm, PiGDMParams, "linear", True,
            differences="weighting='authors' is NVlabs/RED-diff's pgdm.py (its η = 0, start at √ᾱ_T A⁺y + noise, "
            "pastes y where a 0/1 mask observes); weighting='exact' is the paper's exact likelihood score (this "
@@ -109,11 +120,25 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            differences="losses per image (the reference averages over its batch of 1); the initial A⁺y is "
            "clipped to [-1, 1] and μ carries no σ_x0 jitter"),
     Method("daps", "Zhang et al. 2024, Decoupled annealed posterior sampling", _daps, DAPSParams, None, False,
-           "ode_steps"),
-    Method("projection", "Song et al. 2021 / Lugmayr et al. 2022, score-SDE / RePaint measurement projection",
-           _guided(Projection), ProjectionParams, "linear", False),
+           "ode_steps",
+           differences="the network is evaluated at the discrete timestep whose σ is nearest (the reference's VP "
+           "preconditioning takes a continuous t); no NaN early stop; phase retrieval stays on [-1, 1] (DAPS's "
+           "operator maps x to [0, 1] before padding, DPS's does not); inner='exact' (the inner Gaussian through "
+           "the SVD) kept as an option; fewer steps/ode_steps are cheaper budgets"),
+    Method("projection", "Song et al. 2021, score-SDE measurement projection (no resampling)",
+           _guided(Projection), ProjectionParams, "linear", False,
+           differences="with noisy y the projection is Gaussian-weighted (ρ = ᾱσ²/(1−ᾱ)) rather than hard; not "
+           "RePaint (no resampling: see repaint)"),
+    Method("repaint", "Lugmayr et al. 2022, RePaint (projection with resampling)", _repaint, RePaintParams, "linear",
+           False, nfe=lambda hp: repaint_nfe(hp["steps"], hp["jump_length"], hp["resamples"]),
+           differences="the paper's schedule (n_sample 1, no second/third jump levels, as its configs); the "
+           "ancestral variance is β̃ (the reference's models learn it); any linear A through x + A⁺(y_t − A x) "
+           "(the reference: masks); hard replacement also for noisy y, as the reference"),
     Method("palette", "Saharia et al. 2022, Palette (conditional model)", _palette, PaletteParams, None, False,
-           conditional=True),
+           conditional=True,
+           differences="no code released by the authors; start < 1 (start from the noised measurement, the steps "
+           "spread over [0, t_start]) and paste (the known pixels pasted into the result) are this toolkit's "
+           "options; NFE = steps"),
 ]}
 
 

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .. import rng
 from ..operators.base import LinearOperator, SVDOperator
-from .core import ddim_step, step_coefficients, timestep_pairs
+from .core import timestep_pairs
 from .params import RedDiffParams
 from .problem import Problem, measurement_count, proximal
 
@@ -64,61 +64,102 @@ def reddiff(p: Problem, hp: RedDiffParams = RedDiffParams(), callback=None) -> T
     return mu.detach().clamp(-1, 1) if p.clip else mu.detach()
 
 
-def _ode_x0(p: Problem, x: Tensor, t: int, ode_steps: int) -> Tensor:
-    """x̂0 from x_t by the probability-flow ODE (DDIM η = 0) in ``ode_steps`` network evaluations; one step is
-    Tweedie's x̂0 = E[x0 | x_t]."""
-    ts = torch.linspace(t, 0, max(ode_steps, 1) + 1)[:-1].round().long().tolist()
-    ts = sorted(set(ts), reverse=True)
-    for i, tc in enumerate(ts):
-        d = p.denoise(x, tc)
-        if i == len(ts) - 1:
-            return d.x0
-        x = ddim_step(x, d, step_coefficients(p.schedule, tc, ts[i + 1], 0.0), None)
-    raise AssertionError("unreachable")
+def edm_sigmas(n: int, sigma_max: float, sigma_min: float, rho: float = 7.0) -> list[float]:
+    """n + 1 noise levels from sigma_max down to sigma_min on EDM's schedule (Karras et al. 2022, eq. 5):
+    σ_i = (σ_max^{1/ρ} + i/n · (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ."""
+    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return [(a + i / n * (b - a)) ** rho if n > 0 else sigma_max for i in range(n + 1)]
 
 
-def _exact_inner(p: Problem, x0hat: Tensor, r2: float) -> Tensor:
-    """A sample of N(x̂0, r² I) conditioned on y = A x0 + σ n, exactly, through the SVD of A."""
+def ve_denoise(p: Problem, x: Tensor, sigma: float) -> Tensor:
+    """D(x; σ) = E[x0 | x0 + σ n = x] from the ε-network, in the variance-exploding form DAPS works in:
+    x is the VE state, the network sees the VP state x/√(1+σ²) at the discrete timestep whose σ_t = √((1−ᾱ_t)/ᾱ_t)
+    is nearest to σ in log scale (as EDM's preconditioning of discrete-time models), and D = x − σ ε̂.
+    Not clipped."""
+    sig = _schedule_sigmas(p)
+    t = int(torch.argmin((sig.log() - math.log(max(sigma, 1e-12))).abs()))
+    with torch.inference_mode():
+        eps = p.prior.eps(x / math.sqrt(1 + sigma**2), p.tt(t, x), p.cond)
+    p.nfe += 1
+    return x - sigma * eps
+
+
+def _schedule_sigmas(p: Problem) -> Tensor:
+    a = torch.as_tensor(p.schedule.alphas_cumprod, dtype=torch.float64)
+    return ((1 - a) / a).sqrt()
+
+
+def daps_x0hat(p: Problem, x: Tensor, sigma: float, ode_steps: int, sigma_end: float = 0.01) -> Tensor:
+    """x̂0 from the VE state x at level σ: Euler steps of the probability-flow ODE dx/dσ = (x − D(x; σ))/σ over
+    ``ode_steps`` + 1 EDM levels from σ down to ``sigma_end`` (DAPS's ``DiffusionPFODE`` with an EDM scheduler of
+    ``ode_steps`` steps and σ_min 0.01); the result is the state at ``sigma_end`` (not denoised further).
+    ``ode_steps`` network evaluations."""
+    levels = edm_sigmas(ode_steps, sigma, sigma_end)
+    for s_cur, s_next in zip(levels, levels[1:]):
+        d = ve_denoise(p, x, s_cur)
+        x = x + (s_next - s_cur) * (x - d) / s_cur
+    return x
+
+
+def _likelihood_gradient(p: Problem, x: Tensor) -> Tensor:
+    """∇ ‖A(x) − y‖² = 2 Aᵀ(A x − y) (a VJP for non-linear A): DAPS's data term, per image."""
+    return p.data_gradient(x).mul_(2)
+
+
+def _exact_inner(p: Problem, x0hat: Tensor, r2: float, tau: float) -> Tensor:
+    """A sample of N(x̂0, r² I) · exp(−‖A x − y‖²/τ²) exactly, through the SVD of A (the limit of the inner
+    Langevin chain)."""
     op: SVDOperator = p.op
     z0 = op.Vt(x0hat)
     zy = op.Ut(p.y)
     s = op._s(p.shape, zy)
     m = s.shape[1]
-    prec = 1 / r2 + s * s / max(p.sigma**2, 1e-12)
-    mean = (z0[:, :m] / r2 + s * zy / max(p.sigma**2, 1e-12)) / prec
+    prec = 1 / r2 + 2 * s * s / tau**2
+    mean = (z0[:, :m] / r2 + 2 * s * zy / tau**2) / prec
     noise = rng.randn(z0.shape, p.generator, device=z0.device, dtype=z0.dtype)
     z = torch.cat([mean + noise[:, :m] / prec.sqrt(), z0[:, m:] + math.sqrt(r2) * noise[:, m:]], 1)
     return op.V(z, p.shape)
 
 
-def daps(p: Problem, *, steps: int = 50, ode_steps: int = 4, langevin_steps: int = 50, lr: float = 0.5,
-         r_scale: float = 1.0, inner: str = "auto", spacing: str = "uniform", callback=None) -> Tensor:
-    """DAPS (Zhang et al. 2024) on the VP schedule: for noise levels t from high to low, x̂0 = ODE(x_t → 0),
-    x0 ~ p(x0 | x_t, y) ∝ N(x0; x̂0, r_t² I) · N(y; A(x0), σ² I) with r_t² = r_scale² (1 − ᾱ_t), then
-    x_{t'} = √ᾱ_{t'} x0 + √(1−ᾱ_{t'}) z. The inner sample is exact through the SVD (``inner="exact"``, the
-    default for SVD operators) or ``langevin_steps`` of Langevin dynamics with the step
-    lr / (1/r² + 1/σ²) (stable for ‖A‖ ≤ 1). σ is floored at 1e-3 for noiseless measurements."""
-    y = p.y
-    sigma2 = max(p.sigma, 1e-3) ** 2
-    use_exact = inner == "exact" or (inner == "auto" and isinstance(p.op, SVDOperator))
-    if use_exact and not isinstance(p.op, SVDOperator):
+def daps(p: Problem, *, steps: int = 200, ode_steps: int = 5, langevin_steps: int = 100, lr: float = 1e-4,
+         lr_min_ratio: float = 0.01, tau: float = 0.01, sigma_max: float = 100.0, sigma_min: float = 0.1,
+         inner: str = "langevin", spacing: str = "uniform", callback=None) -> Tensor:
+    """DAPS (Zhang et al. 2024; zhangbingliang2019/DAPS, ``edm_daps`` with the pixel-space Langevin configs), in the
+    variance-exploding form x_σ = x0 + σ n. ``steps`` annealing levels σ_0 > … > σ_{steps−1} on EDM's ρ = 7
+    schedule from ``sigma_max`` towards ``sigma_min`` (n = ``steps`` intervals; as in the reference, the level
+    ``sigma_min`` itself is replaced by 0), starting from x = σ_max z. At level σ_i:
+
+    1. x̂0 = ``daps_x0hat``(x, σ_i): ``ode_steps`` Euler steps of the probability-flow ODE down to σ = 0.01;
+    2. x0 ~ p(x0 | x_σ, y) ∝ N(x0; x̂0, σ_i² I) · exp(−‖A(x0) − y‖²/τ²), by ``langevin_steps`` of Langevin dynamics
+       x0 ← x0 + η_i [−∇‖A(x0) − y‖²/τ² + (x̂0 − x0)/σ_i²] + √(2η_i) ε, with η_i = lr·(1 + i/(steps+1)·
+       (lr_min_ratio − 1)) (the reference's linear decay), starting at x̂0; ``inner="exact"`` samples the same
+       Gaussian exactly through the SVD of A instead;
+    3. x = x0 + σ_{i+1} z (σ_steps = 0: the last x0 is the result).
+
+    The likelihood uses τ (0.01), not the measurement noise σ_y: exp(−‖A x − y‖²/τ²) is N(y; A x, τ²/2), a data term
+    far stronger than the true one; the prior variance σ_i² = (1−ᾱ)/ᾱ in VP terms. Network evaluations:
+    steps × ode_steps (reference 200 × 5 = 1000); the per-task Langevin step sizes of the reference are the tasks'
+    ``lr`` (invdiff.tasks). ``spacing`` is not used: the annealing follows the EDM σ schedule."""
+    if inner not in ("langevin", "exact"):
+        raise ValueError(f"inner must be 'langevin' or 'exact', got {inner!r}")
+    if inner == "exact" and not isinstance(p.op, SVDOperator):
         raise ValueError("DAPS with inner='exact' needs an SVD operator")
-    x = rng.randn(p.shape, p.generator, device=y.device, dtype=y.dtype)
-    pairs = timestep_pairs(p.schedule, steps, spacing)
-    x0 = x
-    for i, (t, t_prev) in enumerate(pairs):
-        x0hat = _ode_x0(p, x, t, ode_steps)
-        r2 = r_scale**2 * (1 - p.alpha_bar(t))
-        if use_exact:
-            x0 = _exact_inner(p, x0hat, r2)
+    if not sigma_max > sigma_min > 0:
+        raise ValueError(f"DAPS needs sigma_max > sigma_min > 0, got {sigma_max} and {sigma_min}")
+    y = p.y
+    levels = edm_sigmas(steps, sigma_max, sigma_min)[:-1] + [0.0]
+    x = sigma_max * rng.randn(p.shape, p.generator, device=y.device, dtype=y.dtype)
+    for i in range(steps):
+        sigma = levels[i]
+        x0hat = daps_x0hat(p, x, sigma, ode_steps)
+        if inner == "exact":
+            x0 = _exact_inner(p, x0hat, sigma**2, tau)
         else:
+            eta = lr * (1 + i / (steps + 1) * (lr_min_ratio - 1))
             x0 = x0hat.clone()
-            delta = lr / (1 / r2 + 1 / sigma2)
             for _ in range(langevin_steps):
-                g = p.data_gradient(x0) / sigma2 + (x0 - x0hat) / r2
-                x0 = x0 - delta * g + math.sqrt(2 * delta) * rng.randn_like(x0, p.generator)
-        a_prev = p.alpha_bar(t_prev)
-        if t_prev >= 0:
-            x = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * rng.randn_like(x0, p.generator)
-        _callback(callback, i, len(pairs), t, x, x0)
-    return x0.clamp(-1, 1) if p.clip else x0
+                score = _likelihood_gradient(p, x0).div_(-(tau**2)).add_((x0hat - x0) / sigma**2)
+                x0 = x0 + eta * score + math.sqrt(2 * eta) * rng.randn_like(x0, p.generator)
+        x = x0 + levels[i + 1] * rng.randn_like(x0, p.generator)
+        _callback(callback, i, steps, sigma, x, x0)
+    return x.clamp(-1, 1) if p.clip else x
