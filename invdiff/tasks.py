@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from . import operators as ops
+from . import rng
 from .operators.base import Operator
 from .rng import Generators
 
@@ -39,7 +40,9 @@ class TaskOptions:
     scale: int = 4
     sr_mode: Literal["bicubic", "average"] = "bicubic"
     mask: str | Tensor = "box"  # box | random | freeform | a (B|1, 1, H, W) tensor
-    mask_fraction: float = 0.7  # fraction of pixels missing for the random mask
+    #: fraction of pixels missing for the random mask, or a (low, high) range drawn per image (DPS's released
+    #: inpainting config: (0.3, 0.7))
+    mask_fraction: float | tuple[float, float] = 0.7
     oversampling: float = 2.0
     shake_grid: int = 3
 
@@ -95,6 +98,24 @@ def build_sr(shape, opts: TaskOptions, generator: Generators) -> Operator:
     return ops.BicubicDownsample(opts.scale) if opts.sr_mode == "bicubic" else ops.BlockAverage(opts.scale)
 
 
+def _random_mask(shape, fraction, generator: Generators) -> Tensor:
+    """A random mask missing ``fraction`` of the pixels, or, for a (low, high) range, a fraction drawn uniformly per
+    image from that image's stream before its mask (batch-invariant with one generator per image)."""
+    if isinstance(fraction, (int, float)):
+        return ops.random_mask(shape, p=float(fraction), generator=generator)
+    lo, hi = (float(v) for v in fraction)
+    if not 0 <= lo <= hi < 1:
+        raise ValueError(f"mask_fraction range must satisfy 0 ≤ low ≤ high < 1, got {fraction!r}")
+    b = shape[0]
+    gens = list(generator) if isinstance(generator, (list, tuple)) else None
+    masks = []
+    for i in range(b):
+        g = [gens[i]] if gens is not None else generator
+        u = float(rng.rand((1,), g, dtype=torch.float64)[0])
+        masks.append(ops.random_mask((1, *shape[1:]), p=lo + (hi - lo) * u, generator=g))
+    return torch.cat(masks)
+
+
 def build_inpaint(shape, opts: TaskOptions, generator: Generators) -> Operator:
     m = opts.mask
     if isinstance(m, Tensor):
@@ -103,7 +124,7 @@ def build_inpaint(shape, opts: TaskOptions, generator: Generators) -> Operator:
         return ops.Inpainting(m)
     makers: dict[str, Callable[[], Tensor]] = {
         "box": lambda: ops.box_mask(shape, generator=generator),
-        "random": lambda: ops.random_mask(shape, p=opts.mask_fraction, generator=generator),
+        "random": lambda: _random_mask(shape, opts.mask_fraction, generator),
         "freeform": lambda: ops.freeform_mask(shape, generator=generator),
     }
     if m not in makers:

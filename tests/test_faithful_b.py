@@ -334,3 +334,23 @@ def test_tasks_carry_the_reference_step_sizes():
     assert zeta == {"deblur": 0.3, "motion-deblur": 0.3, "nonuniform-deblur": 0.3, "sr": 0.3, "inpaint": 0.5,
                     "phase-retrieval": 1.0}
     assert TASKS["deblur"].hyper_parameters["daps"]["lr"] == 1e-4 and TASKS["inpaint"].hyper_parameters["daps"]["lr"] == 5e-5
+
+
+def test_dps_ffhq_suite_is_the_released_protocol():
+    from pathlib import Path
+
+    from invdiff.bench.suite import load_suite
+
+    suite = load_suite(Path(__file__).parent.parent / "benchmarks" / "suites" / "dps-ffhq.json")
+    assert suite.steps["dps"] == 1000 and suite.noise_sigma == 0.05
+    assert "zeta" not in suite.hyper_parameters.get("dps", {})  # ζ comes from each task's preset
+    specs = {(s.task, s.options.get("mask")): s for s in suite.tasks}
+    assert specs[("inpaint", "random")].options["mask_fraction"] == [0.3, 0.7]
+    # the released random mask: a missing fraction drawn per image in [0.3, 0.7], batch-invariant
+    opts = TaskOptions(mask="random", mask_fraction=(0.3, 0.7))
+    gens = make_generators(0, 6)
+    m = TASKS["inpaint"].operator((6, 3, 64, 64), opts, generator=gens).mask
+    missing = 1 - m.flatten(1).mean(1)
+    assert ((missing > 0.25) & (missing < 0.75)).all() and missing.std() > 0.02
+    alone = TASKS["inpaint"].operator((1, 3, 64, 64), opts, generator=make_generators(0, 6)[4:5]).mask
+    assert torch.equal(alone[0], m[4])
