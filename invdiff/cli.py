@@ -189,8 +189,20 @@ def sample_cmd(
         from .rng import make_generators
         from .samplers import sample
 
+        import math as _m
+
         if n < 1:
             raise UserError("-n must be at least 1")
+        if steps < 1:
+            raise UserError(f"--steps must be a positive integer, got {steps}")
+        if size is not None and size < 1:
+            raise UserError(f"--size must be a positive integer, got {size}")
+        if not _m.isfinite(eta) or eta < 0:
+            raise UserError(f"--eta must be a finite non-negative number, got {eta}")
+        if not 0 <= seed < 2**62:
+            raise UserError(f"--seed must be an integer from 0 to 2**62 - 1, got {seed}")
+        if out.is_dir():
+            raise UserError(f"--out {out} is a folder: give the PNG file to write")
         dev = _device(device)
         p = load(prior, device=dev)
         if p.cond_channels:

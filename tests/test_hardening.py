@@ -184,6 +184,14 @@ def test_option_values_are_checked(files, tmp_path, args, needles):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("args, needle", [(["--steps", "0"], "--steps"), (["--eta", "nan"], "--eta"),
+                                          (["--seed", str(10**20)], "--seed"), (["--device", "tpu"], "--device")])
+def test_sample_options_are_checked(files, tmp_path, args, needle):
+    r, err = cli("sample", "--prior", files / "tiny1.safetensors", "-n", 2, "--out", tmp_path / "s.png", "--quiet", *args)
+    one_error_line(r, err, needle)
+    assert not (tmp_path / "s.png").exists()
+
+
 def test_messages_name_the_option(files, tmp_path):
     out = tmp_path / "o"
     one_error_line(*solve(files, out, "--simulate", "--task", "inpaint", "--mask", "boxx", files / "clean.png"),
