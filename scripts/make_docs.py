@@ -66,15 +66,21 @@ def methods_table(path: Path) -> None:
               "name in brackets); `restore`, the registry, `--hp` and this table read it. `spacing` places the steps: "
               "`uniform` (round(i·(T−1)/(S−1))), `leading` (i·⌊T/S⌋, the DDIM/DDRM/DDNM code's), `trailing`, `quad` "
               "(DiffPIR's), `quad-ddim` (the DDIM code's)."]
-    lines += ["", "Methods that need an SVD (`ddrm`) or a linear operator (`ddnm`, `pigdm`, `mcg`, `projection`) refuse other "
+    lines += ["", "NFE in practice: `repaint` evaluates the network once per reverse step of its schedule, "
+              "steps + (jump points)·(resamples − 1)·jump_length (250, 10, 10: 2410); `palette` runs exactly `steps` "
+              "evaluations, spread over [0, t_start] when start < 1 (t_start = round(start·(T−1))); `daps` runs "
+              "steps × ode_steps (the reference's 200 × 5 = 1000) plus steps × langevin_steps operator gradients."]
+    lines += ["", "Methods that need an SVD (`ddrm`) or a linear operator (`ddnm`, `pigdm`, `mcg`, `projection`, `repaint`) refuse other "
               "operators with a message naming an alternative. Operators with an exact SVD: `Identity`, `Inpainting`, "
               "`CircularBlur`, `SeparableBlur`, `BlockAverage`, `BicubicDownsample`, `Colorize`. `Blur` (any padding) and "
               "`NonUniformBlur` are linear with exact adjoints (pinv by conjugate gradients); `PhaseRetrieval` is non-linear.",
               "", "How each method is checked: `tests/test_restore.py` runs them on Gaussian data, where the exact ε and "
-              "the exact posterior are known (ΠGDM with weighting='exact' and DAPS with Tweedie's x̂0 must recover the "
-              "posterior mean and covariance; DDRM, DDNM and DiffPIR its mean; DPS must move towards it and fit the "
-              "measurement). `tests/test_faithful_a.py` runs DDNM/DDNM+ (with time travel), ΠGDM (weighting='authors'), "
-              "DiffPIR and RED-diff against transcriptions of the authors' update rules with the same inputs and noise."]
+              "the exact posterior are known (ΠGDM with weighting='exact', and DAPS's reference annealing with Tweedie's x̂0, "
+              "the inner Gaussian sampled exactly and τ = √2σ, must recover the posterior mean and covariance; DDRM, DDNM, "
+              "DiffPIR and RePaint its mean; DPS must move towards it and fit the measurement). `tests/test_faithful_a.py` "
+              "runs DDNM/DDNM+ (with time travel), ΠGDM (weighting='authors'), DiffPIR and RED-diff, and "
+              "`tests/test_faithful_b.py` DPS, DAPS, RePaint and Palette, against transcriptions of the authors' update "
+              "rules with the same inputs and noise."]
     path.write_text("\n".join(lines) + "\n")
 
 
