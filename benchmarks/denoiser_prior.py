@@ -60,6 +60,13 @@ def degrade(label: str, x: torch.Tensor, seed: int = 0):
     return task, opts, op, y
 
 
+def _value(v: str):
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
 def parse_config(s: str) -> tuple[str, str, int, dict]:
     """prior:method:steps[:key=value,...]"""
     parts = s.split(":")
@@ -67,7 +74,7 @@ def parse_config(s: str) -> tuple[str, str, int, dict]:
     if len(parts) > 3:
         for kv in parts[3].split(","):
             k, v = kv.split("=")
-            hp[k] = float(v)
+            hp[k] = _value(v)
     return parts[0], parts[1], int(parts[2]), hp
 
 
@@ -164,7 +171,7 @@ def cmd_suite(a) -> None:
     src["name"] = f"natural-{a.prior}"
     src["steps"] = {**src.get("steps", {}), a.method: a.steps}
     if a.hp:
-        src["hyper_parameters"] = {a.method: {k: float(v) for k, v in (kv.split("=") for kv in a.hp.split(","))}}
+        src["hyper_parameters"] = {a.method: {k: _value(v) for k, v in (kv.split("=") for kv in a.hp.split(","))}}
     src["description"] = f"natural suite, prior {a.prior}, {a.method} {a.steps} steps"
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

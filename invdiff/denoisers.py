@@ -38,8 +38,9 @@ from .schedule import NoiseSchedule
 #: passes its own ``sigma_max``
 TRAINED_SIGMA_MAX = {"ffdnet": 75 / 255, "drunet": 50 / 255, "dncnn": 50 / 255}
 
-#: the composite's switch when none is given: σ on [-1, 1] (see benchmarks/RESULTS.md, "Pretrained denoisers")
-DEFAULT_SWITCH_SIGMA = 0.5
+#: the composite's switch when none is given, σ on [-1, 1]; None: the denoiser's whole range (``sigma_max``), which
+#: did best on the tuning photos (benchmarks/RESULTS.md, "Pretrained denoisers as priors")
+DEFAULT_SWITCH_SIGMA: float | None = None
 
 
 class Denoiser(nn.Module):
@@ -258,8 +259,8 @@ def switch_timestep(schedule: NoiseSchedule, sigma: float) -> int:
 
 
 def composite(denoiser: Denoiser | DenoiserPrior, diffusion: EpsPrior, *, switch_sigma: float | None = None) -> DenoiserPrior:
-    """The denoiser at the timesteps with σ_t ≤ ``switch_sigma`` (on [-1, 1]; default ``DEFAULT_SWITCH_SIGMA`` or
-    the denoiser's ``sigma_max`` if lower), ``diffusion``'s ε-network above, on ``diffusion``'s schedule."""
+    """The denoiser at the timesteps with σ_t ≤ ``switch_sigma`` (on [-1, 1]; default ``DEFAULT_SWITCH_SIGMA``, None:
+    the denoiser's ``sigma_max``), ``diffusion``'s ε-network above, on ``diffusion``'s schedule."""
     den = denoiser.denoiser if isinstance(denoiser, DenoiserPrior) else denoiser
     if diffusion.cond_channels:
         raise ValueError(f"prior {diffusion.name!r} is a conditional (Palette) model; a composite needs an "
@@ -267,7 +268,10 @@ def composite(denoiser: Denoiser | DenoiserPrior, diffusion: EpsPrior, *, switch
     if diffusion.channels is not None and diffusion.channels != den.channels:
         raise ValueError(f"denoiser {den.name!r} works on {den.channels}-channel images, prior {diffusion.name!r} on "
                          f"{diffusion.channels}")
-    s = min(DEFAULT_SWITCH_SIGMA, den.sigma_max) if switch_sigma is None else float(switch_sigma)
+    if switch_sigma is None:
+        s = den.sigma_max if DEFAULT_SWITCH_SIGMA is None else min(DEFAULT_SWITCH_SIGMA, den.sigma_max)
+    else:
+        s = float(switch_sigma)
     if not 0 < s <= den.sigma_max * (1 + 1e-9):
         raise ValueError(f"switch_sigma must lie in (0, {den.sigma_max:.3f}] (what denoiser {den.name!r} covers, on "
                          f"[-1, 1]), got {switch_sigma}")
