@@ -2,7 +2,8 @@
 
 Tuning split: photos of the prior's own training folder (data/natural, sorted; every 13th from the 6th:
 three photos), centre square resized to 256×256 like the natural suite, degraded with the natural suite's task
-presets and noise (σ = 0.05 on [-1, 1]) and per-image seeds of the same scheme. The suite's photos (scikit-image)
+presets and noise (σ = 0.05 on [-1, 1]) and the bench runner's per-image streams (``invdiff.rng.stream_seed``;
+the tuning rows in runs/denoisers/tune.jsonl were measured with the earlier seed·1,000,003 + i derivation). The suite's photos (scikit-image)
 are never used for tuning.
 
     python benchmarks/denoiser_prior.py tune --tasks deblur --configs natural64:diffpir:40 ffdnet+natural64:diffpir:40
@@ -47,13 +48,14 @@ def tuning_images(size: int = 256) -> tuple[torch.Tensor, list[str]]:
 
 
 def degrade(label: str, x: torch.Tensor, seed: int = 0):
-    """(operator, noise model, y) with the bench runner's per-image seeds."""
+    """(operator, noise model, y) with the bench runner's per-image degradation streams."""
+    from invdiff.rng import stream_seed
     from invdiff.tasks import TaskOptions, get_task
 
     name, options = TASKS[label]
     task = get_task(name)
     opts = TaskOptions(noise_sigma=0.05).with_(**options)
-    gens = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in range(x.shape[0])]
+    gens = [torch.Generator().manual_seed(stream_seed(seed, "degrade", i)) for i in range(x.shape[0])]
     op = task.operator(x.shape, opts, generator=gens)
     with torch.no_grad():
         y = task.noise(opts)(op(x), generator=gens)
@@ -81,6 +83,7 @@ def parse_config(s: str) -> tuple[str, str, int, dict]:
 def cmd_tune(a) -> None:
     from invdiff.metrics import psnr
     from invdiff.prior import load
+    from invdiff.rng import stream_seed
     from invdiff.samplers import restore
 
     OUT.mkdir(parents=True, exist_ok=True)
@@ -100,7 +103,7 @@ def cmd_tune(a) -> None:
             if prior_name not in priors:
                 priors[prior_name] = load(prior_name)
             hp = {**task.hyper_parameters.get(method, {}), **hp}
-            gens = [torch.Generator().manual_seed(500_000 + i) for i in range(x.shape[0])]
+            gens = [torch.Generator().manual_seed(stream_seed(0, "sample", i)) for i in range(x.shape[0])]
             t0 = time.perf_counter()
             r = restore(y, op, task.noise(opts), priors[prior_name], method=method, steps=steps, generator=gens, **hp)
             p = psnr(r.mean, x).tolist()
@@ -179,6 +182,40 @@ def cmd_suite(a) -> None:
     print(out)
 
 
+def denoiser_fingerprint(name: str) -> dict:
+    """The bench runner's prior fingerprint for denoiser names and composites: SHA-256 of the denoiser's weights file
+    and of the diffusion prior's fingerprint."""
+    import hashlib
+
+    from invdiff.bench import runner
+    from invdiff.denoisers import DENOISERS
+
+    left, _, right = name.partition("+")
+    if left not in DENOISERS and not Path(left).expanduser().is_file():
+        return _ORIGINAL_FINGERPRINT(name)
+    f = DENOISERS[left].locate() if left in DENOISERS else Path(left).expanduser()
+    h = hashlib.sha256(runner._sha256(f).encode())
+    if right:
+        h.update(_ORIGINAL_FINGERPRINT(right.rpartition("@")[0] or right)["prior_sha256"].encode())
+        h.update(right.encode())
+    return {"prior": name, "prior_file": str(f), "prior_sha256": h.hexdigest()}
+
+
+_ORIGINAL_FINGERPRINT = None
+
+
+def cmd_bench(a) -> None:
+    """``invdiff bench`` for a suite whose prior is a denoiser or a composite (the runner fingerprints the prior's
+    weights files, which a composite name does not point at)."""
+    global _ORIGINAL_FINGERPRINT
+    from invdiff.bench import runner
+    from invdiff.bench.suite import load_suite
+
+    _ORIGINAL_FINGERPRINT = runner.prior_fingerprint
+    runner.prior_fingerprint = denoiser_fingerprint
+    print(runner.run_suite(load_suite(a.suite), a.out, device="cpu"))
+
+
 def main(argv=None) -> None:
     torch.set_num_threads(1)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -196,8 +233,11 @@ def main(argv=None) -> None:
     s.add_argument("--steps", type=int, required=True)
     s.add_argument("--hp", default=None, help="key=value,... hyper-parameters of the method")
     s.add_argument("--out", required=True)
+    b = sub.add_parser("bench")
+    b.add_argument("suite")
+    b.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    {"tune": cmd_tune, "onestep": cmd_onestep, "suite": cmd_suite}[a.cmd](a)
+    {"tune": cmd_tune, "onestep": cmd_onestep, "suite": cmd_suite, "bench": cmd_bench}[a.cmd](a)
 
 
 if __name__ == "__main__":
