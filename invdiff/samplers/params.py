@@ -78,15 +78,17 @@ class MCGParams(Params):
 
 @dataclass(frozen=True)
 class PiGDMParams(Params):
-    """``weighting``: ``authors`` (NVlabs/RED-diff ``algos/pgdm.py``: x_s gets √ᾱ_s√ᾱ_t·Jᵀ(A⁺y − A⁺A x̂0), the
-    start is √ᾱ_T A⁺y + noise, pixels a mask observes are pasted from y) or ``exact`` (the likelihood score
-    Jᵀ Aᵀ(r_t² AAᵀ + σ²)⁻¹(y − A x̂0) added to the prior score, exact for Gaussian data); ``eta``: DDIM η (the
-    authors use 0); ``scale``: multiplies the guidance term (the authors' ``grad_term_weight``)."""
+    """``weighting``: ``exact`` (the likelihood score Jᵀ Aᵀ(r_t² AAᵀ + σ²)⁻¹(y − A x̂0) added to the prior score,
+    exact for Gaussian data; the default, which measures better on our priors: benchmarks/RESULTS.md) or
+    ``authors`` (NVlabs/RED-diff ``algos/pgdm.py``: x_s gets √ᾱ_s√ᾱ_t·Jᵀ(A⁺y − A⁺A x̂0), the start is
+    √ᾱ_T A⁺y + noise, pixels a mask observes are pasted from y; use it with ``eta=0``, the authors' η, and on
+    noiseless or well-conditioned problems: A⁺ amplifies the measurement noise); ``eta``: DDIM η; ``scale``:
+    multiplies the guidance term (the authors' ``grad_term_weight``)."""
 
     steps: int = 100
-    eta: float = 0.0
+    eta: float = 1.0
     scale: float = 1.0
-    weighting: Literal["authors", "exact"] = "authors"
+    weighting: Literal["exact", "authors"] = "exact"
 
 
 @dataclass(frozen=True)

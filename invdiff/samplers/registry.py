@@ -100,9 +100,10 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "replaces the masked pixels by y noised to t); with noisy y the projection is Gaussian-weighted "
            "(ρ = ᾱσ²/(1−ᾱ)) rather than hard"),
     Method("pigdm", "Song et al. 2023, Pseudoinverse-guided diffusion", _pigdm, PiGDMParams, "linear", True,
-           differences="weighting='authors' is NVlabs/RED-diff's pgdm.py (its η = 0, start at √ᾱ_T A⁺y + noise, "
-           "pastes y where a 0/1 mask observes); weighting='exact' is the paper's exact likelihood score (this "
-           "toolkit's earlier default), kept as an option"),
+           differences="default weighting='exact': the paper's likelihood score with Aᵀ(r²AAᵀ + σ²)⁻¹, η = 1 "
+           "(measured better on fmnist: SR×4 19.25 vs 18.04 dB, deblurring 22.6 vs 4.1 dB where A⁺ amplifies "
+           "the noise); weighting='authors' (with eta=0) is NVlabs/RED-diff's pgdm.py: start at √ᾱ_T A⁺y + "
+           "noise, √ᾱ_s√ᾱ_t·Jᵀ(A⁺y − A⁺A x̂0), y pasted where a 0/1 mask observes"),
     Method("ddrm", "Kawar et al. 2022, Denoising diffusion restoration models", _ddrm, DDRMParams, "svd", False,
            differences="none in the update (checked against bahjat-kawar/ddrm in all three singular-value cases); "
            "timesteps 'uniform' by default (the reference's are spacing='leading')"),
