@@ -213,7 +213,56 @@ def cmd_bench(a) -> None:
 
     _ORIGINAL_FINGERPRINT = runner.prior_fingerprint
     runner.prior_fingerprint = denoiser_fingerprint
-    print(runner.run_suite(load_suite(a.suite), a.out, device="cpu"))
+    print(runner.run_suite(load_suite(a.suite), a.out, device="cpu", limit=a.limit))
+
+
+LABELS = {"deblur": "deblur", "motion-deblur": "motion-deblur", "nonuniform-deblur": "nonuniform-deblur",
+          "sr": "sr[scale=4]", "inpaint-box": "inpaint[mask=box]",
+          "inpaint-random": "inpaint[mask=random,mask_fraction=0.7]", "denoise": "denoise"}
+
+
+def _rows(folder: Path) -> list[dict]:
+    out = []
+    for f in sorted(folder.glob("results.rank*.jsonl")):
+        out += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    return out
+
+
+def cmd_report(a) -> None:
+    """A Markdown table: the composite on the photos it ran on, the classical baselines on the same photos and
+    streams, and natural64 alone from the committed natural-suite results (same photos)."""
+    import csv
+    from collections import defaultdict
+
+    base = defaultdict(dict)
+    for r in _rows(OUT / "natural-baselines"):
+        base[(r["task"], r["method"])][r["image"]] = r["psnr"]
+    old = defaultdict(dict)
+    for r in csv.DictReader(open(ROOT / "benchmarks" / "results" / "natural" / "results.csv")):
+        old[(r["task"], r["method"])][int(r["image"])] = float(r["psnr"])
+    mean = lambda d, ids: sum(d[i] for i in ids) / len(ids) if all(i in d for i in ids) else float("nan")  # noqa: E731
+    print("| task | photos | composite: method, NFE | PSNR | natural64 alone (method) | PSNR | best classical | PSNR | "
+          "gain over classical (dB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for key, label in LABELS.items():
+        if key == "denoise":
+            continue
+        rows = _rows(OUT / "natural-composite" / key)
+        if not rows:
+            continue
+        comp = {r["image"]: r["psnr"] for r in rows}
+        ids = sorted(comp)
+        method, nfe = rows[0]["method"], rows[0]["nfe"]
+        bl = [(m.split(":", 1)[1], mean(v, ids)) for (t, m), v in base.items() if t == label]
+        if not bl:  # not rerun on the runner's current streams: the committed numbers (earlier streams), marked *
+            bl = [(m.split(":", 1)[1] + "*", mean(v, ids)) for (t, m), v in old.items()
+                  if t == label and m.startswith("baseline:")]
+        bname, bval = max(bl, key=lambda kv: kv[1]) if bl else ("-", float("nan"))
+        diff = [(m, mean(v, ids)) for (t, m), v in old.items() if t == label and not m.startswith("baseline:")]
+        dname, dval = max(diff, key=lambda kv: kv[1]) if diff else ("-", float("nan"))
+        c = mean(comp, ids)
+        print(f"| {label} | {len(ids)} | {method}, {nfe} | {c:.2f} | {dname} | {dval:.2f} | {bname} | {bval:.2f} | "
+              f"{c - bval:+.2f} |")
 
 
 def main(argv=None) -> None:
@@ -236,8 +285,10 @@ def main(argv=None) -> None:
     b = sub.add_parser("bench")
     b.add_argument("suite")
     b.add_argument("--out", required=True)
+    b.add_argument("--limit", type=int, default=None, help="only the first N photos")
+    sub.add_parser("report")
     a = ap.parse_args(argv)
-    {"tune": cmd_tune, "onestep": cmd_onestep, "suite": cmd_suite, "bench": cmd_bench}[a.cmd](a)
+    {"tune": cmd_tune, "onestep": cmd_onestep, "suite": cmd_suite, "bench": cmd_bench, "report": cmd_report}[a.cmd](a)
 
 
 if __name__ == "__main__":
