@@ -195,7 +195,7 @@ def measure(prior_name: str, method: str, task: str, batch: int, steps: int, opt
     return {"prior": prior_name, "method": method, "task": task, "batch": batch, "steps": steps, "optimised": opt,
             "nfe": nfe, "vjps": vjps, "sampler_s": best, "network_s": net, "ratio": best / net if net else None,
             "other_s": other, "images_per_s": batch / best, "peak_mib": peak, "vjp_activations_mib": act,
-            "psnr": quality, "requires": m.requires}
+            "psnr": quality, "requires": (m.requires.name or "none").lower()}
 
 
 def main() -> None:

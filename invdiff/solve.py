@@ -289,7 +289,9 @@ def _check_method_fits(method: str, op, prior, task) -> None:
     try:
         check_method(method, op, prior)
     except ValueError:
-        need = {"svd": "an operator with an exact SVD", "linear": "a linear operator (adjoint and pseudo-inverse)"}
+        from .operators.base import Capability
+
+        need = {Capability.SVD: "an operator with an exact SVD", Capability.LINEAR: "a linear operator (adjoint and pseudo-inverse)"}
         ok = []
         for name, m in METHODS.items():
             try:

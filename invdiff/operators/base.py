@@ -112,6 +112,23 @@ class Operator(nn.Module):
         """The operator for a batch where every image is repeated ``k`` times (image-major)."""
         return self._map_batched(lambda b: b.repeat_interleave(k, dim=0))
 
+    def unchecked(self) -> "Operator":
+        """A copy that skips the per-call input checks (NaN, shapes): for samplers, whose inputs are their own and
+        were checked once. The operator itself is not changed."""
+        new = self._map_batched(lambda b: b)
+        for mod in new.modules():
+            if isinstance(mod, Operator):
+                mod.validate = False
+        return new
+
+    def on_grid(self, y: Tensor, x_shape) -> Tensor:
+        """The measurement on the image grid: the conditioning input of Palette-style models (for training and
+        sampling alike). y itself where A keeps the image's size; operators that change the size or hide pixels
+        override it (super-resolution: y upsampled; inpainting: the masked image and the mask as a channel)."""
+        if tuple(y.shape[-2:]) == tuple(x_shape[-2:]):
+            return y
+        raise ValueError(f"no image-grid form (Palette conditioning) is defined for {type(self).__name__}")
+
     def select(self, index: int | Sequence[int] | Tensor) -> "Operator":
         """The operator restricted to images ``index`` of the batch."""
         idx = torch.as_tensor([index] if isinstance(index, int) else index, dtype=torch.long)

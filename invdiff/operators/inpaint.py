@@ -62,6 +62,12 @@ class Inpainting(SVDOperator):
 
     U = V
 
+    def on_grid(self, y: Tensor, x_shape) -> Tensor:
+        """(y with the missing pixels at 0, the mask): the conditioning input of Palette inpainting models."""
+        h, w = x_shape[-2:]
+        m = self.mask.to(y).expand(y.shape[0], 1, h, w)
+        return torch.cat([y * m, m], 1)
+
     def singular_values(self, x_shape) -> Tensor:
         b = self.mask.shape[0]
         return self.mask.expand(b, x_shape[1], *x_shape[2:]).reshape(b, -1)

@@ -151,6 +151,10 @@ class BlockAverage(Separable):
             M[i, i * self.scale : (i + 1) * self.scale] = 1.0 / self.scale
         return M
 
+    def on_grid(self, y: Tensor, x_shape) -> Tensor:
+        """y upsampled (bicubic) to the image grid: the conditioning input of Palette super-resolution models."""
+        return F.interpolate(y, size=tuple(x_shape[-2:]), mode="bicubic", align_corners=False)
+
     def extra_repr(self) -> str:
         return f"scale={self.scale}"
 

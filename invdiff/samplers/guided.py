@@ -12,9 +12,8 @@ from torch import Tensor
 from .. import rng
 from ..prior import Denoised
 from ..operators.base import Capability
-from ..operators.base import Capability
 from .params import PiGDMParams
-from .problem import Problem, noisy_measurement, proximal, weighted_pinv_residual
+from .problem import Problem, noisy_measurement
 
 
 class DPS:
@@ -88,7 +87,7 @@ class Projection:
         if a >= 1:
             return x
         y_t = noisy_measurement(p, a, p.generator)
-        return proximal(p.op, y_t, x, a * p.sigma**2 / (1 - a))
+        return p.op.prox(x, y_t, a * p.sigma**2 / (1 - a))
 
     def after_step(self, prior, x_prev, x_t, t, t_prev, d, ctx) -> Tensor:
         return self.project(self.p, x_prev, t_prev)
@@ -147,7 +146,7 @@ def repaint(p: Problem, *, steps: int = 250, jump_length: int = 10, resamples: i
             z = rng.randn_like(x, p.generator)
             if not first:
                 a = abar(i)
-                x = proximal(p.op, noisy_measurement(p, a, p.generator), x, 0.0)
+                x = p.op.prox(x, noisy_measurement(p, a, p.generator), 0.0)
             first = False
             d = p.denoise(x, ts[i])
             coef = step_coefficients(p.schedule, ts[i], ts[j] if j >= 0 else -1, eta)
@@ -166,7 +165,7 @@ def _pixel_mask(op, shape, like: Tensor) -> bool:
     pasting y is what the authors' ΠGDM does."""
     if Capability.SVD not in op.capabilities:
         return False
-    s = op._s(tuple(shape), like)
+    s = op.spectrum(tuple(shape), like)
     return bool(((s == 0) | (s == 1)).all()) and bool((s == 0).any())
 
 
@@ -201,31 +200,12 @@ class PiGDM:
         r2 = 1 - a
         with torch.enable_grad():
             xg, x0, eps = p.denoise_with_graph(x_t, t)
-            v = weighted_pinv_residual(p.op, p.residual(x0.detach()), r2, p.sigma**2)
+            v = p.op.weighted_pinv(p.residual(x0.detach()), r2, p.sigma**2)
             (g,) = torch.autograd.grad(x0, xg, v)
         p.vjps += 1
         eps = eps.detach() - self.scale * math.sqrt(1 - a) * g
         x0 = prior.x0_from_eps(x_t, p.tt(t, x_t), eps)
         return p.finish(x_t, t, x0)
-
-    def _authors(self, x_t: Tensor, t: int, ctx: dict) -> Denoised:
-        p, op = self.p, self.p.op
-        with torch.enable_grad():
-            xg, x0, eps = p.denoise_with_graph(x_t, t)
-            mat = op.pinv(p.residual(x0.detach()))  # A⁺y − A⁺A x̂0
-            (g,) = torch.autograd.grad(x0, xg, mat)
-        p.vjps += 1
-        x0, eps = x0.detach(), eps.detach()
-        if self.paste:  # observed pixels from y, guidance on the others only
-            x0 = x0 + op.pinv(p.residual(x0))
-            g = g - op.pinv(op(g))
-        coeff = math.sqrt(p.alpha_bar(ctx["t_prev"])) * math.sqrt(p.alpha_bar(t)) * self.scale
-        ctx["grad"] = coeff * g
-        return Denoised(x0=x0, eps=eps)
-
-    def after_step(self, prior, x_prev, x_t, t, t_prev, d, ctx) -> Tensor:
-        g = ctx.pop("grad", None)
-        return x_prev if g is None else x_prev + g
 
     def _authors(self, x_t: Tensor, t: int, ctx: dict) -> Denoised:
         p, op = self.p, self.p.op

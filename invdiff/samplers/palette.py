@@ -5,26 +5,16 @@ alike: super-resolution → y upsampled (bicubic) to the image grid; inpainting 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..operators.base import Operator
-from ..operators.separable import BlockAverage
-from ..operators.inpaint import Inpainting
 from .problem import Problem
 
 
 def palette_condition(y: Tensor, op: Operator, shape) -> Tensor:
-    """The condition channels for a measurement y = A(x) of images of ``shape``."""
-    h, w = shape[-2:]
-    if isinstance(op, BlockAverage):  # includes the bicubic downsampling
-        return F.interpolate(y, size=(h, w), mode="bicubic", align_corners=False)
-    if isinstance(op, Inpainting):
-        m = op.mask.to(y).expand(y.shape[0], 1, h, w)
-        return torch.cat([y * m, m], 1)
-    if tuple(y.shape[-2:]) == (h, w):
-        return y
-    raise ValueError(f"no Palette conditioning is defined for {type(op).__name__}")
+    """The condition channels for a measurement y = A(x) of images of ``shape``: the operator's own image-grid
+    form of the measurement (``Operator.on_grid``)."""
+    return op.on_grid(y, shape)
 
 
 def start_timesteps(schedule, steps: int, t_start: int, spacing: str = "uniform") -> list[int]:
@@ -60,11 +50,10 @@ def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.
     measurement, x ← x + A⁺(y − A x) (for inpainting: the known pixels are pasted in, as inpainting models are
     usually deployed); it needs a linear A."""
     from .. import rng
-    from ..operators.base import LinearOperator
+    from ..operators.base import Capability
     from .core import ddim_step, step_coefficients
-    from .problem import proximal
 
-    if paste and not isinstance(p.op, LinearOperator):
+    if paste and Capability.LINEAR not in p.op.capabilities:
         raise ValueError("palette with paste=True needs a linear operator (it pastes A⁺y into the result)")
     cond = palette_condition(p.y, p.op, p.shape)
     cc = p.prior.cond_channels
@@ -93,5 +82,5 @@ def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.
         if callback is not None:
             callback({"step": i, "total": len(ts), "t": t, "x_t": x, "x0": d.x0})
     if paste:
-        x = proximal(p.op, p.y, x, 0.0)
+        x = p.op.prox(x, p.y, 0.0)
     return x

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .. import rng
-from ..operators.base import Capability, LinearOperator, Operator, SVDOperator, _bdot
+from ..operators.base import Capability, Operator, bdot
 from ..prior import Denoised, EpsPrior
 
 
@@ -73,29 +73,23 @@ class Problem:
         return -self.op.vjp(x0, self.residual(x0))
 
 
-def require(op: Operator, kind: str, method: str) -> None:
-    """Raise a clear error if ``method`` cannot run with ``op`` (kind: linear | svd)."""
-    name = type(op).__name__
-    if kind == "svd" and not isinstance(op, SVDOperator):
-        raise ValueError(f"method {method!r} needs an operator with an exact SVD (SVDOperator); {name} has none. "
-                         "Use CircularBlur/SeparableBlur for blur, or a method such as diffpir or dps")
-    if kind == "linear" and not isinstance(op, LinearOperator):
-        raise ValueError(f"method {method!r} needs a linear operator with an adjoint and pseudo-inverse; {name} is "
-                         "non-linear. Use dps, diffpir, reddiff or daps")
+#: what each capability means, in the words of ``invdiff methods`` and the errors
+REQUIREMENT_TEXT: dict[Capability, str] = {
+    Capability.NONE: "any (non-linear too)", Capability.LINEAR: "linear (adjoint, pinv)", Capability.SVD: "exact SVD",
+}
+_MISSING = {Capability.LINEAR: ("a linear operator with an adjoint and pseudo-inverse", "is non-linear. Use dps, "
+                                "diffpir, reddiff or daps"),
+            Capability.SVD: ("an operator with an exact SVD", "has none. Use CircularBlur/SeparableBlur for blur, or "
+                             "a method such as diffpir or dps")}
 
 
-def proximal(op: Operator, y: Tensor, x0: Tensor, rho: Tensor | float, *, cg_iters: int = 50, grad_steps: int = 20,
-             lr: float = 0.5, tol: float = 1e-5) -> Tensor:
-    """argmin_x ‖y − A x‖² + ρ ‖x − x0‖², ρ per image ((B,) tensor or scalar) ≥ 0; with ρ = 0 the projection
-    x0 + A⁺(y − A x0) (the closest point of {Ax = y}, or least squares). The operator's own ``prox``: closed form
-    per singular value for SVD operators, conjugate gradients from x0 to the relative tolerance ``tol`` (at most
-    ``cg_iters``) for other linear operators, ``grad_steps`` of gradient descent for non-linear ones."""
-    return op.prox(x0, y, rho, tol=tol, iters=cg_iters, grad_steps=grad_steps, lr=lr)
-
-
-def weighted_pinv_residual(op: Operator, v: Tensor, r2: float, sigma2: float, *, cg_iters: int = 50) -> Tensor:
-    """Aᵀ (r² A Aᵀ + σ² I)⁻¹ v (ΠGDM's guidance vector), through the SVD or by CG in measurement space."""
-    return op.weighted_pinv(v, r2, sigma2, iters=cg_iters)
+def require(op: Operator, needs: Capability, method: str) -> None:
+    """Raise a clear error if ``method`` cannot run with ``op``: it needs the capabilities ``needs``."""
+    missing = needs & ~op.capabilities
+    for cap in (Capability.LINEAR, Capability.SVD):
+        if cap in missing:
+            what, why = _MISSING[cap]
+            raise ValueError(f"method {method!r} needs {what}; {type(op).__name__} {why}")
 
 
 def measurement_count(op: Operator, y: Tensor, x_shape) -> Tensor:
@@ -103,7 +97,7 @@ def measurement_count(op: Operator, y: Tensor, x_shape) -> Tensor:
     inpainting, the observed pixels, although y keeps the image's shape), the size of y otherwise."""
     b = y.shape[0]
     if Capability.SVD in op.capabilities:
-        s = op._s((b, *tuple(x_shape)[1:]), y)
+        s = op.spectrum((b, *tuple(x_shape)[1:]), y)
         return (s > 0).sum(1).to(y.dtype).expand(b)
     return torch.full((b,), float(y[0].numel()), dtype=y.dtype, device=y.device)
 
@@ -117,4 +111,4 @@ def noisy_measurement(problem: Problem, a_prev: float, generator) -> Tensor:
 
 
 def per_image_norm(v: Tensor) -> Tensor:
-    return _bdot(v, v).sqrt()
+    return bdot(v, v).sqrt()

@@ -14,11 +14,11 @@ from torch import Tensor
 
 from .. import rng
 from ..accel import auto_batch_size, is_out_of_memory, keep_freed_memory
-from ..operators.base import Operator
+from ..operators.base import Capability, Operator
 from ..prior import EpsPrior
 from .guided import DPS, MCG, PiGDM, Projection, guided_sample, repaint, repaint_nfe
 from .palette import palette
-from .problem import Problem, require
+from .problem import REQUIREMENT_TEXT, Problem, require
 from .params import (DAPSParams, DDNMParams, DDRMParams, DiffPIRParams, DPSParams, MCGParams, PaletteParams, Params,
                      PiGDMParams, ProjectionParams, RedDiffParams, RePaintParams, make_params)
 from .spectral import DDRM, DiffPIR, ddnm, ddnm_nfe
@@ -35,8 +35,8 @@ class Method:
     paper: str
     run: Callable[..., Tensor]
     params: type[Params]
-    #: None (any operator) | "linear" (adjoint + pinv) | "svd" (exact SVD)
-    requires: str | None
+    #: what the operator must offer (Capability.NONE: any operator, non-linear too)
+    requires: Capability
     #: differentiates through the network (one VJP per step)
     network_gradient: bool
     #: network evaluations per step: "1" or the name of the hyper-parameter that multiplies steps (DAPS: ode_steps)
@@ -90,52 +90,52 @@ def _palette(p: Problem, hp: PaletteParams, callback=None) -> Tensor:
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
-    Method("dps", "Chung et al. 2022, Diffusion posterior sampling", _guided(DPS), DPSParams, None, True,
+    Method("dps", "Chung et al. 2022, Diffusion posterior sampling", _guided(DPS), DPSParams, Capability.NONE, True,
            differences="the norm is per image (the reference's is over its batch, of size 1: the same there); the "
            "ancestral variance is β̃_t (the reference's FFHQ model learns it); ζ per task from the released configs "
            "(task presets: 0.3 blur/SR, 0.5 inpainting, 1.0 phase retrieval); gradient='raw' (through the "
            "unclipped x̂0) kept as an option"),
-    Method("mcg", "Chung et al. 2022, Manifold constrained gradients", _guided(MCG), MCGParams, "linear", True,
+    Method("mcg", "Chung et al. 2022, Manifold constrained gradients", _guided(MCG), MCGParams, Capability.LINEAR, True,
            differences="the DPS step, then x + A⁺(y_{t−1} − A x) with y noised to t−1 (the DPS repository's 'mcg' "
            "replaces the masked pixels by y noised to t); with noisy y the projection is Gaussian-weighted "
            "(ρ = ᾱσ²/(1−ᾱ)) rather than hard"),
-    Method("pigdm", "Song et al. 2023, Pseudoinverse-guided diffusion", _pigdm, PiGDMParams, "linear", True,
+    Method("pigdm", "Song et al. 2023, Pseudoinverse-guided diffusion", _pigdm, PiGDMParams, Capability.LINEAR, True,
            differences="default weighting='exact': the paper's likelihood score with Aᵀ(r²AAᵀ + σ²)⁻¹, η = 1 "
            "(measured better on fmnist: SR×4 19.25 vs 18.04 dB, deblurring 22.6 vs 4.1 dB where A⁺ amplifies "
            "the noise); weighting='authors' (with eta=0) is NVlabs/RED-diff's pgdm.py: start at √ᾱ_T A⁺y + "
            "noise, √ᾱ_s√ᾱ_t·Jᵀ(A⁺y − A⁺A x̂0), y pasted where a 0/1 mask observes"),
-    Method("ddrm", "Kawar et al. 2022, Denoising diffusion restoration models", _ddrm, DDRMParams, "svd", False,
+    Method("ddrm", "Kawar et al. 2022, Denoising diffusion restoration models", _ddrm, DDRMParams, Capability.SVD, False,
            differences="none in the update (checked against bahjat-kawar/ddrm in all three singular-value cases); "
            "timesteps 'uniform' by default (the reference's are spacing='leading')"),
-    Method("ddnm", "Wang et al. 2023, Null-space model (DDNM+ for noise)", ddnm, DDNMParams, "linear", False,
+    Method("ddnm", "Wang et al. 2023, Null-space model (DDNM+ for noise)", ddnm, DDNMParams, Capability.LINEAR, False,
            nfe=ddnm_nfe,
            differences="as wyhuai/DDNM's code for SVD operators, except that ε_θ enters DDNM+'s noise through Vᵀ "
            "(the reference applies V to the unrotated ε for SR and colourisation; identical for inpainting and "
            "denoising); operators without an SVD take a soft version (one CG solve, same per-direction variance); "
            "timesteps spaced 'uniform' by default (the reference's are spacing='leading')"),
-    Method("diffpir", "Zhu et al. 2023, Diffusion plug-and-play", _diffpir, DiffPIRParams, None, False,
+    Method("diffpir", "Zhu et al. 2023, Diffusion plug-and-play", _diffpir, DiffPIRParams, Capability.NONE, False,
            differences="λ in the paper's units (σ_n on [0, 1]); timesteps 'uniform' by default (the reference "
            "uses spacing='quad'); the last step returns the data-consistent x̂0 (the reference skips the data "
            "step there); the initial x_T is pure noise (the reference's starts from y noised to t = T−1)"),
-    Method("reddiff", "Mardani et al. 2023, RED-diff (variational)", reddiff, RedDiffParams, None, False,
+    Method("reddiff", "Mardani et al. 2023, RED-diff (variational)", reddiff, RedDiffParams, Capability.NONE, False,
            differences="losses per image (the reference averages over its batch of 1); the initial A⁺y is "
            "clipped to [-1, 1] and μ carries no σ_x0 jitter"),
-    Method("daps", "Zhang et al. 2024, Decoupled annealed posterior sampling", _daps, DAPSParams, None, False,
+    Method("daps", "Zhang et al. 2024, Decoupled annealed posterior sampling", _daps, DAPSParams, Capability.NONE, False,
            "ode_steps",
            differences="the network is evaluated at the discrete timestep whose σ is nearest (the reference's VP "
            "preconditioning takes a continuous t); no NaN early stop; phase retrieval stays on [-1, 1] (DAPS's "
            "operator maps x to [0, 1] before padding, DPS's does not); inner='exact' (the inner Gaussian through "
            "the SVD) kept as an option; fewer steps/ode_steps are cheaper budgets"),
     Method("projection", "Song et al. 2021, score-SDE measurement projection (no resampling)",
-           _guided(Projection), ProjectionParams, "linear", False,
+           _guided(Projection), ProjectionParams, Capability.LINEAR, False,
            differences="with noisy y the projection is Gaussian-weighted (ρ = ᾱσ²/(1−ᾱ)) rather than hard; not "
            "RePaint (no resampling: see repaint)"),
-    Method("repaint", "Lugmayr et al. 2022, RePaint (projection with resampling)", _repaint, RePaintParams, "linear",
+    Method("repaint", "Lugmayr et al. 2022, RePaint (projection with resampling)", _repaint, RePaintParams, Capability.LINEAR,
            False, nfe=lambda hp: repaint_nfe(hp["steps"], hp["jump_length"], hp["resamples"]),
            differences="the paper's schedule (n_sample 1, no second/third jump levels, as its configs); the "
            "ancestral variance is β̃ (the reference's models learn it); any linear A through x + A⁺(y_t − A x) "
            "(the reference: masks); hard replacement also for noisy y, as the reference"),
-    Method("palette", "Saharia et al. 2022, Palette (conditional model)", _palette, PaletteParams, None, False,
+    Method("palette", "Saharia et al. 2022, Palette (conditional model)", _palette, PaletteParams, Capability.NONE, False,
            conditional=True,
            differences="no code released by the authors; start < 1 (start from the noised measurement, the steps "
            "spread over [0, t_start]) and paste (the known pixels pasted into the result) are this toolkit's "
@@ -151,7 +151,7 @@ def method_requirements(name: str) -> dict:
     nfe = f"{steps}" if per == "1" else f"{steps}×{per} = {steps * m.defaults.get(per, 1)}"
     if m.nfe is not None:
         nfe = str(m.nfe(m.defaults))
-    return {"operator": {None: "any (non-linear too)", "linear": "linear (adjoint, pinv)", "svd": "exact SVD"}[m.requires],
+    return {"operator": REQUIREMENT_TEXT[m.requires],
             "network_gradient": m.network_gradient, "default_steps": steps, "nfe": nfe,
             "vjps": str(steps) if m.network_gradient else "0", "conditional_prior": m.conditional, "paper": m.paper}
 
@@ -164,8 +164,7 @@ def get_method(name: str) -> Method:
 
 def check_method(method: str, op: Operator, prior: EpsPrior) -> Method:
     m = get_method(method)
-    if m.requires:
-        require(op, m.requires, m.name)
+    require(op, m.requires, m.name)
     if m.conditional and not prior.cond_channels:
         raise ValueError(f"method 'palette' needs a conditional (Palette) prior; {prior.name!r} is unconditional")
     if not m.conditional and prior.cond_channels:
@@ -220,10 +219,7 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
     if prior.channels is not None and xs[1] != prior.channels:
         raise ValueError(f"prior {prior.name!r} works on {prior.channels}-channel images but the operator needs {xs[1]}")
     yk = y.repeat_interleave(samples, 0) if samples > 1 else y
-    op = operator.repeat_interleave(samples)  # a copy: the caller's operator is not touched
-    for mod in op.modules():
-        if isinstance(mod, Operator):
-            mod.validate = False  # inputs are the sampler's own, checked once above
+    op = operator.repeat_interleave(samples).unchecked()  # copies: the caller's operator is not touched
     gens = rng.repeat(generator, samples) if samples > 1 else generator
     n = B * samples
     if isinstance(batch_size, str) and batch_size != "auto":

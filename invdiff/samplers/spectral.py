@@ -9,11 +9,11 @@ import torch
 from torch import Tensor
 
 from .. import rng
-from ..operators.base import SVDOperator, conjugate_gradient, pinv_singular_values
+from ..operators.base import Capability, conjugate_gradient, pinv_singular_values
 from ..prior import Denoised
 from .core import ddim_step, jump_schedule, step_coefficients
 from .params import DDNMParams, DDRMParams, DiffPIRParams
-from .problem import Problem, proximal
+from .problem import Problem
 
 
 class DDRM:
@@ -26,9 +26,8 @@ class DDRM:
         self.p = problem
         self.eta, self.eta_b = hp.eta, hp.eta_b
         op = problem.op
-        assert isinstance(op, SVDOperator)
         zy = op.Ut(problem.y)
-        s = op._s(problem.shape, zy)
+        s = op.spectrum(problem.shape, zy)
         self.s = s
         self.inv = pinv_singular_values(s)
         self.ybar = zy * self.inv
@@ -105,11 +104,11 @@ def ddnm_step(p: Problem, x0: Tensor, eps: Tensor, t_prev: int, eta: float, z: T
     sig = math.sqrt(max(1 - p.alpha_bar(t_prev), 0.0))
     c = math.sqrt(max(1 - eta**2, 0.0))
     if sy == 0:
-        x0c = proximal(op, p.y, x0, 0.0)
+        x0c = op.prox(x0, p.y, 0.0)
         return a * x0c + sig * (eta * z + c * eps)
-    if isinstance(op, SVDOperator):
+    if Capability.SVD in op.capabilities:
         z0, zy = op.Vt(x0), op.Ut(p.y)
-        s = op._s(x0.shape, zy)
+        s = op.spectrum(x0.shape, zy)
         m = s.shape[1]
         lam, d1, d2 = ddnm_lambda_noise(s, a, sig, sy, eta)
         inv = pinv_singular_values(s)
@@ -141,7 +140,7 @@ def ddnm(p: Problem, hp: DDNMParams = DDNMParams(), callback=None) -> Tensor:
     ts = p.schedule.timesteps(hp.steps, spacing=hp.spacing).flip(0).tolist()  # index -> timestep, ascending
     sched = jump_schedule(len(ts), hp.travel_length, hp.travel_repeat)
     dev, dt = p.y.device, p.y.dtype
-    svd = isinstance(p.op, SVDOperator)
+    svd = Capability.SVD in p.op.capabilities
     x = rng.randn(p.shape, p.generator, device=dev, dtype=dt)
     x0 = x
     total = sum(1 for i, j in zip(sched, sched[1:]) if j < i)
@@ -196,7 +195,7 @@ class DiffPIR:
     def denoise(self, prior, x_t: Tensor, t: int, ctx: dict) -> Denoised:
         p = self.p
         d = p.denoise(x_t, t)
-        x0 = proximal(p.op, p.y, d.x0, self.rho(t), cg_iters=self.cg_iters, grad_steps=self.grad_steps, tol=self.cg_tol)
+        x0 = p.op.prox(d.x0, p.y, self.rho(t), iters=self.cg_iters, grad_steps=self.grad_steps, tol=self.cg_tol)
         return p.finish(x_t, t, x0)
 
     def step(self, x_t: Tensor, t: int, t_prev: int, d: Denoised) -> Tensor:

@@ -9,10 +9,10 @@ import torch
 from torch import Tensor
 
 from .. import rng
-from ..operators.base import LinearOperator, SVDOperator
+from ..operators.base import Capability
 from .core import timestep_pairs
 from .params import RedDiffParams
-from .problem import Problem, measurement_count, proximal
+from .problem import Problem, measurement_count
 
 
 def _callback(callback, i, total, t, x_t, x0):
@@ -40,10 +40,10 @@ def reddiff(p: Problem, hp: RedDiffParams = RedDiffParams(), callback=None) -> T
     element-wise). μ starts at A⁺y for linear A, at 0 otherwise."""
     y, op = p.y, p.op
     lam, lr = hp.lam, hp.lr
-    if isinstance(op, LinearOperator):
+    if Capability.LINEAR in op.capabilities:
         # A⁺y: closed form through an SVD; otherwise ``init_cg_iters`` of conjugate gradients from 0, an
         # early-stopped (regularised) pseudo-inverse that does not amplify the noise in A's small singular values
-        mu = proximal(op, y, torch.zeros(p.shape, device=y.device, dtype=y.dtype), 0.0, cg_iters=hp.init_cg_iters)
+        mu = op.prox(torch.zeros(p.shape, device=y.device, dtype=y.dtype), y, 0.0, iters=hp.init_cg_iters)
     else:
         mu = torch.zeros(p.shape, device=y.device, dtype=y.dtype)
     mu = mu.clamp(-1, 1).requires_grad_(True)
@@ -109,10 +109,10 @@ def _likelihood_gradient(p: Problem, x: Tensor) -> Tensor:
 def _exact_inner(p: Problem, x0hat: Tensor, r2: float, tau: float) -> Tensor:
     """A sample of N(x̂0, r² I) · exp(−‖A x − y‖²/τ²) exactly, through the SVD of A (the limit of the inner
     Langevin chain)."""
-    op: SVDOperator = p.op
+    op = p.op  # an operator with Capability.SVD
     z0 = op.Vt(x0hat)
     zy = op.Ut(p.y)
-    s = op._s(p.shape, zy)
+    s = op.spectrum(p.shape, zy)
     m = s.shape[1]
     prec = 1 / r2 + 2 * s * s / tau**2
     mean = (z0[:, :m] / r2 + 2 * s * zy / tau**2) / prec
@@ -142,7 +142,7 @@ def daps(p: Problem, *, steps: int = 200, ode_steps: int = 5, langevin_steps: in
     ``lr`` (invdiff.tasks). ``spacing`` is not used: the annealing follows the EDM σ schedule."""
     if inner not in ("langevin", "exact"):
         raise ValueError(f"inner must be 'langevin' or 'exact', got {inner!r}")
-    if inner == "exact" and not isinstance(p.op, SVDOperator):
+    if inner == "exact" and Capability.SVD not in p.op.capabilities:
         raise ValueError("DAPS with inner='exact' needs an SVD operator")
     if not sigma_max > sigma_min > 0:
         raise ValueError(f"DAPS needs sigma_max > sigma_min > 0, got {sigma_max} and {sigma_min}")
