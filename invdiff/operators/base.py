@@ -34,8 +34,6 @@ def bdot(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).flatten(1).sum(1).reshape(-1, *([1] * (a.ndim - 1)))
 
 
-_bdot = bdot
-
 
 class Capability(enum.Flag):
     """What an operator offers beyond A(x) and its VJP: what a restoration method may require."""
@@ -284,8 +282,6 @@ class SVDOperator(LinearOperator):
         """The singular values for images of ``x_shape`` on ``like``'s device and dtype."""
         return self.singular_values(tuple(x_shape)).to(device=like.device, dtype=like.dtype)
 
-    _s = spectrum
-
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         z = self.Vt(x)
@@ -309,8 +305,6 @@ class SVDOperator(LinearOperator):
         zy = self.Ut(y)
         s = self.spectrum(xs, zy)
         return self.from_spectrum(zy, s, xs, lambda a, s: a * pinv_singular_values(s))
-
-    _from_spectrum = from_spectrum
 
     def prox(self, x0: Tensor, y: Tensor, rho, **_: object) -> Tensor:
         """Closed form per singular value: z = (s·(Uᵀy) + ρ·(Vᵀx0)) / (s² + ρ) on the range, Vᵀx0 elsewhere; with
