@@ -199,6 +199,9 @@ def measure(prior_name: str, method: str, task: str, batch: int, steps: int, opt
 
 
 def main() -> None:
+    from invdiff.accel import keep_freed_memory
+
+    keep_freed_memory()  # as the command line does (the library itself does not)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--priors", default="fmnist32,natural64")
     ap.add_argument("--methods", default=",".join(METHOD_TASKS))

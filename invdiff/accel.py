@@ -25,9 +25,10 @@ def keep_freed_memory() -> bool:
     trimming of the heap). A sampling step allocates and frees the same activation tensors every step; by
     default each large tensor is a fresh mmap that the kernel zero-fills page by page, which on the CPU cost
     up to 30 % of a gradient method's time at batch 32 (natural64: 3.1M page faults per 10-step restoration,
-    6.6 s instead of 9.5 s with this). The price: the process keeps its peak memory until it exits. Called by
-    ``restore``, ``sample`` and training on the CPU; ``INVDIFF_KEEP_MEMORY=0`` turns it off. Returns whether
-    the allocator is tuned."""
+    6.6 s instead of 9.5 s with this). The price: the process keeps its peak memory until it exits, so library
+    code never calls it: the command line (solve, sample, train, bench) and the benchmark scripts opt in, as
+    a program that owns its process may. ``INVDIFF_KEEP_MEMORY=0`` turns it off. Returns whether the allocator
+    is tuned."""
     global _ALLOCATOR_TUNED
     if _ALLOCATOR_TUNED:
         return True

@@ -438,6 +438,9 @@ def bench_cmd(
 
 
 def main() -> None:
+    from .accel import keep_freed_memory
+
+    keep_freed_memory()  # the command line owns its process: keep freed activations for the next step (see accel)
     app()
 
 

@@ -43,12 +43,10 @@ def error_map(x: Tensor, ref: Tensor) -> np.ndarray:
 
 def panels(path: str | Path, items: list[tuple[str, np.ndarray, str | None]], *, title: str | None = None, size: float = 3.2) -> Path:
     """Save a row of labelled panels; each item is (label, HxW(x3) array, colormap or None). Atomic."""
-    import matplotlib
+    from matplotlib.figure import Figure  # the object API: the caller's backend is never changed
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(items), figsize=(size * len(items), size + (0.4 if title else 0.1)), squeeze=False)
+    fig = Figure(figsize=(size * len(items), size + (0.4 if title else 0.1)))
+    axes = fig.subplots(1, len(items), squeeze=False)
     for ax, (label, img, cmap) in zip(axes[0], items):
         im = ax.imshow(img, cmap=cmap, interpolation="nearest", vmin=0 if cmap is None else None)
         ax.set_title(label, fontsize=9)
@@ -61,7 +59,6 @@ def panels(path: str | Path, items: list[tuple[str, np.ndarray, str | None]], *,
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
     return path
 
 

@@ -1,6 +1,5 @@
 """Unconditional DDPM/DDIM sampling against Gaussian data whose exact ε is known in closed form."""
 
-import math
 
 import pytest
 import torch
@@ -8,7 +7,7 @@ import torch
 from invdiff.analytic import GaussianEps, random_covariance
 from invdiff.prior import EpsPrior
 from invdiff.rng import make_generators
-from invdiff.samplers.core import sample
+from invdiff.samplers.core import Counts, sample
 from invdiff.schedule import NoiseSchedule
 
 D = 16
@@ -69,10 +68,11 @@ def test_batch_invariance_with_per_image_generators(gaussian):
 def test_callback_and_step_count(gaussian):
     _, _, prior = gaussian
     seen = []
-    ctx = {}
-    sample(prior, (2, 1, 4, 4), steps=10, eta=0.5, generator=torch.Generator().manual_seed(0), callback=seen.append, ctx=ctx)
+    counts = Counts()
+    sample(prior, (2, 1, 4, 4), steps=10, eta=0.5, generator=torch.Generator().manual_seed(0), callback=seen.append,
+           counts=counts)
     assert [s["step"] for s in seen] == list(range(10)) and seen[-1]["total"] == 10
-    assert ctx["nfe"] == 10
+    assert counts.nfe == 10 and counts.vjps == 0
 
 
 def test_start_part_way_from_a_given_state(gaussian):
@@ -84,9 +84,9 @@ def test_start_part_way_from_a_given_state(gaussian):
     x_T = torch.randn(4, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     expected = [t for t, _ in timestep_pairs(prior.schedule, 20) if t <= 500]
     assert 0 < len(expected) < 20
-    ctx = {}
-    a = sample(prior, x_T.shape, steps=20, eta=0.0, x_T=x_T, t_start=500, ctx=ctx, device="cpu")
-    assert ctx["nfe"] == len(expected)
+    counts = Counts()
+    a = sample(prior, x_T.shape, steps=20, eta=0.0, x_T=x_T, t_start=500, counts=counts, device="cpu")
+    assert counts.nfe == len(expected)
     b = sample(prior, x_T.shape, steps=20, eta=0.0, x_T=x_T, t_start=500, device="cpu")
     c = sample(prior, x_T.shape, steps=20, eta=0.0, x_T=x_T + 0.5, t_start=500, device="cpu")
     assert torch.equal(a, b) and not torch.allclose(a, c)

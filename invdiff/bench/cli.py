@@ -104,8 +104,10 @@ def run_bench(*, suite: str, out: Path | None = None, prior: str | None = None, 
 
 
 def main(argv: list[str] | None = None) -> None:
+    from ..accel import keep_freed_memory
     from ..cli import app
 
+    keep_freed_memory()  # a benchmark process owns its memory (see invdiff.accel)
     app(["bench", *(sys.argv[1:] if argv is None else argv)], prog_name="invdiff")
 
 

@@ -123,15 +123,17 @@ def write_report(suite, out: Path) -> Path:
 
 
 def write_figures(out: Path, summary: list[dict]) -> list[Path]:
-    import matplotlib
+    """PSNR against network evaluations for every task, and a grid of examples per task (matplotlib's object API:
+    the caller's backend is never changed)."""
+    return [_psnr_vs_nfe(out, summary)] + [p for task in sorted({s["task"] for s in summary})
+                                           if (p := _task_grid(out, task, [s["method"] for s in summary if s["task"] == task]))]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from ..figures import display
+def _psnr_vs_nfe(out: Path, summary: list[dict]) -> Path:
+    from matplotlib.figure import Figure
 
-    paths = []
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for task in sorted({s["task"] for s in summary}):
         pts = [(s["nfe"][0], s["psnr"][0], s["method"]) for s in summary if s["task"] == task and s["psnr"] and not s["method"].startswith("baseline:")]
         if pts:
@@ -145,43 +147,44 @@ def write_figures(out: Path, summary: list[dict]) -> list[Path]:
     ax.grid(alpha=0.3)
     with atomic_path(out / "psnr_vs_nfe.png") as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-    plt.close(fig)
-    paths.append(out / "psnr_vs_nfe.png")
-    ex = out / "examples"
-    for task in sorted({s["task"] for s in summary}):
-        methods = [s["method"] for s in summary if s["task"] == task]
-        imgs = sorted({int(p.stem.rsplit("__", 1)[1]) for p in ex.glob("*.pt") if p.stem.split("__")[0] == task.replace("/", "_").replace(":", "-")})[:4]
-        if not imgs:
-            continue
-        fig, axes = plt.subplots(len(imgs), len(methods) + 2, figsize=(1.6 * (len(methods) + 2), 1.7 * len(imgs)), squeeze=False)
-        for r, i in enumerate(imgs):
-            first = None
-            for c, m in enumerate(methods):
-                f = ex / (f"{task}__{m.replace(':', '-')}__{i}.pt".replace("/", "_"))
-                if not f.is_file():
-                    axes[r, c + 2].axis("off")
-                    continue
-                d = torch.load(f, weights_only=True)
-                first = first or d
-                axes[r, c + 2].imshow(display(d["restored"]))
-                axes[r, c + 2].set_title(m.replace("baseline:", "") if r == 0 else "", fontsize=7)
-                axes[r, c + 2].axis("off")
-            if first is not None:
-                axes[r, 0].imshow(display(first["x"]))
-                y = first["y"]
-                if y.shape[-1] > first["x"].shape[-1]:  # phase retrieval: show the log-magnitude
-                    from ..figures import magnitude_display
+    return out / "psnr_vs_nfe.png"
 
-                    y = magnitude_display(y)
-                axes[r, 1].imshow(display(y, first["x"]))
-                if r == 0:
-                    axes[r, 0].set_title("ground truth", fontsize=7)
-                    axes[r, 1].set_title("measurement", fontsize=7)
-            axes[r, 0].axis("off")
-            axes[r, 1].axis("off")
-        name = "grid_" + task.replace("[", "_").replace("]", "").replace(",", "_").replace("=", "") + ".png"
-        with atomic_path(out / name) as tmp:
-            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-        plt.close(fig)
-        paths.append(out / name)
-    return paths
+
+def _task_grid(out: Path, task: str, methods: list[str]) -> Path | None:
+    """Up to 4 example images of ``task``: ground truth, measurement and each method's restoration."""
+    from matplotlib.figure import Figure
+
+    from ..figures import display, magnitude_display
+
+    ex = out / "examples"
+    imgs = sorted({int(p.stem.rsplit("__", 1)[1]) for p in ex.glob("*.pt") if p.stem.split("__")[0] == task.replace("/", "_").replace(":", "-")})[:4]
+    if not imgs:
+        return None
+    fig = Figure(figsize=(1.6 * (len(methods) + 2), 1.7 * len(imgs)))
+    axes = fig.subplots(len(imgs), len(methods) + 2, squeeze=False)
+    for r, i in enumerate(imgs):
+        first = None
+        for c, m in enumerate(methods):
+            axes[r, c + 2].axis("off")
+            f = ex / (f"{task}__{m.replace(':', '-')}__{i}.pt".replace("/", "_"))
+            if not f.is_file():
+                continue
+            d = torch.load(f, weights_only=True)
+            first = first or d
+            axes[r, c + 2].imshow(display(d["restored"]))
+            axes[r, c + 2].set_title(m.replace("baseline:", "") if r == 0 else "", fontsize=7)
+        axes[r, 0].axis("off")
+        axes[r, 1].axis("off")
+        if first is not None:
+            axes[r, 0].imshow(display(first["x"]))
+            y = first["y"]
+            if y.shape[-1] > first["x"].shape[-1]:  # phase retrieval: show the log-magnitude
+                y = magnitude_display(y)
+            axes[r, 1].imshow(display(y, first["x"]))
+            if r == 0:
+                axes[r, 0].set_title("ground truth", fontsize=7)
+                axes[r, 1].set_title("measurement", fontsize=7)
+    name = "grid_" + task.replace("[", "_").replace("]", "").replace(",", "_").replace("=", "") + ".png"
+    with atomic_path(out / name) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    return out / name

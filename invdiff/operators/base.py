@@ -34,7 +34,6 @@ def bdot(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).flatten(1).sum(1).reshape(-1, *([1] * (a.ndim - 1)))
 
 
-
 class Capability(enum.Flag):
     """What an operator offers beyond A(x) and its VJP: what a restoration method may require."""
 

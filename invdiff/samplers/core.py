@@ -6,23 +6,23 @@ x_{t'} = √ᾱ_{t'} x̂0 + √(1 − ᾱ_{t'} − σ²) ε̂ + σ z,  σ = η �
 (Algorithm 2); ``variance="large"`` uses σ_t² = β_t instead. η = 0 is deterministic DDIM. Coefficients are
 computed in float64 on the host once per step index and applied in the batch's dtype.
 
-Guidance plugs in as an object with ``denoise(prior, x_t, t, ctx) -> Denoised`` (its corrected prediction)
-and optionally ``after_step(prior, x_prev, x_t, t, t_prev, denoised, ctx) -> x_prev`` (methods such as DPS
-whose correction acts on x_{t−1}) or ``step(x_t, t, t_prev, denoised) -> x_prev`` (methods whose update is
-not the DDIM one, e.g. DDRM's per-singular-value step); the loop does not know which method it runs.
+Methods plug in as a ``Guidance``: the loop calls its three hooks at every step, each with a default, so a
+method overrides only what it changes: ``denoise`` (the prediction x̂0, ε̂ at x_t: by default the network's, in
+inference mode), ``step`` (x_t → x_{t'}: by default the update above) and ``after_step`` (a correction of
+x_{t'}, e.g. DPS's gradient step: by default none). What a method carries from one hook to the next lives on
+its own object. Network evaluations and VJPs are counted in one ``Counts`` per run, where they happen.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from .. import rng
-from ..accel import keep_freed_memory
 from ..prior import Denoised, EpsPrior
 from ..schedule import NoiseSchedule
 
@@ -54,8 +54,47 @@ def ddim_step(x_t: Tensor, denoised: Denoised, coef: StepCoefficients, noise: Te
     return out
 
 
-class Guidance(Protocol):
-    def denoise(self, prior: EpsPrior, x_t: Tensor, t: int, ctx: dict) -> Denoised: ...
+@dataclass
+class Counts:
+    """Network evaluations (``nfe``) and vector-Jacobian products through the network (``vjps``) of one run, per
+    image (every image of a batch goes through the same evaluations)."""
+
+    nfe: int = 0
+    vjps: int = 0
+
+
+@dataclass(frozen=True)
+class Loop:
+    """What the default update needs from ``sample``: the schedule, η, the variance choice, the random streams."""
+
+    schedule: NoiseSchedule
+    eta: float
+    variance: Literal["small", "large"]
+    generator: rng.Generators
+
+
+class Guidance:
+    """The hooks of the one sampling loop, with the defaults of plain (unguided, or Palette-conditional) sampling.
+    ``counts`` is where the network evaluations of the default ``denoise`` are counted."""
+
+    def __init__(self, *, counts: Counts | None = None, cond: Tensor | None = None, clip: bool = False) -> None:
+        self.counts = counts if counts is not None else Counts()
+        self.cond, self.clip = cond, clip
+
+    def denoise(self, prior: EpsPrior, x_t: Tensor, t: int, t_prev: int) -> Denoised:
+        tt = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
+        with torch.inference_mode():
+            d = prior.denoise(x_t, tt, self.cond, clip=self.clip)
+        self.counts.nfe += 1
+        return d
+
+    def step(self, x_t: Tensor, t: int, t_prev: int, d: Denoised, loop: Loop) -> Tensor:
+        coef = step_coefficients(loop.schedule, t, t_prev, loop.eta, loop.variance)
+        z = rng.randn_like(x_t, loop.generator) if coef.sigma > 0 else None
+        return ddim_step(x_t, d, coef, z)
+
+    def after_step(self, x_prev: Tensor, x_t: Tensor, t: int, t_prev: int, d: Denoised) -> Tensor:
+        return x_prev
 
 
 def timestep_pairs(schedule: NoiseSchedule, steps: int | None, spacing: str = "uniform") -> list[tuple[int, int]]:
@@ -84,47 +123,28 @@ def jump_schedule(steps: int, length: int, repeat: int) -> list[int]:
     return out
 
 
-def sample(prior: EpsPrior, shape, *, steps: int | None = None, eta: float = 1.0, guidance=None,
+def sample(prior: EpsPrior, shape, *, steps: int | None = None, eta: float = 1.0, guidance: Guidance | None = None,
            generator: rng.Generators = None, callback=None, cond: Tensor | None = None, clip: bool = False,
            device=None, x_T: Tensor | None = None, variance: Literal["small", "large"] = "small",
-           spacing: str = "uniform", ctx: dict | None = None, t_start: int | None = None,
+           spacing: str = "uniform", counts: Counts | None = None, t_start: int | None = None,
            dtype: torch.dtype = torch.float32) -> Tensor:
-    """Draw samples: unconditional (guidance None), conditional (Palette ``cond``) or guided.
+    """Draw samples: unconditional (``guidance`` None), conditional (Palette ``cond``) or guided.
 
     ``generator``: one per image for batch invariance (see ``invdiff.rng``). ``callback(info)`` gets a dict
-    with step, total, t, x_t and x0 after every step."""
+    with step, total, t, x_t and x0 after every step. ``counts``: where the network evaluations of the
+    unguided loop are counted (a guidance counts its own)."""
     device = torch.device(device) if device is not None else prior.device
-    if device.type == "cpu":
-        keep_freed_memory()
     shape = tuple(shape)
     x = rng.randn(shape, generator, device=device, dtype=dtype) if x_T is None else x_T.to(device)
     pairs = timestep_pairs(prior.schedule, steps, spacing)
     if t_start is not None:  # start part-way (x_T is then a noised initial guess at level t_start: CCDF / SDEdit)
         pairs = [(t, tp) for t, tp in pairs if t <= t_start]
-    ctx = {} if ctx is None else ctx
-    ctx.setdefault("nfe", 0)
-    ctx.setdefault("vjps", 0)
-    b = shape[0]
+    guidance = guidance if guidance is not None else Guidance(counts=counts, cond=cond, clip=clip)
+    loop = Loop(prior.schedule, eta, variance, generator)
     for i, (t, t_prev) in enumerate(pairs):
-        tt = torch.full((b,), t, dtype=torch.long, device=device)
-        ctx["t_prev"] = t_prev
-        if guidance is None:
-            with torch.inference_mode():
-                d = prior.denoise(x, tt, cond, clip=clip)
-            ctx["nfe"] += 1
-        else:
-            d = guidance.denoise(prior, x, t, ctx)
-        own_step = getattr(guidance, "step", None)
-        if own_step is not None:  # methods with their own update (DDRM's spectral step, DiffPIR's noise mix)
-            x_prev = own_step(x, t, t_prev, d)
-        else:
-            coef = step_coefficients(prior.schedule, t, t_prev, eta, variance)
-            z = rng.randn_like(x, generator) if coef.sigma > 0 else None
-            x_prev = ddim_step(x, d, coef, z)
-        after = getattr(guidance, "after_step", None)
-        if after is not None:
-            x_prev = after(prior, x_prev, x, t, t_prev, d, ctx)
-        x = x_prev.detach()
+        d = guidance.denoise(prior, x, t, t_prev)
+        x_prev = guidance.step(x, t, t_prev, d, loop)
+        x = guidance.after_step(x_prev, x, t, t_prev, d).detach()
         if callback is not None:
             callback({"step": i, "total": len(pairs), "t": t, "x_t": x, "x0": d.x0.detach()})
     return x

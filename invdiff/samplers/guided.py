@@ -13,10 +13,11 @@ from .. import rng
 from ..prior import Denoised
 from ..operators.base import Capability
 from .params import PiGDMParams
+from .core import Guidance
 from .problem import Problem, noisy_measurement
 
 
-class DPS:
+class DPS(Guidance):
     """Diffusion posterior sampling (Chung et al. 2022, Algorithm 1; the authors' ``PosteriorSampling``): after each
     ancestral step, x_{t−1} ← x_{t−1} − ζ ∇_{x_t} ‖y − A(x̂0(x_t))‖ (the norm, not its square).
 
@@ -31,9 +32,11 @@ class DPS:
     def __init__(self, problem: Problem, *, zeta: float = 1.0, gradient: str = "clipped") -> None:
         if gradient not in ("clipped", "raw"):
             raise ValueError(f"gradient must be 'clipped' or 'raw', got {gradient!r}")
+        super().__init__(counts=problem.counts)
         self.p = problem
         self.zeta = zeta
         self.gradient = gradient
+        self._grad: Tensor | None = None  # ∇‖y − A(x̂0)‖ at x_t, from denoise to after_step
 
     def _norm_gradient(self, x: Tensor, t: int) -> tuple[Tensor, Tensor, Tensor]:
         p = self.p
@@ -46,37 +49,38 @@ class DPS:
             # d‖r_i‖ = d‖r_i‖² / (2‖r_i‖): one backward for the batch, image i's gradient involves only its own ‖r_i‖
             w = torch.where(norms > 0, 0.5 / norms.clamp_min(torch.finfo(norms.dtype).tiny), torch.zeros_like(norms))
             (g,) = torch.autograd.grad(sq, xg, w)
-        p.vjps += 1
+        p.counts.vjps += 1
         return g, x0.detach(), eps.detach()
 
-    def denoise(self, prior, x_t: Tensor, t: int, ctx: dict) -> Denoised:
-        g, x0, _ = self._norm_gradient(x_t, t)
-        ctx["grad"] = g
+    def denoise(self, prior, x_t: Tensor, t: int, t_prev: int) -> Denoised:
+        self._grad, x0, _ = self._norm_gradient(x_t, t)
         return self.p.finish(x_t, t, x0)
 
-    def after_step(self, prior, x_prev, x_t, t, t_prev, d, ctx) -> Tensor:
-        return x_prev - self.zeta * ctx.pop("grad")
+    def after_step(self, x_prev: Tensor, x_t: Tensor, t: int, t_prev: int, d: Denoised) -> Tensor:
+        g, self._grad = self._grad, None
+        return x_prev - self.zeta * g
 
 
 class MCG(DPS):
     """Manifold-constrained gradient (Chung et al. 2022b): the DPS-style gradient step followed by the projection
     onto the noised measurement, x_{t−1} ← x_{t−1} + A⁺(y_{t−1} − A x_{t−1}). Needs a linear A."""
 
-    def after_step(self, prior, x_prev, x_t, t, t_prev, d, ctx) -> Tensor:
-        x_prev = super().after_step(prior, x_prev, x_t, t, t_prev, d, ctx)
+    def after_step(self, x_prev: Tensor, x_t: Tensor, t: int, t_prev: int, d: Denoised) -> Tensor:
+        x_prev = super().after_step(x_prev, x_t, t, t_prev, d)
         return Projection.project(self.p, x_prev, t_prev)
 
 
-class Projection:
+class Projection(Guidance):
     """Score-SDE conditioning without gradients (Song et al. 2021, the measurement-replacement method): the
     unconditional step, then the noised measurement replaces the measured part,
     x_{t−1} ← x_{t−1} + A⁺(y_{t−1} − A x_{t−1}), y_{t−1} = √ᾱ_{t−1} y + √(1−ᾱ_{t−1}) A ξ. Needs a linear A. It has
     no resampling; RePaint (Lugmayr et al. 2022) is the ``repaint`` method."""
 
     def __init__(self, problem: Problem) -> None:
+        super().__init__(counts=problem.counts)
         self.p = problem
 
-    def denoise(self, prior, x_t: Tensor, t: int, ctx: dict) -> Denoised:
+    def denoise(self, prior, x_t: Tensor, t: int, t_prev: int) -> Denoised:
         return self.p.denoise(x_t, t)
 
     @staticmethod
@@ -89,7 +93,7 @@ class Projection:
         y_t = noisy_measurement(p, a, p.generator)
         return p.op.prox(x, y_t, a * p.sigma**2 / (1 - a))
 
-    def after_step(self, prior, x_prev, x_t, t, t_prev, d, ctx) -> Tensor:
+    def after_step(self, x_prev: Tensor, x_t: Tensor, t: int, t_prev: int, d: Denoised) -> Tensor:
         return self.project(self.p, x_prev, t_prev)
 
 
@@ -169,7 +173,7 @@ def _pixel_mask(op, shape, like: Tensor) -> bool:
     return bool(((s == 0) | (s == 1)).all()) and bool((s == 0).any())
 
 
-class PiGDM:
+class PiGDM(Guidance):
     """Pseudo-inverse guided diffusion (Song et al. 2023). Needs a linear A.
 
     ``weighting="authors"`` (NVlabs/RED-diff ``algos/pgdm.py``, awd): the DDIM step from the network's (x̂0, ε_θ)
@@ -180,7 +184,9 @@ class PiGDM:
     Cov[x0|x_t] = r_t² I (e.g. unit-variance Gaussian data)."""
 
     def __init__(self, problem: Problem, hp: PiGDMParams = PiGDMParams()) -> None:
+        super().__init__(counts=problem.counts)
         self.p = problem
+        self._grad: Tensor | None = None  # the authors' guidance term, from denoise to after_step
         self.scale = hp.scale
         self.weighting = hp.weighting
         self.paste = hp.weighting == "authors" and _pixel_mask(problem.op, problem.shape, problem.y)
@@ -192,9 +198,9 @@ class PiGDM:
         z = rng.randn(p.shape, p.generator, device=p.y.device, dtype=p.y.dtype)
         return math.sqrt(a) * p.op.pinv(p.y) + math.sqrt(1 - a) * z
 
-    def denoise(self, prior, x_t: Tensor, t: int, ctx: dict) -> Denoised:
+    def denoise(self, prior, x_t: Tensor, t: int, t_prev: int) -> Denoised:
         if self.weighting == "authors":
-            return self._authors(x_t, t, ctx)
+            return self._authors(x_t, t, t_prev)
         p = self.p
         a = p.alpha_bar(t)
         r2 = 1 - a
@@ -202,28 +208,28 @@ class PiGDM:
             xg, x0, eps = p.denoise_with_graph(x_t, t)
             v = p.op.weighted_pinv(p.residual(x0.detach()), r2, p.sigma**2)
             (g,) = torch.autograd.grad(x0, xg, v)
-        p.vjps += 1
+        p.counts.vjps += 1
         eps = eps.detach() - self.scale * math.sqrt(1 - a) * g
         x0 = prior.x0_from_eps(x_t, p.tt(t, x_t), eps)
         return p.finish(x_t, t, x0)
 
-    def _authors(self, x_t: Tensor, t: int, ctx: dict) -> Denoised:
+    def _authors(self, x_t: Tensor, t: int, t_prev: int) -> Denoised:
         p, op = self.p, self.p.op
         with torch.enable_grad():
             xg, x0, eps = p.denoise_with_graph(x_t, t)
             mat = op.pinv(p.residual(x0.detach()))  # A⁺y − A⁺A x̂0
             (g,) = torch.autograd.grad(x0, xg, mat)
-        p.vjps += 1
+        p.counts.vjps += 1
         x0, eps = x0.detach(), eps.detach()
         if self.paste:  # observed pixels from y, guidance on the others only
             x0 = x0 + op.pinv(p.residual(x0))
             g = g - op.pinv(op(g))
-        coeff = math.sqrt(p.alpha_bar(ctx["t_prev"])) * math.sqrt(p.alpha_bar(t)) * self.scale
-        ctx["grad"] = coeff * g
+        coeff = math.sqrt(p.alpha_bar(t_prev)) * math.sqrt(p.alpha_bar(t)) * self.scale
+        self._grad = coeff * g
         return Denoised(x0=x0, eps=eps)
 
-    def after_step(self, prior, x_prev, x_t, t, t_prev, d, ctx) -> Tensor:
-        g = ctx.pop("grad", None)
+    def after_step(self, x_prev: Tensor, x_t: Tensor, t: int, t_prev: int, d: Denoised) -> Tensor:
+        g, self._grad = self._grad, None
         return x_prev if g is None else x_prev + g
 
 
@@ -231,11 +237,8 @@ def guided_sample(problem: Problem, guidance, *, steps: int, eta: float, callbac
                   spacing: str = "uniform") -> Tensor:
     from .core import sample
 
-    ctx: dict = {}
-    x = sample(problem.prior, problem.shape, steps=steps, eta=eta, guidance=guidance, generator=problem.generator,
-               callback=callback, device=problem.y.device, x_T=x_T, ctx=ctx, spacing=spacing, dtype=problem.y.dtype)
-    problem.nfe += ctx.get("nfe", 0)
-    return x
+    return sample(problem.prior, problem.shape, steps=steps, eta=eta, guidance=guidance, generator=problem.generator,
+                  callback=callback, device=problem.y.device, x_T=x_T, spacing=spacing, dtype=problem.y.dtype)
 
 
 __all__ = ["DPS", "MCG", "Projection", "PiGDM", "guided_sample", "repaint", "repaint_nfe", "repaint_schedule"]

@@ -75,7 +75,7 @@ def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
         with torch.inference_mode():
             d = p.prior.denoise(x, tt, cond, clip=p.clip)
-        p.nfe += 1
+        p.counts.nfe += 1
         coef = step_coefficients(p.schedule, t, t_prev, eta)
         z = rng.randn_like(x, p.generator) if coef.sigma > 0 else None
         x = ddim_step(x, d, coef, z)

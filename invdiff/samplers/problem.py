@@ -5,7 +5,7 @@ steps for non-linear ones)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -13,6 +13,7 @@ from torch import Tensor
 from .. import rng
 from ..operators.base import Capability, Operator, bdot
 from ..prior import Denoised, EpsPrior
+from .core import Counts
 
 
 @dataclass
@@ -28,8 +29,15 @@ class Problem:
     generator: rng.Generators = None
     clip: bool = True
     cond: Tensor | None = None
-    nfe: int = 0
-    vjps: int = 0
+    counts: Counts = field(default_factory=Counts)
+
+    @property
+    def nfe(self) -> int:
+        return self.counts.nfe
+
+    @property
+    def vjps(self) -> int:
+        return self.counts.vjps
 
     @property
     def schedule(self):
@@ -46,7 +54,7 @@ class Problem:
         results are read, never updated in place or differentiated."""
         with torch.inference_mode():
             d = self.prior.denoise(x, self.tt(t, x), self.cond, clip=self.clip)
-        self.nfe += 1
+        self.counts.nfe += 1
         return d
 
     def denoise_with_graph(self, x: Tensor, t: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -54,7 +62,7 @@ class Problem:
         x = x.detach().requires_grad_(True)
         eps = self.prior.eps(x, self.tt(t, x), self.cond)
         x0 = self.prior.x0_from_eps(x, self.tt(t, x), eps)
-        self.nfe += 1
+        self.counts.nfe += 1
         return x, x0, eps
 
     def finish(self, x_t: Tensor, t: int, x0: Tensor) -> Denoised:

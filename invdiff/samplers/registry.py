@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .. import rng
-from ..accel import auto_batch_size, is_out_of_memory, keep_freed_memory
+from ..accel import auto_batch_size, is_out_of_memory
 from ..operators.base import Capability, Operator
 from ..prior import EpsPrior
 from .guided import DPS, MCG, PiGDM, Projection, guided_sample, repaint, repaint_nfe
@@ -206,8 +206,6 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
     ``invdiff.accel.auto_batch_size``, halved and retried if a GPU still runs out). Unknown hyper-parameters raise."""
     check_restore_inputs(y, operator, noise, prior, steps=steps, samples=samples, batch_size=batch_size, generator=generator, x_shape=x_shape)
     m = check_method(method, operator, prior)
-    if y.device.type == "cpu":
-        keep_freed_memory()
     if samples < 1:
         raise ValueError("samples must be at least 1")
     if not torch.isfinite(y).all():

@@ -11,18 +11,19 @@ from torch import Tensor
 from .. import rng
 from ..operators.base import Capability, conjugate_gradient, pinv_singular_values
 from ..prior import Denoised
-from .core import ddim_step, jump_schedule, step_coefficients
+from .core import Guidance, Loop, ddim_step, jump_schedule, step_coefficients
 from .params import DDNMParams, DDRMParams, DiffPIRParams
 from .problem import Problem
 
 
-class DDRM:
+class DDRM(Guidance):
     """Denoising diffusion restoration models (Kawar et al. 2022, eq. 7-8). In the spectral domain of
     A = U S Vᵀ with x̄_t = x_t/√ᾱ_t = x0 + σ_t ε, σ_t = √((1−ᾱ_t)/ᾱ_t), ȳ = Uᵀy/s:
     unmeasured components follow DDIM(η); measured ones are pulled to ȳ, with the measurement noise σ_y/s
     either still below σ_{t−1} (then ȳ plus fresh noise, weight η_b) or above (then a DDIM-like mix)."""
 
     def __init__(self, problem: Problem, hp: DDRMParams = DDRMParams()) -> None:
+        super().__init__(counts=problem.counts)
         self.p = problem
         self.eta, self.eta_b = hp.eta, hp.eta_b
         op = problem.op
@@ -34,10 +35,10 @@ class DDRM:
         self.measured = self.inv > 0
         self.noise = torch.where(self.measured, problem.sigma * self.inv, torch.zeros_like(s))  # σ_y / s
 
-    def denoise(self, prior, x_t: Tensor, t: int, ctx: dict) -> Denoised:
+    def denoise(self, prior, x_t: Tensor, t: int, t_prev: int) -> Denoised:
         return self.p.denoise(x_t, t)
 
-    def step(self, x_t: Tensor, t: int, t_prev: int, d: Denoised) -> Tensor:
+    def step(self, x_t: Tensor, t: int, t_prev: int, d: Denoised, loop: Loop) -> Tensor:
         p, op = self.p, self.p.op
         a, a_prev = p.alpha_bar(t), p.alpha_bar(t_prev)
         sig, sig_prev = math.sqrt((1 - a) / a), math.sqrt((1 - a_prev) / a_prev)
@@ -151,7 +152,7 @@ def ddnm(p: Problem, hp: DDNMParams = DDNMParams(), callback=None) -> Tensor:
             t = ts[i]
             with torch.inference_mode():
                 eps = p.prior.eps(x, p.tt(t, x), p.cond)
-            p.nfe += 1
+            p.counts.nfe += 1
             eps = eps.clone()
             x0 = p.prior.x0_from_eps(x, p.tt(t, x), eps)
             noisy_cg = p.sigma > 0 and not svd
@@ -175,7 +176,7 @@ def ddnm_nfe(hp: dict) -> int:
     return sum(1 for i, j in zip(s, s[1:]) if j < i)
 
 
-class DiffPIR:
+class DiffPIR(Guidance):
     """Diffusion plug-and-play image restoration (Zhu et al. 2023, Algorithm 1; yuanzhi-zhu/DiffPIR):
     x̂0 ← argmin ‖y − A x‖² + ρ_t ‖x − x̂0‖², ρ_t = λ σ_n² / σ̄_t² with σ_n = σ/2 (the noise level on the [0, 1]
     scale, as the reference) and σ̄_t² = (1−ᾱ_t)/ᾱ_t; then x_{t−1} = √ᾱ_{t−1} x̂0 + √(1−ᾱ_{t−1})(√(1−ζ) ε̂ + √ζ z)
@@ -184,6 +185,7 @@ class DiffPIR:
     non-linear ones."""
 
     def __init__(self, problem: Problem, hp: DiffPIRParams = DiffPIRParams()) -> None:
+        super().__init__(counts=problem.counts)
         self.p = problem
         self.lam, self.zeta = hp.lam, hp.zeta
         self.cg_tol, self.cg_iters, self.grad_steps = hp.cg_tol, hp.cg_iters, hp.grad_steps
@@ -192,13 +194,13 @@ class DiffPIR:
         a = self.p.alpha_bar(t)
         return self.lam * (self.p.sigma / 2) ** 2 * a / (1 - a)
 
-    def denoise(self, prior, x_t: Tensor, t: int, ctx: dict) -> Denoised:
+    def denoise(self, prior, x_t: Tensor, t: int, t_prev: int) -> Denoised:
         p = self.p
         d = p.denoise(x_t, t)
         x0 = p.op.prox(d.x0, p.y, self.rho(t), iters=self.cg_iters, grad_steps=self.grad_steps, tol=self.cg_tol)
         return p.finish(x_t, t, x0)
 
-    def step(self, x_t: Tensor, t: int, t_prev: int, d: Denoised) -> Tensor:
+    def step(self, x_t: Tensor, t: int, t_prev: int, d: Denoised, loop: Loop) -> Tensor:
         p = self.p
         a_prev = p.alpha_bar(t_prev)
         if t_prev < 0:

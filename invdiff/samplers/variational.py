@@ -56,7 +56,7 @@ def reddiff(p: Problem, hp: RedDiffParams = RedDiffParams(), callback=None) -> T
         x_t = math.sqrt(a) * mu.detach() + math.sqrt(1 - a) * eps
         with torch.inference_mode():
             e = p.prior.eps(x_t, p.tt(t, x_t), p.cond)
-        p.nfe += 1
+        p.counts.nfe += 1
         w = lam * math.sqrt(1 - a) / math.sqrt(a)
         mu.grad = reddiff_gradient(p, mu.detach(), e - eps, w, m)
         opt.step()
@@ -80,7 +80,7 @@ def ve_denoise(p: Problem, x: Tensor, sigma: float) -> Tensor:
     t = int(torch.argmin((sig.log() - math.log(max(sigma, 1e-12))).abs()))
     with torch.inference_mode():
         eps = p.prior.eps(x / math.sqrt(1 + sigma**2), p.tt(t, x), p.cond)
-    p.nfe += 1
+    p.counts.nfe += 1
     return x - sigma * eps
 
 
