@@ -70,8 +70,10 @@ def randn_like(x: Tensor, generator: Generators = None) -> Tensor:
 
 
 def repeat(generator: Generators, k: int) -> Generators:
-    """Per-image streams for ``k`` samples of each image: image ``i`` sample ``j`` gets a
-    generator seeded from image ``i``'s stream, so results do not depend on batch size."""
+    """Per-image streams for ``k`` samples of each image: image ``i`` sample ``j`` gets a generator seeded from
+    image ``i``'s seed (not from its current state), so results depend neither on the batch size nor on what the
+    given generators drew before: the same generators give the same samples, for k = 1 as for k > 1. One shared
+    generator (or None) is returned as it is."""
     if generator is None or isinstance(generator, torch.Generator):
         return generator
     out = []

@@ -33,3 +33,21 @@ def test_same_seed_same_stream_and_bad_seeds():
     assert 0 <= stream_seed(2**70, "x", 0) < 2**63  # huge seeds are mixed down, not overflowed
     with pytest.raises(ValueError, match="non-negative"):
         stream_seed(-1, "x", 0)
+
+
+def test_restore_with_the_same_generators_repeats_itself_for_one_sample_and_for_several():
+    import invdiff.operators as O
+    from invdiff.analytic import GaussianEps
+    from invdiff.prior import EpsPrior
+    from invdiff.samplers import restore
+    from invdiff.schedule import NoiseSchedule
+
+    s = NoiseSchedule.linear()
+    prior = EpsPrior(GaussianEps(torch.zeros(16, dtype=torch.float64), torch.eye(16, dtype=torch.float64), s, (1, 4, 4)), s)
+    A = O.Inpainting((torch.arange(16) % 2 == 0).double().reshape(1, 1, 4, 4))
+    y = A(torch.ones(2, 1, 4, 4, dtype=torch.float64))
+    for k in (1, 3):
+        gens = make_generators(5, 2, purpose="sample")
+        a = restore(y, A, 0.05, prior, method="ddrm", steps=5, samples=k, generator=gens)
+        b = restore(y, A, 0.05, prior, method="ddrm", steps=5, samples=k, generator=gens)  # the same objects again
+        assert torch.equal(a.samples, b.samples)

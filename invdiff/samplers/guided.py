@@ -13,7 +13,7 @@ from .. import rng
 from ..prior import Denoised
 from ..operators.base import Capability
 from .params import PiGDMParams
-from .core import Guidance
+from .core import Guidance, jump_schedule
 from .problem import Problem, noisy_measurement
 
 
@@ -102,20 +102,7 @@ def repaint_schedule(steps: int, jump_length: int, resamples: int) -> list[int]:
     the authors' ``get_schedule_jump``): descend one index at a time from steps−1; on reaching an index that is a
     multiple of ``jump_length`` (below steps − jump_length), go back up ``jump_length`` indices, ``resamples`` − 1
     times in all for that index, then continue down; ends with −1 (x0). Consecutive entries differ by one."""
-    if steps < 1 or jump_length < 1 or resamples < 1:
-        raise ValueError("steps, jump_length and resamples must be at least 1")
-    left = {j: resamples - 1 for j in range(0, steps - jump_length, jump_length)}
-    t, ts = steps, []
-    while t >= 1:
-        t -= 1
-        ts.append(t)
-        if left.get(t, 0) > 0:
-            left[t] -= 1
-            for _ in range(jump_length):
-                t += 1
-                ts.append(t)
-    ts.append(-1)
-    return ts
+    return jump_schedule(steps, jump_length, resamples)  # DDNM's time travel is the same schedule
 
 
 def repaint_nfe(steps: int, jump_length: int, resamples: int) -> int:

@@ -218,7 +218,7 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
         raise ValueError(f"prior {prior.name!r} works on {prior.channels}-channel images but the operator needs {xs[1]}")
     yk = y.repeat_interleave(samples, 0) if samples > 1 else y
     op = operator.repeat_interleave(samples).unchecked()  # copies: the caller's operator is not touched
-    gens = rng.repeat(generator, samples) if samples > 1 else generator
+    gens = rng.repeat(generator, samples)  # derived streams, K = 1 included: the caller's generators are not advanced
     n = B * samples
     if isinstance(batch_size, str) and batch_size != "auto":
         raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
