@@ -68,6 +68,11 @@ def _eps(prior, x, t):
     return prior.eps(x, torch.full((x.shape[0],), t, dtype=torch.long))
 
 
+def _streams(seed):
+    """The per-image streams ``restore`` draws from for ``make_generators(seed, 2)`` (one sample per image)."""
+    return rng.repeat(make_generators(seed, 2), 1)
+
+
 def _flat(v):
     return v.reshape(v.shape[0], -1)
 
@@ -134,7 +139,7 @@ def test_ddnm_restore_runs_the_reference_loop(prior, sigma_y):
     op = _ops()["sr"]
     y = _measure(op, sigma_y)
     res = restore(y, op, sigma_y, prior, method="ddnm", steps=4, generator=make_generators(5, 2), clip=False)
-    gens = make_generators(5, 2)
+    gens = _streams(5)
     x = rng.randn(SHAPE, gens, dtype=torch.float64)
     ts = prior.schedule.timesteps(4).tolist()
     A = _dense(op)
@@ -173,7 +178,7 @@ def test_ddnm_time_travel_is_the_reference_loop(prior):
     y = _measure(op, 0.0)
     hp = {"travel_length": 2, "travel_repeat": 2}
     res = restore(y, op, 0.0, prior, method="ddnm", steps=5, generator=make_generators(2, 2), clip=False, **hp)
-    gens = make_generators(2, 2)
+    gens = _streams(2)
     x = rng.randn(SHAPE, gens, dtype=torch.float64)
     ts = prior.schedule.timesteps(5).flip(0).tolist()
     A = _dense(op)
@@ -264,7 +269,7 @@ def test_pigdm_authors_weighting_is_the_reference(prior, opname, eta):
     res = restore(y, op, 0.0, prior, method="pigdm", steps=4, eta=eta, weighting="authors",
                   generator=make_generators(8, 2), clip=False)
     mask = op.mask.double() if opname == "inpaint" else None
-    ref = _ref_pgdm(prior, _dense(op), y, prior.schedule.timesteps(4).tolist(), eta, make_generators(8, 2), mask)
+    ref = _ref_pgdm(prior, _dense(op), y, prior.schedule.timesteps(4).tolist(), eta, _streams(8), mask)
     torch.testing.assert_close(res.mean, ref, **TOL)
     assert res.vjps == 4
 
@@ -307,7 +312,7 @@ def test_diffpir_is_the_reference_in_its_units(prior, opname, extra, tol, spacin
     res = restore(y, op, sigma, prior, method="diffpir", steps=5, lam=7.0, zeta=0.3, spacing=spacing,
                   generator=make_generators(4, 2), clip=False, **extra)
     ts = prior.schedule.timesteps(5, spacing=spacing).tolist()
-    ref = _ref_diffpir(prior, _dense(op), y, sigma, 7.0, 0.3, ts, make_generators(4, 2))
+    ref = _ref_diffpir(prior, _dense(op), y, sigma, 7.0, 0.3, ts, _streams(4))
     torch.testing.assert_close(res.mean, ref, rtol=tol, atol=tol)
 
 
@@ -369,7 +374,7 @@ def test_reddiff_is_the_reference_with_the_data_term_over_the_measurements(prior
     y = _measure(op, 0.05)
     res = restore(y, op, 0.05, prior, method="reddiff", steps=3, lam=0.25, lr=0.1, generator=make_generators(6, 2),
                   clip=False)
-    ref = _ref_reddiff(prior, op, y, kept, 0.25, 0.1, prior.schedule.timesteps(3).tolist(), make_generators(6, 2))
+    ref = _ref_reddiff(prior, op, y, kept, 0.25, 0.1, prior.schedule.timesteps(3).tolist(), _streams(6))
     torch.testing.assert_close(res.mean, ref, **TOL)
 
 
