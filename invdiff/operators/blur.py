@@ -160,6 +160,23 @@ class Blur(_SpectrumCache, LinearOperator):
         s = (y.shape[-2] + kh - 1, y.shape[-1] + kw - 1)
         return pad_adjoint(conv_valid_adjoint(y, self._spectrum(s, y, False)[:, None], kh, kw), ph, pw, self.padding)
 
+    def prox(self, x0: Tensor, y: Tensor, rho, **kw) -> Tensor:
+        """For a shared rank-1 kernel (Gaussian, box) and ρ > 0, the closed form through the separable form's exact
+        SVD, at any image size (its 1-D factors are small); else conjugate gradients. ρ = 0 keeps conjugate
+        gradients: stopped early, they are the regularised pseudo-inverse that methods start from."""
+        sep = self.as_separable()
+        r = torch.as_tensor(rho)
+        if sep is not None and bool((r > 0).all()):
+            return sep.prox(x0, y, rho)
+        return super().prox(x0, y, rho, **kw)
+
+    def weighted_pinv(self, v: Tensor, r2: float, sigma2: float, **kw) -> Tensor:
+        """Closed form through the separable form's SVD where there is one and σ² > 0, else conjugate gradients."""
+        sep = self.as_separable()
+        if sep is not None and sigma2 > 0:
+            return sep.weighted_pinv(v, r2, sigma2)
+        return super().weighted_pinv(v, r2, sigma2, **kw)
+
     def extra_repr(self) -> str:
         return f"kernel={tuple(self.kernel.shape)}, padding={self.padding}" + ("" if self.separable else ", separable=False")
 
