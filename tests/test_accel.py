@@ -119,7 +119,7 @@ class _OutOfMemoryAbove(torch.nn.Module):
         return self.net(x, t) if cond is None else self.net(x, t, cond)
 
 
-@pytest.mark.parametrize("method", ["ddpm-like ddnm", "dps"])
+@pytest.mark.parametrize("method", ["ddpm-like ddnm", "dps", "repaint", "daps"])
 def test_out_of_memory_halves_the_batch_and_repeats_the_same_noise(monkeypatch, method):
     method = method.split()[-1]
     A, y = _inpainting(B=6)
