@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from .nets.kair import KairConfig, build, from_deepinv_dncnn, infer_kair_config
-from .prior import EpsPrior
+from .eps import EpsPrior
 from .schedule import NoiseSchedule
 
 #: the noise levels each architecture's released models were trained on, on their [0, 1] scale (KAIR: FFDNet
@@ -312,10 +312,10 @@ def _load_part(key: str) -> Denoiser | None:
     return None
 
 
-def resolve_denoiser(key: str, *, dtype: torch.dtype = torch.float32) -> EpsPrior | None:
+def resolve_denoiser(key: str, *, dtype: torch.dtype = torch.float32, load_diffusion=None) -> EpsPrior | None:
     """A prior for ``key`` if it names a denoiser (``ffdnet``, a KAIR checkpoint path) or a composite
-    ``<denoiser>+<prior>[@switch σ]``; None for anything else (then the bundled priors and paths are tried)."""
-    from . import zoo
+    ``<denoiser>+<prior>[@switch σ]``; None for anything else (then the bundled priors and paths are tried).
+    ``load_diffusion(name, dtype=...)`` loads a composite's diffusion part (``invdiff.prior.resolve``)."""
 
     den = _load_part(key)
     if den is not None:
@@ -337,7 +337,9 @@ def resolve_denoiser(key: str, *, dtype: torch.dtype = torch.float32) -> EpsPrio
             switch = float(sw)
         except ValueError:
             raise ValueError(f"the switch level after '@' must be a number (σ on [-1, 1]), got {sw!r}") from None
-    diffusion = zoo.resolve(right, dtype=dtype)
+    if load_diffusion is None:
+        raise ValueError(f"{key!r} is a composite prior: load it with invdiff.prior.load")
+    diffusion = load_diffusion(right, dtype=dtype)
     return composite(den.to(dtype), diffusion, switch_sigma=switch)
 
 

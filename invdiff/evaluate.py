@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .prior import EpsPrior
+from .eps import EpsPrior
 
 LOG2 = math.log(2.0)
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .nets.unet import UNet, UNetConfig
-from .prior import EpsPrior
+from .eps import EpsPrior
 from .schedule import NoiseSchedule
 
 Batches = Callable[[int, torch.Generator], Tensor]  # (batch size, generator) -> clean images in [-1, 1]

@@ -5,7 +5,7 @@ Restoration figures on the validation photos (deblur, SR ×4, inpainting, ... ag
 with measurement / restored / ground-truth grids) come from the benchmark suite instead:
 
     python scripts/eval_natural.py
-    torchrun --nproc_per_node 2 -m invdiff.bench.cli natural      # benchmarks/results/natural
+    torchrun --nproc_per_node 2 -m invdiff.bench natural      # benchmarks/results/natural
 """
 
 from __future__ import annotations

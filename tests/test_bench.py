@@ -82,7 +82,7 @@ def test_torchrun_two_processes_match_one(suite_file, tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), "-m",
-           "invdiff.bench.cli", str(suite_file), "--out", str(tmp_path / "two"), "--device", "cpu", "--quiet"]
+           "invdiff.bench", str(suite_file), "--out", str(tmp_path / "two"), "--device", "cpu", "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "two" / "results.rank1.jsonl").is_file()

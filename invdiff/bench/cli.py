@@ -1,5 +1,5 @@
 """``invdiff bench``: run a suite (resumable; sharded under torchrun) or rebuild its report. The options are those of
-the ``bench`` command of ``invdiff.cli``; ``python -m invdiff.bench.cli SUITE ...`` (what torchrun starts) runs the
+the ``bench`` command of ``invdiff.cli``; ``python -m invdiff.bench SUITE ...`` (what torchrun starts) runs the
 same command."""
 
 from __future__ import annotations
@@ -71,11 +71,14 @@ def run_bench(*, suite: str, out: Path | None = None, prior: str | None = None, 
         raise ValueError(f"--lpips-backbone {lpips_backbone}: file not found")
     import torch
 
-    from ..cli import _device
+    from ..samplers.validate import check_device_name
 
-    if device is None and torch.cuda.is_available():
-        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
-    dev = _device(device)
+    if device in (None, "auto"):
+        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = check_device_name(device)
+    except ValueError as e:
+        raise ValueError(f"--device: {e}") from None
     bar = None
     progress = None
     if not quiet:
@@ -101,15 +104,3 @@ def run_bench(*, suite: str, out: Path | None = None, prior: str | None = None, 
     if not quiet and int(os.environ.get("RANK", "0")) == 0:
         print(f"results and report in {path}", file=sys.stderr)
     return path
-
-
-def main(argv: list[str] | None = None) -> None:
-    from ..accel import keep_freed_memory
-    from ..cli import app
-
-    keep_freed_memory()  # a benchmark process owns its memory (see invdiff.accel)
-    app(["bench", *(sys.argv[1:] if argv is None else argv)], prog_name="invdiff")
-
-
-if __name__ == "__main__":
-    main()

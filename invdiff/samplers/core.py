@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .. import rng
-from ..prior import Denoised, EpsPrior
+from ..eps import Denoised, EpsPrior
 from ..schedule import NoiseSchedule
 
 

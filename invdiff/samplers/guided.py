@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .. import rng
-from ..prior import Denoised
+from ..eps import Denoised
 from ..operators.base import Capability
 from .params import PiGDMParams
 from .core import Guidance, jump_schedule

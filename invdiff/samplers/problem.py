@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .. import rng
 from ..operators.base import Capability, Operator, bdot
-from ..prior import Denoised, EpsPrior
+from ..eps import Denoised, EpsPrior
 from .core import Counts
 
 

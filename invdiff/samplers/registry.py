@@ -15,7 +15,7 @@ from torch import Tensor
 from .. import rng
 from ..accel import auto_batch_size, is_out_of_memory
 from ..operators.base import Capability, Operator
-from ..prior import EpsPrior
+from ..eps import EpsPrior
 from .guided import DPS, MCG, PiGDM, Projection, guided_sample, repaint, repaint_nfe
 from .palette import palette
 from .problem import REQUIREMENT_TEXT, Problem, require

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .. import rng
 from ..operators.base import Capability, conjugate_gradient, pinv_singular_values
-from ..prior import Denoised
+from ..eps import Denoised
 from .core import Guidance, Loop, ddim_step, jump_schedule, step_coefficients
 from .params import DDNMParams, DDRMParams, DiffPIRParams
 from .problem import Problem
