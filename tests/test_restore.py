@@ -40,7 +40,8 @@ OPS = {
     "blur": lambda: O.CircularBlur(O.gaussian_kernel(3, 0.8)),
 }
 #: the same circular blur as a plain linear operator (no SVD): methods take their conjugate-gradient paths
-LINEAR_ONLY = {"blur-cg": lambda: O.Blur(O.gaussian_kernel(3, 0.8), padding="circular")}
+LINEAR_ONLY = {"blur-cg": lambda: O.Blur(O.gaussian_kernel(3, 0.8), padding="circular", separable=False),
+               "inpaint-cg": lambda: O.Identity() @ OPS["inpaint"]()}
 
 
 def _problem(gaussian, opname):
@@ -118,9 +119,10 @@ def _small_problem(B=3):
     return prior, A, y
 
 
-FAST = {"dps": {"steps": 10}, "mcg": {"steps": 10}, "pigdm": {"steps": 10}, "ddrm": {"steps": 10}, "ddnm": {"steps": 10},
-        "diffpir": {"steps": 10}, "reddiff": {"steps": 10}, "daps": {"steps": 5, "langevin_steps": 5},
-        "projection": {"steps": 10}, "repaint": {"steps": 10, "jump_length": 2, "resamples": 2}}
+#: every unconditional method of the registry (Palette's own test covers the conditional one), with a cheap budget:
+#: a new method cannot skip the batch-invariance test
+CHEAP = {"daps": {"steps": 5, "langevin_steps": 5}, "repaint": {"steps": 10, "jump_length": 2, "resamples": 2}}
+FAST = {name: CHEAP.get(name, {"steps": 10}) for name, m in METHODS.items() if not m.conditional}
 
 
 @pytest.mark.parametrize("method", sorted(FAST))
