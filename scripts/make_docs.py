@@ -73,14 +73,19 @@ def methods_table(path: Path) -> None:
     lines += ["", "Methods that need an SVD (`ddrm`) or a linear operator (`ddnm`, `pigdm`, `mcg`, `projection`, `repaint`) refuse other "
               "operators with a message naming an alternative. Operators with an exact SVD: `Identity`, `Inpainting`, "
               "`CircularBlur`, `SeparableBlur`, `BlockAverage`, `BicubicDownsample`, `Colorize`. `Blur` (any padding) and "
-              "`NonUniformBlur` are linear with exact adjoints (pinv by conjugate gradients); `PhaseRetrieval` is non-linear.",
+              "`NonUniformBlur` are linear with exact adjoints (pinv by conjugate gradients; a Gaussian or box `Blur` solves "
+              "prox and ΠGDM's weighted pseudo-inverse in closed form through its separable SVD); `PhaseRetrieval` is "
+              "non-linear. Data consistency is the operator's own (`prox`, `weighted_pinv`, `norm_estimate`, `on_grid`), "
+              "and methods state what they need as `Capability` flags: a new operator works with every method its "
+              "capabilities allow.",
               "", "How each method is checked: `tests/test_restore.py` runs them on Gaussian data, where the exact ε and "
               "the exact posterior are known (ΠGDM with weighting='exact', and DAPS's reference annealing with Tweedie's x̂0, "
               "the inner Gaussian sampled exactly and τ = √2σ, must recover the posterior mean and covariance; DDRM, DDNM, "
               "DiffPIR and RePaint its mean; DPS must move towards it and fit the measurement). `tests/test_faithful_a.py` "
               "runs DDNM/DDNM+ (with time travel), ΠGDM (weighting='authors'), DiffPIR and RED-diff, and "
               "`tests/test_faithful_b.py` DPS, DAPS, RePaint and Palette, against transcriptions of the authors' update "
-              "rules with the same inputs and noise."]
+              "rules with the same inputs and noise. `tests/test_posterior_paths.py` checks the paths without an SVD "
+              "(ΠGDM, projection, MCG, DDNM+ by conjugate gradients), DAPS's Langevin branch and DPS's gradient."]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -329,10 +329,11 @@ def test_motion_kernels_default_and_the_other_model():
 
 
 def test_tasks_carry_the_reference_step_sizes():
-    zeta = {name: TASKS[name].hyper_parameters["dps"]["zeta"] for name in
-            ("deblur", "motion-deblur", "nonuniform-deblur", "sr", "inpaint", "phase-retrieval")}
-    assert zeta == {"deblur": 0.3, "motion-deblur": 0.3, "nonuniform-deblur": 0.3, "sr": 0.3, "inpaint": 0.5,
-                    "phase-retrieval": 1.0}
+    from invdiff.tasks import DPS_REFERENCE_ZETA
+
+    assert DPS_REFERENCE_ZETA == {"deblur": 0.3, "motion-deblur": 0.3, "nonuniform-deblur": 0.3, "sr": 0.3,
+                                  "inpaint": 0.5, "phase-retrieval": 1.0}
+    assert all("zeta" not in TASKS[name].hyper_parameters.get("dps", {}) for name in DPS_REFERENCE_ZETA)  # ζ = 1
     assert TASKS["deblur"].hyper_parameters["daps"]["lr"] == 1e-4 and TASKS["inpaint"].hyper_parameters["daps"]["lr"] == 5e-5
 
 
@@ -343,7 +344,10 @@ def test_dps_ffhq_suite_is_the_released_protocol():
 
     suite = load_suite(Path(__file__).parent.parent / "benchmarks" / "suites" / "dps-ffhq.json")
     assert suite.steps["dps"] == 1000 and suite.noise_sigma == 0.05
-    assert "zeta" not in suite.hyper_parameters.get("dps", {})  # ζ comes from each task's preset
+    from invdiff.tasks import DPS_REFERENCE_ZETA
+
+    assert "zeta" not in suite.hyper_parameters.get("dps", {})  # ζ is set task by task, as released
+    assert all(s.hyper_parameters["dps"]["zeta"] == DPS_REFERENCE_ZETA[s.task] for s in suite.tasks)
     specs = {(s.task, s.options.get("mask")): s for s in suite.tasks}
     assert specs[("inpaint", "random")].options["mask_fraction"] == [0.3, 0.7]
     # the released random mask: a missing fraction drawn per image in [0.3, 0.7], batch-invariant

@@ -112,7 +112,8 @@ def entry_config(suite: Suite, spec, method: str, prior_name: str | None, finger
             fingerprints[prior_name] = prior_fingerprint(prior_name)
         cfg.update(fingerprints[prior_name])
         cfg["steps"] = int(suite.steps.get(method) or METHODS[method].defaults["steps"])
-        cfg["hyper_parameters"] = {**task.hyper_parameters.get(method, {}), **suite.hyper_parameters.get(method, {})}
+        cfg["hyper_parameters"] = {**task.hyper_parameters.get(method, {}), **suite.hyper_parameters.get(method, {}),
+                                   **spec.hyper_parameters.get(method, {})}
     return cfg
 
 

@@ -25,9 +25,10 @@ class DPS(Guidance):
     [-1, 1] when the problem clips (guided-diffusion's ``clip_denoised``; clipped pixels pass no gradient).
     ``gradient="raw"``: through the unclipped x̂0 (this toolkit's earlier behaviour).
 
-    The tasks' ζ presets are the released per-task values, tuned for 1000 steps; at 100 steps they under-guide
-    (fmnist32, same images and noise: deblur 18.3 vs 21.1 dB with ζ = 1, SR 15.1 vs 17.5, random inpainting 20.7 vs
-    22.6; benchmarks/RESULTS.md), so short runs should pass ``zeta=1.0``.
+    ζ is 1 by default. The released per-task values (``invdiff.tasks.DPS_REFERENCE_ZETA``: 0.3 blur/SR, 0.5
+    inpainting, 1.0 phase retrieval), tuned for 1000 steps, under-guide at our 100-200 (fmnist32, same images and
+    noise: deblur 18.3 vs 21.1 dB with ζ = 1, SR 15.1 vs 17.5, random inpainting 20.7 vs 22.6; RESULTS.md); the
+    dps-ffhq suite, the released protocol, sets them task by task.
 
     The norm is taken per image. The authors' code takes it over the whole batch, which is the same at their batch
     size of 1 but makes each image's step depend on the others in a batch. A zero residual gives a zero gradient
