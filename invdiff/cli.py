@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -182,7 +181,6 @@ def sample_cmd(
     def go():
         import math
 
-        import torch
 
         from .io import save_grid
         from .prior import load

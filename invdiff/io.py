@@ -125,6 +125,19 @@ def estimate_noise_sigma(x: Tensor) -> float:
     return float(torch.stack([c.abs().flatten().median() for c in hh]).mean() / 0.6745)
 
 
+def check_out_folder(out: Path) -> None:
+    """``out`` is a folder, or can be created as one, and is writable (checked before any work)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"--out {out}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: no permission to write in {parent}")
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""

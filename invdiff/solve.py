@@ -197,18 +197,10 @@ def output_names(req: SolveRequest) -> dict[str, str]:
 def check_output(req: SolveRequest, names: dict[str, str] | None = None) -> None:
     """Before any work: ``out`` is (or can be made) a writable folder, and no output there would be overwritten
     unless ``overwrite`` (two images with the same stem, photo.png and photo.jpg, would write the same names)."""
-    import os
+    from .io import check_out_folder
 
     out = Path(req.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
-    parent = out
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"--out {out}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out}: no permission to write in {parent}")
+    check_out_folder(out)
     if out.is_dir() and not req.overwrite:
         for v in (names or output_names(req)).values():
             f = out / v
@@ -226,7 +218,6 @@ def check_output(req: SolveRequest, names: dict[str, str] | None = None) -> None
 
 def clean_stale_staging(out: Path) -> list[Path]:
     """Remove staging folders left by a run that was killed while writing (its process is gone); returns them."""
-    import os
 
     out = Path(out)
     removed = []

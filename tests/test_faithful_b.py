@@ -24,6 +24,8 @@ from invdiff.samplers.variational import daps
 from invdiff.schedule import NoiseSchedule
 from invdiff.tasks import TASKS, TaskOptions
 
+from test_faithful_a import _ref_schedule_jump
+
 SHAPE = (2, 1, 6, 6)
 D = 36
 TOL = dict(rtol=1e-9, atol=1e-9)
@@ -184,18 +186,8 @@ def _repaint_reference(prior, mask, y, *, steps, jump_length, resamples, gens):
     T = prior.schedule.num_timesteps
     ts = [round(i * (T - 1) / (steps - 1)) for i in range(steps)]
     abar = [float(prior.schedule.alpha_bar(t)) for t in ts]
-    # the schedule, transcribed from get_schedule_jump (jump2/jump3 off)
-    jumps = {j: resamples - 1 for j in range(0, steps - jump_length, jump_length)}
-    t, times = steps, []
-    while t >= 1:
-        t = t - 1
-        times.append(t)
-        if jumps.get(t, 0) > 0:
-            jumps[t] = jumps[t] - 1
-            for _ in range(jump_length):
-                t = t + 1
-                times.append(t)
-    times.append(-1)
+    # the schedule, transcribed from get_schedule_jump (jump2/jump3 off; the same function as DDNM's time travel)
+    times = _ref_schedule_jump(steps, jump_length, resamples)
     x = _noise(gens, SHAPE)
     pred = None
     for last, cur in zip(times[:-1], times[1:]):

@@ -1,6 +1,5 @@
 """Metrics against scikit-image, and the LPIPS plumbing against the lpips package."""
 
-import numpy as np
 import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity

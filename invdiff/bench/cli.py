@@ -27,19 +27,6 @@ def _split(value: str | None, option: str) -> list[str] | None:
     return items
 
 
-def check_out_folder(out: Path) -> None:
-    """``out`` is a folder, or can be created as one, and is writable (checked before any work)."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
-    parent = out
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"--out {out}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out}: no permission to write in {parent}")
-
-
 def run_bench(*, suite: str, out: Path | None = None, prior: str | None = None, steps: int | None = None,
               limit: int | None = None, tasks: str | None = None, methods: str | None = None, device: str | None = None,
               batch_size: int | None = None, report_only: bool = False, lpips_backbone: Path | None = None,
@@ -57,6 +44,8 @@ def run_bench(*, suite: str, out: Path | None = None, prior: str | None = None, 
     if steps is not None:
         s = replace(s, steps={m: steps for m in s.all_methods()}, steps_override=steps)
     out = Path(out) if out is not None else DEFAULT_RESULTS / s.name
+    from ..io import check_out_folder
+
     check_out_folder(out)
     if report_only:
         from .report import load_results, write_report

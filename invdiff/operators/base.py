@@ -332,7 +332,21 @@ class SVDOperator(LinearOperator):
         return s.amax(1).expand(x_shape[0]).clone()
 
 
-class Identity(SVDOperator):
+class PixelBasis(SVDOperator):
+    """SVD operators whose singular vectors are the pixels themselves (U = V = I): identity, masks."""
+
+    def Vt(self, x):
+        return x.flatten(1)
+
+    Ut = Vt
+
+    def V(self, z, shape):
+        return z.reshape(z.shape[0], *shape[1:])
+
+    U = V
+
+
+class Identity(PixelBasis):
     """A = I (denoising)."""
 
     def forward(self, x: Tensor) -> Tensor:
@@ -344,16 +358,6 @@ class Identity(SVDOperator):
 
     def pinv(self, y: Tensor, **_: object) -> Tensor:
         return y.clone()
-
-    def Vt(self, x):
-        return x.flatten(1)
-
-    Ut = Vt
-
-    def V(self, z, shape):
-        return z.reshape(z.shape[0], *shape[1:])
-
-    U = V
 
     def singular_values(self, x_shape) -> Tensor:
         return torch.ones(1, math.prod(x_shape[1:]))

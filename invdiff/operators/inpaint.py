@@ -9,10 +9,10 @@ import torch
 from torch import Tensor
 
 from .. import rng
-from .base import SVDOperator
+from .base import PixelBasis
 
 
-class Inpainting(SVDOperator):
+class Inpainting(PixelBasis):
     """y = m ⊙ x with a 0/1 mask m of shape (B|1, 1|C, H, W) (1 = observed). The measurement keeps the image
     shape with zeros at the missing pixels. SVD: U = V = I, singular values = the mask (DDRM's convention)."""
 
@@ -51,16 +51,6 @@ class Inpainting(SVDOperator):
 
     def pinv(self, y: Tensor, **_: object) -> Tensor:
         return self._m(y) * y
-
-    def Vt(self, x):
-        return x.flatten(1)
-
-    Ut = Vt
-
-    def V(self, z, shape):
-        return z.reshape(z.shape[0], *shape[1:])
-
-    U = V
 
     def on_grid(self, y: Tensor, x_shape) -> Tensor:
         """(y with the missing pixels at 0, the mask): the conditioning input of Palette inpainting models."""
