@@ -182,37 +182,11 @@ def cmd_suite(a) -> None:
     print(out)
 
 
-def denoiser_fingerprint(name: str) -> dict:
-    """The bench runner's prior fingerprint for denoiser names and composites: SHA-256 of the denoiser's weights file
-    and of the diffusion prior's fingerprint."""
-    import hashlib
-
-    from invdiff.bench import runner
-    from invdiff.denoisers import DENOISERS
-
-    left, _, right = name.partition("+")
-    if left not in DENOISERS and not Path(left).expanduser().is_file():
-        return _ORIGINAL_FINGERPRINT(name)
-    f = DENOISERS[left].locate() if left in DENOISERS else Path(left).expanduser()
-    h = hashlib.sha256(runner._sha256(f).encode())
-    if right:
-        h.update(_ORIGINAL_FINGERPRINT(right.rpartition("@")[0] or right)["prior_sha256"].encode())
-        h.update(right.encode())
-    return {"prior": name, "prior_file": str(f), "prior_sha256": h.hexdigest()}
-
-
-_ORIGINAL_FINGERPRINT = None
-
-
 def cmd_bench(a) -> None:
-    """``invdiff bench`` for a suite whose prior is a denoiser or a composite (the runner fingerprints the prior's
-    weights files, which a composite name does not point at)."""
-    global _ORIGINAL_FINGERPRINT
+    """``invdiff bench`` for a suite whose prior is a denoiser or a composite, on the CPU with a --limit."""
     from invdiff.bench import runner
     from invdiff.bench.suite import load_suite
 
-    _ORIGINAL_FINGERPRINT = runner.prior_fingerprint
-    runner.prior_fingerprint = denoiser_fingerprint
     print(runner.run_suite(load_suite(a.suite), a.out, device="cpu", limit=a.limit))
 
 

@@ -77,9 +77,19 @@ def _sha256(path: Path) -> str:
 
 
 def prior_fingerprint(name: str) -> dict:
-    """The prior's name, its weights file and the SHA-256 of that file (of every weights/config file of a folder)."""
+    """The prior's name, its weights file and the SHA-256 of that file (of every weights/config file of a folder;
+    for a denoiser or a composite ``denoiser+prior[@σ]``, of the denoiser's file and the diffusion prior's print)."""
+    from ..denoisers import DENOISERS
     from ..zoo import PRIORS
 
+    left, plus, right = name.partition("+")
+    if left in DENOISERS or (plus and Path(left).expanduser().is_file()):
+        f = DENOISERS[left].locate() if left in DENOISERS else Path(left).expanduser()
+        h = hashlib.sha256(_sha256(f).encode())
+        if right:
+            h.update(prior_fingerprint(right.rpartition("@")[0] or right)["prior_sha256"].encode())
+            h.update(right.encode())
+        return {"prior": name, "prior_file": str(f), "prior_sha256": h.hexdigest()}
     if name in PRIORS:
         files = [PRIORS[name].weights, PRIORS[name].config]
     else:
