@@ -33,6 +33,8 @@ def make_generators(seed: int, n: int, device: torch.device | str = "cpu", *, pu
     """``n`` independent generators, one per image: image ``start + i`` of ``purpose`` (e.g. "degrade",
     "sample") gets the stream ``stream_seed(seed, purpose, start + i)``; image i of a batch draws what it draws
     alone with ``start=i``."""
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"generators on {device!r} asked for, but this machine has no CUDA device; use device='cpu'")
     return [torch.Generator(device=device).manual_seed(stream_seed(seed, purpose, start + i)) for i in range(n)]
 
 

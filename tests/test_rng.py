@@ -51,3 +51,9 @@ def test_restore_with_the_same_generators_repeats_itself_for_one_sample_and_for_
         a = restore(y, A, 0.05, prior, method="ddrm", steps=5, samples=k, generator=gens)
         b = restore(y, A, 0.05, prior, method="ddrm", steps=5, samples=k, generator=gens)  # the same objects again
         assert torch.equal(a.samples, b.samples)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_generators_without_cuda_are_a_clear_error():
+    with pytest.raises(ValueError, match="no CUDA device"):
+        make_generators(0, 2, "cuda")
