@@ -15,6 +15,7 @@ from .base import Composed, ComposedLinear, Identity, LinearOperator, Operator, 
 from .blur import PADDINGS, Blur, CircularBlur, gaussian_kernel
 from .colorize import Colorize
 from .inpaint import Inpainting, box_mask, freeform_mask, random_mask
+from .jpeg import JPEGLike
 from .motion import MOTION_MODELS, NonUniformBlur, blend_weights, camera_shake, load_kernel, motion_kernels, shake_kernels
 from .noise import GaussianNoise, PoissonNoise
 from .phase import PhaseRetrieval
@@ -45,6 +46,7 @@ OPERATORS: dict[str, Callable[[tuple[int, ...], Generators], Operator]] = {
     "sr-average": lambda s, g: BlockAverage(4),
     "sr-bicubic": lambda s, g: BicubicDownsample(4),
     "phase-retrieval": lambda s, g: PhaseRetrieval(2.0),
+    "jpeg": lambda s, g: JPEGLike(quality=50),
     "colorize": lambda s, g: Colorize(),
     "composed-sr-of-blur": lambda s, g: BicubicDownsample(2) @ Blur(gaussian_kernel(5, 1.0), padding="reflect"),
     "composed-inpaint-of-motion": lambda s, g: Inpainting(random_mask(s, p=0.5, generator=g)) @ Blur(motion_kernels(s[0], 5, generator=g)),
@@ -54,6 +56,6 @@ __all__ = [
     "Operator", "LinearOperator", "SVDOperator", "conjugate_gradient", "compose", "Composed", "ComposedLinear",
     "Identity", "Inpainting", "box_mask", "random_mask", "freeform_mask", "Blur", "CircularBlur", "SeparableBlur",
     "Separable", "gaussian_kernel", "PADDINGS", "motion_kernels", "shake_kernels", "MOTION_MODELS", "load_kernel", "NonUniformBlur", "camera_shake",
-    "blend_weights", "BlockAverage", "BicubicDownsample", "PhaseRetrieval", "Colorize", "GaussianNoise",
+    "blend_weights", "BlockAverage", "BicubicDownsample", "PhaseRetrieval", "JPEGLike", "Colorize", "GaussianNoise",
     "PoissonNoise", "OPERATORS",
 ]
