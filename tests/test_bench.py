@@ -16,7 +16,7 @@ from invdiff.nets.unet import UNet, UNetConfig
 from invdiff.prior import EpsPrior
 from invdiff.schedule import NoiseSchedule
 
-SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "suites" / "tiny.json"
+SUITE = Path(__file__).resolve().parents[1] / "invdiff" / "bench" / "suites" / "tiny.json"
 
 
 @pytest.fixture(scope="module")

@@ -334,7 +334,7 @@ def test_dps_ffhq_suite_is_the_released_protocol():
 
     from invdiff.bench.suite import load_suite
 
-    suite = load_suite(Path(__file__).parent.parent / "benchmarks" / "suites" / "dps-ffhq.json")
+    suite = load_suite(Path(__file__).parent.parent / "invdiff" / "bench" / "suites" / "dps-ffhq.json")
     assert suite.steps["dps"] == 1000 and suite.noise_sigma == 0.05
     from invdiff.tasks import DPS_REFERENCE_ZETA
 

@@ -26,7 +26,7 @@ from invdiff.samplers import restore
 from invdiff.schedule import NoiseSchedule
 
 runner = CliRunner()
-SUITES = Path(__file__).resolve().parents[1] / "benchmarks" / "suites"
+SUITES = Path(__file__).resolve().parents[1] / "invdiff" / "bench" / "suites"
 
 
 @pytest.fixture(scope="module")

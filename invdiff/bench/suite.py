@@ -1,4 +1,4 @@
-"""Suite definitions (JSON files in benchmarks/suites): dataset, image count, prior, tasks with their options,
+"""Suite definitions (JSON files in invdiff/bench/suites, shipped with the package): dataset, image count, prior, tasks with their options,
 methods per task, seeds, steps."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-SUITES_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
+SUITES_DIR = Path(__file__).resolve().parent / "suites"  # package data: works from an installed wheel
 
 
 @dataclass(frozen=True)
