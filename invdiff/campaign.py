@@ -13,7 +13,8 @@ A leg (``python scripts/train_campaign.py --minutes M``) continues the ``natural
 Every checkpoint (``ckpt_every`` steps, about 5 minutes on one CPU thread) rewrites the full state under ``ckpt/``
 and the compact state plus the card in the working tree, so a leg that is cut off loses at most the steps since
 the last checkpoint, and what is committed is never more than one checkpoint behind. The card's ledger records,
-per leg: steps, images seen, wall and CPU minutes, threads, and the validation L_simple (the same 512 64×64
+per leg: steps, images seen, wall minutes, threads × wall minutes and the CPU minutes the process really used (they
+differ when the machine is busy: the leg runs at low priority), and the validation L_simple (the same 512 64×64
 patches of the validation photos as ``natural64``'s figure, uniform t) with per-noise-level buckets.
 """
 
@@ -23,6 +24,7 @@ import datetime as _dt
 import json
 import math
 import platform
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -146,6 +148,7 @@ class CampaignTrainer(Trainer):
                     "wall_minutes": 0.0, "cpu_minutes": 0.0, "threads": threads, "machine": platform.machine(),
                     "device": str(self.device), "patch": self.cfg.patch, "batch_size": self.cfg.batch_size, "lr": self.cfg.lr}
         self._seconds0 = self.seconds
+        self._cpu0 = time.process_time()
 
     # -- checkpoints write the compact state too --
     def save_state(self) -> None:
@@ -158,7 +161,8 @@ class CampaignTrainer(Trainer):
         leg = self.leg
         leg["steps"][1], leg["images_seen"][1] = self.step, self.images_seen
         leg["wall_minutes"] = round((self.seconds - self._seconds0) / 60, 1)
-        leg["cpu_minutes"] = round(leg["wall_minutes"] * leg["threads"], 1)
+        leg["cpu_minutes"] = round(leg["wall_minutes"] * leg["threads"], 1)  # what the threads could have used
+        leg["process_cpu_minutes"] = round((time.process_time() - self._cpu0) / 60, 1)  # what the process did use
         curve = list(self.card.get("campaign", {}).get("validation_curve", []))
         if not curve and self.ledger and "validation" in self.ledger[0]:
             v0 = self.ledger[0]
