@@ -196,6 +196,36 @@ def _noise_sigma(noise) -> float:
     return float(getattr(noise, "sigma"))
 
 
+def _run_in_chunks(m: Method, hp: Params, whole: Problem, *, chunk: int, auto: bool, callback=None) -> tuple[Tensor, int, int]:
+    """Run ``m`` on ``whole``'s images ``chunk`` at a time (each chunk a Problem of its own, with its images' operator
+    and streams); with ``auto``, a chunk that runs out of GPU memory is halved and redone with the same noise.
+    Returns the samples and the network evaluations and VJPs per image."""
+    n = whole.shape[0]
+    op, gens = whole.op, whole.generator
+    parts, nfe, vjps, start = [], 0, 0, 0
+    while start < n:
+        idx = list(range(start, min(n, start + chunk)))
+        every = len(idx) == n
+        sub_gens = gens if (every or gens is None or isinstance(gens, torch.Generator)) else [gens[i] for i in idx]
+        saved = rng.get_state(sub_gens) if auto else None
+        problem = Problem(prior=whole.prior, y=whole.y[idx[0]: idx[-1] + 1], op=op if every else op.select(idx),
+                          sigma=whole.sigma, shape=(len(idx), *whole.shape[1:]), generator=sub_gens, clip=whole.clip)
+        try:
+            parts.append(m.run(problem, hp, callback))
+        except Exception as e:  # out of GPU memory with an automatic size: halve it and redo this chunk
+            if not (auto and chunk > 1 and is_out_of_memory(e)):
+                raise
+            del problem, e
+            rng.set_state(sub_gens, saved)  # the retry draws exactly the noise the failed attempt drew
+            if whole.y.device.type == "cuda":
+                torch.cuda.empty_cache()
+            chunk = max(1, chunk // 2)
+            continue
+        nfe, vjps = max(nfe, problem.nfe), max(vjps, problem.vjps)  # per image: every chunk runs the same loop
+        start = idx[-1] + 1
+    return torch.cat(parts), nfe, vjps
+
+
 def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: str = "dps", steps: int | None = None,
             samples: int = 1, generator: rng.Generators = None, callback=None, x_shape=None, clip: bool = True,
             batch_size: int | str | None = None, **hyper_parameters) -> Restoration:
@@ -228,31 +258,9 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
     chunk = n if not batch_size or batch_size >= n else int(batch_size)
     if chunk < 1:
         raise ValueError("batch_size must be at least 1")
-    sigma = _noise_sigma(noise)
     t0 = time.perf_counter()
-    parts, nfe, vjps, start = [], 0, 0, 0
-    while start < n:
-        idx = list(range(start, min(n, start + chunk)))
-        whole = len(idx) == n
-        sub_op = op if whole else op.select(idx)
-        sub_gens = gens if (whole or gens is None or isinstance(gens, torch.Generator)) else [gens[i] for i in idx]
-        saved = rng.get_state(sub_gens) if auto else None
-        problem = Problem(prior=prior, y=yk[idx[0] : idx[-1] + 1], op=sub_op, sigma=sigma, shape=(len(idx), *xs[1:]),
-                          generator=sub_gens, clip=clip)
-        try:
-            parts.append(m.run(problem, hp, callback))
-        except Exception as e:  # out of GPU memory with an automatic size: halve it and redo this chunk
-            if not (auto and chunk > 1 and is_out_of_memory(e)):
-                raise
-            del problem, e
-            rng.set_state(sub_gens, saved)  # the retry draws exactly the noise the failed attempt drew
-            if y.device.type == "cuda":
-                torch.cuda.empty_cache()
-            chunk = max(1, chunk // 2)
-            continue
-        nfe, vjps = max(nfe, problem.nfe), max(vjps, problem.vjps)  # per image: every chunk runs the same loop
-        start = idx[-1] + 1
-    x = torch.cat(parts)
+    x, nfe, vjps = _run_in_chunks(m, hp, Problem(prior=prior, y=yk, op=op, sigma=_noise_sigma(noise), shape=(n, *xs[1:]),
+                                                 generator=gens, clip=clip), chunk=chunk, auto=auto, callback=callback)
     seconds = time.perf_counter() - t0
     x = x.reshape(B, samples, *xs[1:])
     mean = x.mean(1)
