@@ -161,7 +161,7 @@ def cmd_onestep(a) -> None:
 
 def cmd_suite(a) -> None:
     """A copy of invdiff/bench/suites/natural.json with another prior, one task and one method with its steps."""
-    src = json.loads((ROOT / "benchmarks" / "suites" / "natural.json").read_text())
+    src = json.loads((ROOT / "invdiff" / "bench" / "suites" / "natural.json").read_text())
     name, options = TASKS[a.task]
     tasks = [t for t in src["tasks"] if t["task"] == name and t.get("options", {}) == options]
     if not tasks:

@@ -24,7 +24,7 @@ from invdiff.prior import EpsPrior
 from invdiff.schedule import NoiseSchedule
 
 SEED = 20240611
-TINY = Path(__file__).resolve().parents[1] / "benchmarks" / "suites" / "tiny.json"
+TINY = Path(__file__).resolve().parents[1] / "invdiff" / "bench" / "suites" / "tiny.json"
 runner = CliRunner()
 
 
