@@ -35,6 +35,7 @@ PRIORS: dict[str, ZooEntry] = {
     e.name: e
     for e in [
         ZooEntry("natural64", "natural photographs, RGB, trained on 64x64 patches; any image size (default)"),
+        ZooEntry("natural", "natural photographs, RGB: natural64 trained further in legs (see its card's ledger); any image size"),
         ZooEntry("fmnist32", "Fashion-MNIST, grey 32x32, unconditional"),
         ZooEntry("fmnist32-palette-sr4", "Fashion-MNIST, Palette conditional model for x4 super-resolution (8x8 -> 32x32)"),
         ZooEntry("fmnist32-palette-inpaint", "Fashion-MNIST, Palette conditional model for box inpainting"),

@@ -34,7 +34,8 @@ def main() -> None:
         ax.axvline(leg["images_seen"][0] / 1000, color="0.8", lw=0.8)
     ax.set_xlabel("training images seen (thousands of 64×64 patches)")
     ax.set_ylabel("validation L_simple (512 patches, uniform t)")
-    ax.set_title(f"{card['name']} v{card.get('version')}: {camp['cpu_minutes_total']:.0f} CPU-minutes in all")
+    cpu = camp.get("process_cpu_minutes_total", camp["cpu_minutes_total"])
+    ax.set_title(f"{card['name']} v{card.get('version')}: {cpu:.0f} CPU-minutes of training in all")
     ax.grid(alpha=0.3)
     legs = [leg for leg in camp["legs"] if leg.get("validation", {}).get("buckets")]
     series = []
