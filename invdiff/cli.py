@@ -112,16 +112,28 @@ def _emit(obj, as_json: bool, table=None) -> None:
 # ---- listings -----------------------------------------------------------------------------------
 @app.command("tasks")
 def tasks_cmd(json_out: bool = typer.Option(False, "--json", help="machine-readable output")):
-    """List the tasks with their operators and default methods."""
-    from rich.table import Table
+    """List the tasks with their operators, default methods and what a measured photo needs."""
+    from rich.table import Column, Table
 
     from .tasks import TASKS
 
-    rows = [{"task": t.name, "description": t.description, "default_method": t.default_method, "palette": t.palette} for t in TASKS.values()]
-    table = Table("task", "operator", "default method", "Palette model")
+    rows = [{"task": t.name, "description": t.description, "default_method": t.default_method, "palette": t.palette,
+             "measured_needs": _measured_needs(t)} for t in TASKS.values()]
+    table = Table("operator", "default method", Column("a measured photo needs", overflow="fold"), "Palette model")
+    table.columns.insert(0, Column("task", no_wrap=True, min_width=max(len(t) for t in TASKS)))  # names are never cut
     for r in rows:
-        table.add_row(r["task"], r["description"], r["default_method"], r["palette"] or "")
+        table.add_row(r["task"], r["description"], r["default_method"], r["measured_needs"], r["palette"] or "")
     _emit(rows, json_out, table)
+
+
+def _measured_needs(t) -> str:
+    needs = {"kernel": "--kernel or --blur-sigma" if t.blind == "gaussian" else "--kernel",
+             "kernel-field": "--kernel FIELD.npy", "mask": "--mask FILE or an alpha channel"}.get(t.needs, "nothing more")
+    if t.blind:
+        needs += f" (else blind: the {t.blind} kernel is estimated)"
+    if t.measurement == "fourier":
+        needs = "Fourier magnitudes as .npy"
+    return needs
 
 
 @app.command("methods")
@@ -236,6 +248,8 @@ class _progress:
             return None
 
         def cb(info):
+            if "step" not in info:  # e.g. a blind kernel estimate's progress
+                return
             if self.bar is None:
                 self._start()
             if info.get("total"):
@@ -259,23 +273,29 @@ def _stderr_console():
 # ---- solve --------------------------------------------------------------------------------------
 @app.command("solve")
 def solve_cmd(
-    image: Path = typer.Argument(..., help="the measurement (or, with --simulate, the clean image)"),
+    images: list[Path] = typer.Argument(..., help="the measurement (or, with --simulate, the clean image); several "
+                                        "files or folders restore every image in them"),
     task: str = typer.Option(..., "--task", "-t", help="deblur, motion-deblur, nonuniform-deblur, sr, inpaint, phase-retrieval, colorize, denoise"),
     simulate: bool = typer.Option(False, "--simulate", help="IMAGE is clean: degrade it with the task, restore, and score"),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="output folder"),
     method: Optional[str] = typer.Option(None, help="restoration method (default: the task's)"),
     prior: Optional[str] = typer.Option(None, help="bundled prior name or path (default: natural64)"),
     steps: Optional[int] = typer.Option(None, help="sampling steps (default: the method's)"),
-    seed: int = typer.Option(0, help="random seed (measurement noise, kernels, masks, sampling)"),
+    seed: int = typer.Option(0, help="random seed (simulated degradation, blind estimate, sampling)"),
     samples: int = typer.Option(1, "--samples", "-k", help="posterior samples: K>1 also writes the mean and a per-pixel std map"),
-    noise_sigma: Optional[str] = typer.Option(None, help="measurement noise sigma on the [-1,1] scale, or 'auto' to estimate it (default 0.05)"),
-    kernel: Optional[Path] = typer.Option(None, help="blur kernel (.png or .npy)"),
-    kernel_size: Optional[int] = typer.Option(None, help="Gaussian/motion kernel size (default 61, 9 on small images)"),
-    blur_sigma: Optional[float] = typer.Option(None, help="Gaussian blur sigma in pixels (default 3, 1.5 on small images)"),
+    noise_sigma: Optional[str] = typer.Option(None, help="measurement noise sigma on the [-1,1] scale, or 'auto' (default: "
+                                              "estimated from a measured photo and reported; 0.05 with --simulate)"),
+    kernel: Optional[Path] = typer.Option(None, help="blur kernel (.png or .npy); for nonuniform-deblur a kernel field "
+                                          ".npy (G, G, kh, kw). Without it a measured deblur/motion-deblur is blind"),
+    kernel_size: Optional[int] = typer.Option(None, help="size of the simulated kernel, or bound of a blind estimate"),
+    blur_sigma: Optional[float] = typer.Option(None, help="Gaussian blur sigma in pixels (simulated; measured: the known "
+                                               "blur, else it is estimated)"),
+    blind: bool = typer.Option(False, "--blind", help="with --simulate: hide the simulated kernel and estimate it"),
     padding: str = typer.Option("reflect", help="blur boundary: zeros, reflect, replicate, circular"),
     scale: int = typer.Option(4, help="super-resolution factor"),
-    mask: str = typer.Option("box", help="inpainting mask: box, random, freeform or a mask image (white = observed); "
-                                          "a measurement PNG's alpha channel is used when present"),
+    mask: Optional[str] = typer.Option(None, help="inpainting mask image (white = observed); measured photos may carry it "
+                                       "as their alpha channel; --simulate also takes the presets box (default), random, "
+                                       "freeform"),
     oversampling: float = typer.Option(2.0, help="phase retrieval oversampling"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)"),
     batch_size: Optional[str] = typer.Option(None, help="posterior samples computed together: a number, or 'auto' for as "
@@ -283,39 +303,101 @@ def solve_cmd(
     hp: list[str] = typer.Option([], "--hp", help="method hyper-parameter, NAME=VALUE (repeatable)"),
     fast: bool = typer.Option(False, "--fast", help="channels_last + torch.compile (+ bf16 autocast on CUDA): pays a "
                               "one-off compilation, worth it for long runs"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace outputs of an earlier run in --out (default: refuse)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace outputs of an earlier run in --out (default: refuse "
+                                   "one image; skip the finished ones of a folder)"),
     save_measurement: bool = typer.Option(False, "--save-measurement", help="also write the measurement (PNG and .npy) "
                                           "and the operator's mask or kernel"),
     lpips_backbone: Optional[Path] = typer.Option(None, "--lpips-backbone", help="AlexNet weights for LPIPS with "
                                                   "--simulate (else INVDIFF_LPIPS_BACKBONE / the torch hub cache)"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
-    json_out: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    json_out: bool = typer.Option(False, "--json", help="print the report as JSON (a list for several images)"),
 ):
-    """Restore an image: IMAGE is the measurement, or with --simulate a clean image to degrade first.
+    """Restore images: each IMAGE is a measurement, or with --simulate a clean image to degrade first.
 
-    About 1-3 minutes for a 256x256 photo with the default method and prior on a 2-core CPU (seconds on a GPU)."""
-    import warnings
-
-    from .solve import SolveRequest, solve
+    A measured photo is never given an invented degradation: deblurring without --kernel is blind, inpainting needs
+    --mask FILE or an alpha channel, the noise level is estimated unless given (see `invdiff tasks`)."""
+    from .solve import SolveRequest
 
     def go():
-        req = SolveRequest(image=image, task=task, simulate=simulate, out=out, method=method, prior=prior, steps=steps,
+        req = SolveRequest(image=images[0], task=task, simulate=simulate, out=out, method=method, prior=prior, steps=steps,
                            seed=seed, samples=samples, noise_sigma=noise_sigma, kernel=kernel, kernel_size=kernel_size,
                            blur_sigma=blur_sigma, padding=padding, scale=scale, mask=mask, oversampling=oversampling,
                            device=_device(device), batch_size=_batch_size(batch_size), hyper_parameters=_parse_hp(hp),
-                           fast=fast, overwrite=overwrite, save_measurement=save_measurement, lpips_backbone=lpips_backbone)
-        with warnings.catch_warnings(record=True) as caught, _progress(quiet, f"{task}", None) as cb:
-            warnings.simplefilter("always", UserWarning)
-            report = solve(req, callback=cb)
-        for w in caught:
-            if issubclass(w.category, UserWarning) and str(w.message) in report.get("warnings", []):
-                typer.echo(f"warning: {w.message}", err=True)
-        if json_out:
-            typer.echo(json.dumps(report, indent=2, default=str))
-        elif not quiet:
-            _print_report(report)
+                           fast=fast, overwrite=overwrite, save_measurement=save_measurement,
+                           lpips_backbone=lpips_backbone, blind=blind)
+        if len(images) == 1 and not images[0].is_dir():
+            return _solve_one_cmd(req, quiet, json_out)
+        return _solve_many_cmd(req, images, quiet, json_out)
 
-    _run(go)
+    code = _run(go)
+    if code:
+        raise typer.Exit(code)
+
+
+def _solve_one_cmd(req, quiet: bool, json_out: bool) -> int:
+    import warnings
+
+    from .solve import solve
+
+    with warnings.catch_warnings(record=True) as caught, _progress(quiet, req.task, None) as cb:
+        warnings.simplefilter("always", UserWarning)
+        report = solve(req, callback=cb)
+    for w in caught:
+        if issubclass(w.category, UserWarning) and str(w.message) in report.get("warnings", []):
+            typer.echo(f"warning: {w.message}", err=True)
+    if json_out:
+        typer.echo(json.dumps(report, indent=2, default=str))
+    elif not quiet:
+        _print_report(report)
+    return 0
+
+
+def _solve_many_cmd(req, images: list[Path], quiet: bool, json_out: bool) -> int:
+    """Every image of the folders and files given, one progress bar over all of them; a failed image is reported
+    and the others go on; exit status 1 when any failed."""
+    from .solve import solve_many
+
+    bar = _ImagesBar(quiet)
+    with bar:
+        outcome = solve_many(req, images, on_image=bar.update)
+    for path, msg in outcome.failed:
+        typer.echo(f"error: {path}: {msg}", err=True)
+    if json_out:
+        typer.echo(json.dumps(outcome.reports, indent=2, default=str))
+    elif not quiet:
+        for r in outcome.reports:
+            _print_report(r)
+    if not quiet or outcome.failed:
+        typer.echo(f"{len(outcome.reports)} restored, {len(outcome.skipped)} already done, {len(outcome.failed)} failed",
+                   err=True)
+    return 1 if outcome.failed else 0
+
+
+class _ImagesBar:
+    """One rich progress bar over the images of a folder (stderr; silent with --quiet)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.bar = quiet, None
+
+    def __enter__(self):
+        return self
+
+    def update(self, i: int, n: int, path: Path, status: str) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                console=_stderr_console())
+            self.bar.__enter__()
+            self.task = self.bar.add_task("images", total=n)
+        self.bar.update(self.task, completed=i + 1, description=f"{path.name}: {status}")
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False
 
 
 def _batch_size(value: str | None) -> int | str | None:

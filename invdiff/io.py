@@ -1,11 +1,19 @@
-"""Image files <-> tensors. The only place that converts between file ranges ([0, 255], [0, 1]) and the
-library's [-1, 1]. Writes are atomic (temporary file + rename): no half-written outputs."""
+"""Image files <-> tensors. The only place that converts between file ranges ([0, 255], [0, 65535], [0, 1]) and
+the library's [-1, 1]. Writes are atomic (temporary file + rename): no half-written outputs.
+
+Reading applies the EXIF orientation (as ``PIL.ImageOps.exif_transpose``) and keeps 16 bits per sample for 16-bit
+files, colour ones included (Pillow itself decodes 16-bit RGB/RGBA to 8 bits). ``read_image_info`` describes a
+file from its header; ``output_bits`` picks the depth to write a result in."""
 
 from __future__ import annotations
 
 import os
+import struct
+import sys
 import tempfile
+import zlib
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +39,39 @@ def to_uint8(x: Tensor) -> np.ndarray:
         x = x[0]
     a = to_unit(x.detach().float().cpu()).clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return a[..., 0] if a.shape[-1] == 1 else a
+
+
+def to_uint16(x: Tensor) -> np.ndarray:
+    """One image (C, H, W) or (1, C, H, W) in [-1, 1] -> HWC (or HW for grey) uint16 on [0, 65535]."""
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise ValueError("to_uint16 takes one image")
+        x = x[0]
+    a = to_unit(x.detach().double().cpu()).clamp(0, 1).mul(65535).round().permute(1, 2, 0).numpy().astype(np.uint16)
+    return a[..., 0] if a.shape[-1] == 1 else a
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an image file holds, from its header. ``width``/``height``: as returned by ``read_image``, i.e. after
+    the EXIF orientation; ``channels``: 1 (grey, grey palette) or 3 (colour), not counting alpha; ``has_alpha``: an
+    alpha channel or a transparent colour; ``bit_depth``: 8, or 16 for files with more than 8 bits per sample
+    (16-bit integer; 32-bit float files count as 16: the depth to write results of them in); ``format``: Pillow's
+    name (PNG, JPEG, TIFF, WEBP, BMP, GIF, ...; multi-picture JPEG counts as JPEG); ``exif_rotated``: an EXIF
+    orientation other than 'normal' (a rotation and/or mirroring) was found and is applied on reading."""
+
+    width: int
+    height: int
+    channels: int
+    has_alpha: bool
+    bit_depth: int
+    format: str
+    exif_rotated: bool
+
+
+_ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+_ORIENTATION = 0x0112  # EXIF/TIFF tag 274
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _to_unit_array(im, path: Path) -> np.ndarray:
@@ -67,45 +108,264 @@ def _palette_is_grey(im) -> bool:
 
 def image_channels(path: str | Path) -> int:
     """1 for a grey file (any depth), 3 for colour; reads only the header where it can."""
-    x = read_image(path)
-    return int(x.shape[1])
+    return read_image_info(path).channels
 
 
-def read_image(path: str | Path, *, channels: int | None = None, with_alpha: bool = False):
-    """Read an image file as a (1, C, H, W) float32 tensor in [-1, 1].
-
-    Every depth Pillow reads is mapped correctly: 8-bit files by 255, 16-bit by 65535, 32-bit float files are taken
-    as [0, 1] (others are refused). ``channels``: 1 (grey: luma of a colour file), 3 (RGB: a grey file repeated) or
-    None (keep the file's: grey stays grey, anything else RGB). With ``with_alpha`` returns ``(image, alpha)``
-    where alpha is (1, 1, H, W) in {0, 1} or None."""
-    from PIL import Image, UnidentifiedImageError
-
+def _existing_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not an image file")
     if not path.is_file():
         raise ValueError(f"image not found: {path}")
+    return path
+
+
+@contextmanager
+def _read_errors(path: Path):
+    """Turn whatever a decoder raises on a broken file into a one-line ValueError naming the file."""
+    from PIL import Image
+
+    try:
+        yield
+    except ValueError as e:
+        if str(e).startswith("cannot read image"):
+            raise
+        raise _read_error(path, e) from None
+    except (OSError, SyntaxError, EOFError, IndexError, KeyError, struct.error, zlib.error,
+            Image.DecompressionBombError) as e:
+        raise _read_error(path, e) from None
+
+
+def _read_error(path: Path, e: BaseException) -> ValueError:
+    text = " ".join(str(e).split()) or "no details"
+    return ValueError(f"cannot read image {path}: {e.__class__.__name__}: {text}")
+
+
+def read_image_info(path: str | Path) -> ImageInfo:
+    """Describe an image file (size, channels, alpha, depth, format, EXIF orientation) reading only its header where
+    Pillow allows it (palette files with colour entries are decoded to see whether the used colours are grey).
+    Broken headers raise ValueError; a file whose pixel data is damaged is only found out by ``read_image``."""
+    from PIL import Image
+
+    path = _existing_file(path)
+    with _read_errors(path), Image.open(path) as im:
+        return _header(im, path)[0]
+
+
+def _header(im, path: Path) -> tuple[ImageInfo, int]:
+    """(ImageInfo, EXIF orientation 1..8) of an opened, not necessarily loaded, Pillow image."""
+    fmt = "JPEG" if im.format == "MPO" else (im.format or path.suffix.lstrip(".").upper())
+    mode, (w, h) = im.mode, im.size
+    depth, grey_alpha = 8, False
+    if fmt == "PNG":
+        chunks = _png_chunks(path, (b"IHDR", b"eXIf"))
+        ihdr = chunks.get(b"IHDR", b"")
+        depth, grey_alpha = (ihdr[8], ihdr[9] == 4) if len(ihdr) == 13 else (8, False)
+        orientation = _exif_orientation(lambda: _exif_from_bytes(chunks.get(b"eXIf")))
+    elif fmt == "TIFF":  # Pillow applies a TIFF's orientation itself; the tags give the stored size
+        bps = im.tag_v2.get(258, 8)
+        depth = max(bps) if isinstance(bps, tuple) and bps else (bps if isinstance(bps, int) else 8)
+        orientation = _valid_orientation(im.tag_v2.get(_ORIENTATION))
+        w, h = im.tag_v2.get(256, w), im.tag_v2.get(257, h)
+    else:
+        orientation = _exif_orientation(im.getexif)
+    if orientation >= 5:
+        w, h = h, w
+    grey = grey_alpha or mode in ("1", "L", "LA", "La", "I", "F") or mode.startswith("I;16") or (
+        mode in ("P", "PA") and _palette_is_grey(im))  # Pillow reads a 16-bit grey+alpha PNG as RGBA
+    deep = depth > 8 or mode in ("I", "F") or mode.startswith("I;16")
+    info = ImageInfo(width=int(w), height=int(h), channels=1 if grey else 3,
+                     has_alpha=mode in _ALPHA_MODES or "transparency" in im.info, bit_depth=16 if deep else 8,
+                     format=fmt, exif_rotated=orientation != 1)
+    return info, orientation
+
+
+def _valid_orientation(value) -> int:
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _exif_orientation(get_exif) -> int:
+    """The orientation in the EXIF data ``get_exif()`` returns; 1 (as stored) if there is none or it is unreadable:
+    damaged metadata does not make the picture unreadable."""
+    try:
+        return _valid_orientation(get_exif().get(_ORIENTATION))
+    except (SyntaxError, ValueError, TypeError, KeyError, IndexError, EOFError, OSError, struct.error):
+        return 1
+
+
+def _exif_from_bytes(data: bytes | None):
+    from PIL import Image
+
+    exif = Image.Exif()
+    if data:
+        exif.load(data)
+    return exif
+
+
+def _png_chunks(path: Path, kinds: tuple[bytes, ...]) -> dict[bytes, bytes]:
+    """The data of the first chunk of each of ``kinds`` in a PNG file, skipping over all other chunks (the pixel
+    data is not read). An eXIf chunk may follow the pixel data, where Pillow finds it only by decoding them."""
+    found: dict[bytes, bytes] = {}
+    with open(path, "rb") as f:
+        if f.read(8) != _PNG_SIGNATURE:
+            return found
+        while len(head := f.read(8)) == 8:
+            n, kind = struct.unpack(">I4s", head)
+            if kind in kinds and kind not in found and n < 1 << 24:
+                found[kind] = f.read(n)
+                f.seek(4, os.SEEK_CUR)
+            else:
+                f.seek(n + 4, os.SEEK_CUR)
+            if kind == b"IEND" or len(found) == len(kinds):
+                break
+    return found
+
+
+def _orient(a: np.ndarray | None, orientation: int) -> np.ndarray | None:
+    """Apply EXIF orientation 1..8 to an (H, W, ...) array, as PIL.ImageOps.exif_transpose does to an image."""
+    if a is None or orientation == 1:
+        return a
+    return {
+        2: lambda: a[:, ::-1],  # mirrored
+        3: lambda: a[::-1, ::-1],  # rotated 180°
+        4: lambda: a[::-1],  # mirrored vertically
+        5: lambda: a.swapaxes(0, 1),  # transposed
+        6: lambda: np.rot90(a, -1),  # stored rotated 90° counter-clockwise: turn clockwise
+        7: lambda: a[::-1, ::-1].swapaxes(0, 1),  # transversed
+        8: lambda: np.rot90(a, 1),
+    }[orientation]()
+
+
+def read_image(path: str | Path, *, channels: int | None = None, with_alpha: bool = False, with_info: bool = False):
+    """Read an image file as a (1, C, H, W) float32 tensor in [-1, 1], turned upright by its EXIF orientation.
+
+    Every depth Pillow reads is mapped correctly: 8-bit files by 255, 16-bit by 65535 (16-bit RGB/RGBA/grey+alpha
+    PNG and TIFF keep all 16 bits), 32-bit float files are taken as [0, 1] (others are refused). ``channels``: 1
+    (grey: luma of a colour file), 3 (RGB: a grey file repeated) or None (keep the file's: grey stays grey, anything
+    else RGB). Returns the image; with ``with_alpha`` ``(image, alpha)`` where alpha is (1, 1, H, W) in {0, 1} or
+    None; with ``with_info`` the file's ``ImageInfo`` (as ``read_image_info`` gives it) is appended:
+    ``(image, info)`` or ``(image, alpha, info)``. Unreadable files raise a one-line ValueError."""
+    from PIL import Image
+
+    path = _existing_file(path)
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            alpha = None
-            if with_alpha and (im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info):
-                a = np.asarray(im.convert("RGBA"))[..., 3]
-                alpha = torch.from_numpy((a > 127).astype(np.float32))[None, None]
-            arr = _to_unit_array(im, path)
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(f"cannot read image {path}: {e.__class__.__name__}: {e}") from None
+    with _read_errors(path), Image.open(path) as im:
+        tiles = list(im.tile)
+        info, orientation = _header(im, path)
+        im.load()
+        pillow_turned = info.format == "TIFF" and _ORIENTATION not in getattr(im, "tag_v2", {})  # while loading
+        turned = orientation if pillow_turned else 1
+        arr, alpha = _pixels(im, path, tiles, info, with_alpha, turned)
     if arr.size == 0:
         raise ValueError(f"cannot read image {path}: it has no pixels")
+    if turned == 1:
+        arr, alpha = _orient(arr, orientation), _orient(alpha, orientation)
     x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].float()
     if channels == 3 and x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1).contiguous()
     elif channels == 1 and x.shape[1] == 3:  # ITU-R 601 luma, as Pillow's convert("L")
         x = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
-    x = x * 2.0 - 1.0
-    return (x, alpha) if with_alpha else x
+    out = [x * 2.0 - 1.0]
+    if with_alpha:
+        out.append(None if alpha is None else torch.from_numpy(np.ascontiguousarray(alpha, np.float32))[None, None])
+    if with_info:
+        out.append(info)
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def _pixels(im, path: Path, tiles: list, info: ImageInfo, with_alpha: bool, turned: int):
+    """Pixels of a loaded image as (H, W, C) float32 on [0, 1] and, if asked for and present, alpha as (H, W) bool.
+    ``turned``: the EXIF orientation Pillow has applied while loading (1: none)."""
+    deep_colour = info.bit_depth == 16 and im.mode in ("RGB", "RGBA", "LA")
+    exact = _exact16(im, path, tiles, turned) if deep_colour else None
+    if exact is None:
+        alpha = None
+        if with_alpha and info.has_alpha:
+            alpha = np.asarray(im.convert("RGBA"))[..., 3] > 127
+        arr = _to_unit_array(im, path)
+        return (arr[..., :1] if info.channels == 1 else arr), alpha
+    colour = exact[..., : 3 if exact.shape[2] >= 3 else 1]
+    alpha, key = None, im.info.get("transparency")
+    if with_alpha and info.has_alpha and exact.shape[2] in (2, 4):
+        alpha = exact[..., -1] > 32767
+    elif with_alpha and isinstance(key, tuple) and len(key) == colour.shape[2]:
+        alpha = (colour != np.asarray(key, dtype=np.uint16)).any(-1)
+    return (colour / 65535.0).astype(np.float32), alpha
+
+
+def _exact16(im, path: Path, tiles: list, turned: int) -> np.ndarray | None:
+    """All 16 bits of a 16-bit-per-sample RGB/RGBA/grey+alpha file as (H, W, C) uint16, or None where this is not
+    possible (the caller then keeps Pillow's 8 bits). Pillow decodes such files to 8 bits by keeping the high byte
+    of each sample; decoding the same stream again with the byte order swapped keeps the low bytes instead. (A PNG's
+    grey+alpha, which Pillow reads as RGBA, is decoded again as 8-bit RGBA: the same 4 bytes a pixel, all kept.)"""
+    raws = {_rawmode(t) for t in tiles}
+    if getattr(im, "tag_v2", {}).get(284) == 2:  # planar TIFF: Pillow's reading of 16-bit samples is unreliable
+        uncompressed = raws <= {"R", "G", "B", "A", "X"}  # these Pillow even reads wrongly, as 8-bit samples
+        return _orient(_tiff_planes16(path, required=uncompressed), turned)
+    if raws == {"LA;16B"}:
+        both = _decode_again(im, path, [_with_rawmode(t, "RGBA") for t in tiles])
+        return None if both is None else (both[..., 0::2].astype(np.uint16) << 8) | both[..., 1::2]
+    if not raws or not all(isinstance(r, str) and r.split(";")[0] in ("RGB", "RGBA", "RGBX") and r[-4:-1] == ";16"
+                           and r[-1] in _OTHER_BYTE for r in raws):
+        return None  # premultiplied or CMYK samples are not unpacked byte by byte: left to Pillow
+    low = _decode_again(im, path, [_with_rawmode(t, _rawmode(t)[:-1] + _OTHER_BYTE[_rawmode(t)[-1]]) for t in tiles])
+    high = np.asarray(im)
+    if low is None or low.shape != high.shape or high.dtype != np.uint8:
+        return None
+    return (high.astype(np.uint16) << 8) | low
+
+
+_OTHER_BYTE = {"B": "L", "L": "B", "N": "B" if sys.byteorder == "little" else "L"}
+
+
+def _decode_again(im, path: Path, tiles: list) -> np.ndarray | None:
+    """Decode ``path`` once more with these tiles: (H, W, C) uint8, or None if Pillow cannot."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as other:
+            if other.mode != im.mode or len(other.tile) != len(tiles):
+                return None
+            other.tile = tiles
+            other.load()
+            a = np.asarray(other)
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, struct.error, zlib.error):
+        return None
+    return a if a.dtype == np.uint8 and a.ndim == 3 else None
+
+
+def _tiff_planes16(path: Path, required: bool) -> np.ndarray | None:
+    """(H, W, C) uint16 of a planar 16-bit TIFF, read with tifffile (stored orientation); None if that fails and is
+    not ``required``."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            a, axes = page.asarray(), page.axes
+    except Exception as e:  # noqa: BLE001 - missing package or codec, damaged file: keep or refuse Pillow's reading
+        if required:
+            raise ValueError(f"cannot read image {path}: Pillow misreads uncompressed planar 16-bit TIFF, and tifffile "
+                             f"could not read it: {e.__class__.__name__}: {' '.join(str(e).split())}") from None
+        return None
+    a = np.moveaxis(a, 0, -1) if axes == "SYX" else a
+    if a.dtype == np.uint16 and a.ndim == 3 and axes in ("SYX", "YXS"):
+        return a
+    if required:
+        raise ValueError(f"cannot read image {path}: unexpected planar TIFF layout {axes} {a.dtype}")
+    return None
+
+
+def _rawmode(tile) -> str | None:
+    args = tile[3]
+    raw = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args else None)
+    return raw if isinstance(raw, str) else None
+
+
+def _with_rawmode(tile, raw: str):
+    args = raw if isinstance(tile[3], str) else (raw, *tile[3][1:])
+    return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
 
 
 def estimate_noise_sigma(x: Tensor) -> float:
@@ -156,14 +416,94 @@ def atomic_path(path: str | Path):
             os.unlink(tmp)
 
 
-def write_image(path: str | Path, x: Tensor) -> Path:
-    """Write one [-1, 1] image (C, H, W) or (1, C, H, W) as PNG/JPEG (atomically)."""
+def write_image(path: str | Path, x: Tensor, *, bits: int = 8) -> Path:
+    """Write one [-1, 1] image (C, H, W) or (1, C, H, W) atomically; the format follows the extension (.png, .jpg,
+    .jpeg, .bmp, .tif, .tiff, .webp). ``bits``: 8 (default), or 16 for PNG and TIFF only: 16 bits per sample for
+    grey, RGB and RGBA (PNG also grey+alpha; 16-bit TIFF is written with tifffile). JPEG, WebP and BMP hold 8 bits,
+    so ``bits=16`` there raises ValueError; ``output_bits`` picks the depth a format can hold."""
     from PIL import Image
 
     path = Path(path)
+    fmt = _format(path)
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits}")
+    if bits == 16 and fmt not in ("PNG", "TIFF"):
+        raise ValueError(f"{fmt} files hold 8 bits per sample; write {path.name} with bits=8, or as .png/.tif for 16")
     with atomic_path(path) as tmp:
-        Image.fromarray(to_uint8(x)).save(tmp, format=_format(path))
+        if bits == 8:
+            Image.fromarray(to_uint8(x)).save(tmp, format=fmt)
+        elif fmt == "PNG":
+            _write_png16(tmp, to_uint16(x))
+        else:
+            _write_tiff16(tmp, to_uint16(x))
     return path
+
+
+def output_bits(info: ImageInfo, out_path: str | Path) -> int:
+    """The depth to write a result of an input described by ``info`` to ``out_path`` in: 16 for a 16-bit (or
+    floating-point) input written as PNG or TIFF, else 8."""
+    return 16 if info.bit_depth == 16 and _format(Path(out_path)) in ("PNG", "TIFF") else 8
+
+
+def _write_png16(path: Path, a: np.ndarray, *, filter_type: int | None = None, rows_per_block: int = 64) -> None:
+    """Write (H, W) or (H, W, C) uint16, C = 1..4 (grey, grey+alpha, RGB, RGBA), as a 16-bit PNG: Pillow writes
+    16-bit grey only. Rows are filtered as libpng does by default (per row the filter with the smallest sum of
+    absolute differences) or all with ``filter_type`` 0..4, and compressed block by block."""
+    a = a[..., None] if a.ndim == 2 else a
+    h, w, c = a.shape
+    if a.dtype != np.uint16 or not 1 <= c <= 4 or h == 0 or w == 0:
+        raise ValueError(f"a 16-bit PNG takes (H, W, 1..4) uint16 pixels, got {a.shape} {a.dtype}")
+    rows = np.ascontiguousarray(a, dtype=">u2").view(np.uint8).reshape(h, w * c * 2)
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, (0, 4, 2, 6)[c - 1], 0, 0, 0)
+    z, above = zlib.compressobj(6), np.zeros(rows.shape[1], np.uint8)
+    with open(path, "wb") as f:
+        f.write(_PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr))
+        for y in range(0, h, rows_per_block):
+            block = rows[y: y + rows_per_block]
+            data = z.compress(_png_filter(block, above, 2 * c, filter_type).tobytes())
+            if data:
+                f.write(_png_chunk(b"IDAT", data))
+            above = block[-1]
+        f.write(_png_chunk(b"IDAT", z.flush()) + _png_chunk(b"IEND", b""))
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png_filter(block: np.ndarray, above: np.ndarray, bpp: int, only: int | None = None) -> np.ndarray:
+    """PNG-filter the byte rows ``block`` (n, stride) that follow the row ``above``: (n, 1 + stride) with each row's
+    filter type first (0 none, 1 sub, 2 up, 3 average, 4 Paeth)."""
+    b = block.astype(np.int16)
+    up = np.vstack([above[None].astype(np.int16), b[:-1]])
+    left, upleft = np.zeros_like(b), np.zeros_like(b)
+    left[:, bpp:], upleft[:, bpp:] = b[:, :-bpp], up[:, :-bpp]
+    pa, pb, pc = np.abs(up - upleft), np.abs(left - upleft), np.abs(left + up - 2 * upleft)
+    paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
+    predictions = (0, left, up, (left + up) >> 1, paeth)
+    out = np.empty((b.shape[0], b.shape[1] + 1), np.uint8)
+    best = np.full(b.shape[0], np.iinfo(np.int64).max)
+    for k in range(5) if only is None else (only,):
+        d = (b - predictions[k]) & 0xFF
+        cost = np.minimum(d, 256 - d).sum(1, dtype=np.int64)  # the bytes' absolute values as signed bytes
+        better = cost < best
+        out[better, 0], out[better, 1:], best[better] = k, d[better], cost[better]
+    return out
+
+
+def _write_tiff16(path: Path, a: np.ndarray) -> None:
+    """Write (H, W) or (H, W, C) uint16, C = 1, 3 or 4, as a deflate-compressed 16-bit TIFF (tifffile: Pillow writes
+    16-bit grey only)."""
+    c = 1 if a.ndim == 2 else a.shape[2]
+    if c not in (1, 3, 4):
+        raise ValueError(f"a 16-bit TIFF takes grey, RGB or RGBA pixels, got {c} channels; write a .png instead")
+    try:
+        import tifffile
+    except ImportError:
+        raise ValueError("writing a 16-bit TIFF needs the tifffile package (installed with scikit-image); "
+                         "write a .png instead") from None
+    tifffile.imwrite(path, a, photometric="rgb" if c >= 3 else "minisblack", compression="zlib", predictor=True,
+                     extrasamples=("unassalpha",) if c == 4 else None, metadata=None)
 
 
 def _format(path: Path) -> str:

@@ -21,9 +21,9 @@ from torch import Tensor
 from . import operators as ops
 from . import rng
 from .operators.base import Operator
+from .operators.padding import Padding
 from .rng import Generators
 
-Padding = Literal["zeros", "reflect", "replicate", "circular"]
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,23 @@ def build_motion(shape, opts: TaskOptions, generator: Generators) -> Operator:
     return ops.Blur(_check_kernel(k, shape), padding=opts.padding)
 
 
+def kernel_field_grid(kernels: Tensor) -> int:
+    """The side G of a kernel field of G×G kernels (G², kh, kw) or (G, G, kh, kw); a ValueError otherwise."""
+    if kernels.ndim == 4 and kernels.shape[0] == kernels.shape[1]:
+        return int(kernels.shape[0])
+    g = round(kernels.shape[0] ** 0.5) if kernels.ndim == 3 else 0
+    if kernels.ndim != 3 or g * g != kernels.shape[0]:
+        raise ValueError(f"a kernel field holds G×G kernels of one odd size, as an array (G, G, kh, kw) or (G·G, kh, kw); "
+                         f"got shape {tuple(kernels.shape)}")
+    return g
+
+
 def build_nonuniform(shape, opts: TaskOptions, generator: Generators) -> Operator:
+    if opts.kernel is not None:  # a kernel field: G×G kernels at the nodes of a regular grid, blended smoothly
+        g = kernel_field_grid(opts.kernel)
+        k = _check_kernel(opts.kernel.reshape(g * g, *opts.kernel.shape[-2:]), shape)
+        weights = ops.blend_weights(shape[-2], shape[-1], g)[None].to(k)
+        return ops.NonUniformBlur(k[None].expand(shape[0], -1, -1, -1), weights, padding=opts.padding)
     return ops.camera_shake(shape, size=_kernel_size(shape, opts), grid=opts.shake_grid, intensity=opts.motion_intensity,
                             generator=generator)
 
@@ -146,8 +162,27 @@ def build_denoise(shape, opts: TaskOptions, generator: Generators) -> Operator:
     return ops.Identity()
 
 
+def _no_parameters(op: Operator) -> dict:
+    return {}
+
+
+def _kernel_of(op: Operator) -> dict:
+    return {"kernel": op.kernel.reshape(-1, *op.kernel.shape[-2:])[0]}
+
+
+def _field_of(op: Operator) -> dict:
+    return {"kernel": op.kernels[0]}
+
+
+def _mask_of(op: Operator) -> dict:
+    return {"mask": op.mask}
+
+
 @dataclass(frozen=True)
 class Task:
+    """Everything the toolkit knows about one task: how to build its operator and noise, its default method, and
+    what a measured photo needs (which the solver, the CLI and the benchmarks read instead of testing names)."""
+
     name: str
     description: str
     build: Callable[[tuple[int, ...], TaskOptions, Generators], Operator]
@@ -158,12 +193,34 @@ class Task:
     palette: str | None = None
     #: the image shape x for a measurement of shape y (measured mode); identity unless the task changes it
     x_shape: Callable[[tuple[int, ...], TaskOptions], tuple[int, ...]] = lambda y, opts: tuple(y)
+    #: the side ratio x / y (super-resolution's scale; 1 when the measurement lies on the image's grid)
+    upscale: Callable[[TaskOptions], int] = lambda opts: 1
+    #: "image" (y lies on a pixel grid and can be padded) or "fourier" (magnitudes: shown on a log scale, read
+    #: from .npy, never padded)
+    measurement: str = "image"
+    #: channels of a measured image file (colourisation reads grey); None: the prior's
+    measured_channels: int | None = None
+    #: what a measured photo must come with, "kernel", "kernel-field" or "mask"; never invented
+    needs: str | None = None
+    #: how a missing kernel is estimated from the measurement ("gaussian" or "motion", see invdiff.blind)
+    blind: str | None = None
+    #: the operator's parameters as TaskOptions fields (the kernel, the mask), to rebuild it on another grid
+    parameters: Callable[[Operator], dict] = _no_parameters
+    #: the TaskOptions fields this task's operator reads
+    options: tuple[str, ...] = ()
 
     def operator(self, shape, opts: TaskOptions | None = None, *, generator: Generators = None) -> Operator:
         return self.build(tuple(shape), opts or TaskOptions(), generator)
 
     def noise(self, opts: TaskOptions | None = None):
         return ops.GaussianNoise((opts or TaskOptions()).noise_sigma)
+
+    def pad_multiple(self, multiple: int, opts: TaskOptions) -> int:
+        """The multiple the measurement's sides are padded to, so that the image's are multiples of ``multiple``."""
+        import math
+
+        s = self.upscale(opts)
+        return multiple // math.gcd(multiple, s)
 
 
 #: DiffPIR's paper values (λ = 7, ζ = 0.3) were tuned for its FFHQ/ImageNet models; on our priors λ = 1, ζ = 1 is
@@ -190,20 +247,27 @@ _REFERENCE_HP: dict[str, dict[str, dict]] = {
 }
 
 TASKS: dict[str, Task] = {t.name: t for t in [
-    Task("deblur", "Gaussian deblurring (DPS preset 61x61, sigma 3)", build_deblur, "diffpir",
-         {**_DEBLUR_HP, **_REFERENCE_HP["deblur"]}),
-    Task("motion-deblur", "motion deblurring (random motionblur kernel 61x61, intensity 0.5, as DPS; or --kernel)",
-         build_motion, "diffpir", {**_DEBLUR_HP, **_REFERENCE_HP["motion-deblur"]}),
-    Task("nonuniform-deblur", "spatially varying camera-shake blur (kernels blended over the image)", build_nonuniform,
-         "diffpir", {**_DEBLUR_HP, **_REFERENCE_HP["nonuniform-deblur"]}),
+    Task("deblur", "Gaussian deblurring (DPS preset 61x61, sigma 3)",
+         build_deblur, "diffpir", {**_DEBLUR_HP, **_REFERENCE_HP["deblur"]}, needs="kernel", blind="gaussian",
+         parameters=_kernel_of, options=("kernel", "kernel_size", "blur_sigma", "padding")),
+    Task("motion-deblur", "motion deblurring (random motionblur kernel 61x61, intensity 0.5, as DPS)", build_motion, "diffpir", {**_DEBLUR_HP, **_REFERENCE_HP["motion-deblur"]},
+         needs="kernel", blind="motion", parameters=_kernel_of,
+         options=("kernel", "kernel_size", "motion_intensity", "motion_model", "padding")),
+    Task("nonuniform-deblur", "spatially varying camera-shake blur (kernels blended over the image)", build_nonuniform, "diffpir", {**_DEBLUR_HP, **_REFERENCE_HP["nonuniform-deblur"]},
+         needs="kernel-field", parameters=_field_of,
+         options=("kernel", "kernel_size", "motion_intensity", "shake_grid", "padding")),
     Task("sr", "super-resolution (bicubic antialiased downsampling, --scale 4)", build_sr, "ddrm",
-         _REFERENCE_HP["sr"], palette="sr4", x_shape=lambda y, o: (*y[:2], y[2] * o.scale, y[3] * o.scale)),
-    Task("inpaint", "inpainting (--mask box|random|freeform|FILE)", build_inpaint, "ddrm", _REFERENCE_HP["inpaint"],
-         palette="inpaint-box"),
+         _REFERENCE_HP["sr"], palette="sr4", x_shape=lambda y, o: (*y[:2], y[2] * o.scale, y[3] * o.scale),
+         upscale=lambda o: o.scale, options=("scale", "sr_mode")),
+    Task("inpaint", "inpainting (--mask FILE; simulated: box|random|freeform)",
+         build_inpaint, "ddrm", _REFERENCE_HP["inpaint"], palette="inpaint-box", needs="mask", parameters=_mask_of,
+         options=("mask", "mask_fraction")),
     Task("phase-retrieval", "Fourier phase retrieval |F(pad(x))|, oversampling 2 (int(2/8·side) zeros per side)",
          build_phase, "dps", _REFERENCE_HP["phase-retrieval"],
-         x_shape=lambda y, o: tuple(ops.PhaseRetrieval(o.oversampling).in_shape(tuple(y)))),
-    Task("colorize", "colourisation (grey = mean of RGB)", build_colorize, "ddnm", x_shape=lambda y, o: (y[0], 3, *y[2:])),
+         x_shape=lambda y, o: tuple(ops.PhaseRetrieval(o.oversampling).in_shape(tuple(y))), measurement="fourier",
+         options=("oversampling",)),
+    Task("colorize", "colourisation (grey = mean of RGB)", build_colorize, "ddnm", x_shape=lambda y, o: (y[0], 3, *y[2:]),
+         measured_channels=1),
     Task("denoise", "Gaussian denoising (A = identity)", build_denoise, "ddnm"),
 ]}
 

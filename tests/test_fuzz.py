@@ -68,7 +68,7 @@ def _cases(d: Path) -> list[tuple[str, list[str]]]:
         ("image-bytes", base + ["--task", "deblur", str(d / "noise.png")]),
         ("image-truncated", base + ["--task", "deblur", str(d / "truncated.png")]),
         ("image-empty", base + ["--task", "deblur", str(d / "empty.png")]),
-        ("image-folder", base + ["--task", "deblur", str(d)]),
+        ("image-folder-without-images", base + ["--task", "deblur", str(d / "no_images")]),
         ("image-missing", base + ["--task", "deblur", str(d / f"{_word(rng)}.png")]),
         ("kernel-text", base + ["--task", "deblur", "--kernel", str(d / "text.npy"), img]),
         ("kernel-negative", base + ["--task", "deblur", "--kernel", str(d / "negative.npy"), img]),
@@ -101,6 +101,8 @@ def fuzz_dir(tmp_path_factory):
     full = (d / "clean.png").read_bytes()
     (d / "truncated.png").write_bytes(full[: int(rng.integers(60, len(full) // 2))])
     (d / "empty.png").write_bytes(b"")
+    (d / "no_images").mkdir()
+    (d / "no_images" / "notes.txt").write_text("not an image\n")
     (d / "text.npy").write_text("0.1 0.2 0.3\n")
     np.save(d / "negative.npy", -np.ones((3, 3)))
     text = TINY.read_text().strip()

@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 from ..rng import Generators
 from .base import Composed, ComposedLinear, Identity, LinearOperator, Operator, SVDOperator, compose, conjugate_gradient
-from .blur import PADDINGS, Blur, CircularBlur, gaussian_kernel
+from .blur import Blur, CircularBlur, gaussian_kernel
+from .padding import PADDINGS
 from .colorize import Colorize
 from .inpaint import Inpainting, box_mask, freeform_mask, random_mask
 from .jpeg import JPEGLike

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .base import LinearOperator, SVDOperator, cached
 
-from .padding import PADDINGS, Padding, pad, pad_adjoint
+from .padding import Padding, check_padding, pad, pad_adjoint
 from .separable import SeparableBlur
 
 
@@ -43,6 +43,18 @@ def as_kernels(kernel) -> Tensor:
     if not torch.isfinite(k).all():
         raise ValueError("kernel contains NaN or infinite values")
     return k
+
+
+def normalise_kernels(kernel, name: str = "a kernel") -> Tensor:
+    """User blur kernels (..., kh, kw): finite, non-negative, not all zero, odd sides; each normalised to sum 1.
+    The one check of every kernel a user gives (a file, an array, a kernel field)."""
+    k = torch.as_tensor(kernel, dtype=torch.float64)
+    if k.ndim < 2 or k.shape[-2] % 2 == 0 or k.shape[-1] % 2 == 0:
+        raise ValueError(f"{name} must have odd sides, got shape {tuple(k.shape)}")
+    sums = k.sum(dim=(-2, -1), keepdim=True)
+    if not torch.isfinite(k).all() or (k < 0).any() or bool((sums <= 0).any()):
+        raise ValueError(f"{name} must be finite, non-negative and not all zero")
+    return (k / sums).float()
 
 
 def kernel_spectrum(kernel: Tensor, size: tuple[int, int], *, dtype, device, centred: bool) -> Tensor:
@@ -90,8 +102,7 @@ class Blur(_SpectrumCache, LinearOperator):
 
     def __init__(self, kernel, *, padding: Padding = "reflect", separable: bool = True) -> None:
         super().__init__()
-        if padding not in PADDINGS:
-            raise ValueError(f"unknown padding {padding!r}; choose from {', '.join(PADDINGS)}")
+        check_padding(padding)
         self.padding = padding
         self.separable = separable
         self.register_buffer("kernel", as_kernels(kernel).float())

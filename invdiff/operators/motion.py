@@ -19,7 +19,8 @@ from torch import Tensor
 
 from .. import rng
 from .base import LinearOperator, cached
-from .blur import PADDINGS, Padding, as_kernels, conv_valid, conv_valid_adjoint, kernel_spectrum, pad, pad_adjoint
+from .blur import Padding, as_kernels, normalise_kernels, conv_valid, conv_valid_adjoint, kernel_spectrum, pad, pad_adjoint
+from .padding import check_padding
 
 _T = 512  # trajectory samples
 
@@ -223,12 +224,10 @@ MOTION_MODELS: dict[str, Callable[..., Tensor]] = {"motionblur": motion_kernels,
 
 def load_kernel(array) -> Tensor:
     """A user kernel (2-D array or tensor): non-negative, normalised to sum 1, odd sides."""
-    k = torch.as_tensor(array, dtype=torch.float64)
-    if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
+    k = torch.as_tensor(array)
+    if k.ndim != 2:
         raise ValueError(f"a kernel must be 2-D with odd sides, got shape {tuple(k.shape)}")
-    if not torch.isfinite(k).all() or (k < 0).any() or float(k.sum()) <= 0:
-        raise ValueError("a kernel must be finite, non-negative and not all zero")
-    return (k / k.sum()).float()
+    return normalise_kernels(k)
 
 
 def blend_weights(h: int, w: int, grid: int) -> Tensor:
@@ -262,8 +261,7 @@ class NonUniformBlur(LinearOperator):
         if kernels.ndim != 4 or weights.ndim != 4 or kernels.shape[1] != weights.shape[1]:
             raise ValueError("kernels must be (B, K, kh, kw) and weights (B, K, H, W) with the same K")
         as_kernels(kernels[0])
-        if padding not in PADDINGS:
-            raise ValueError(f"unknown padding {padding!r}; choose from {', '.join(PADDINGS)}")
+        check_padding(padding)
         self.padding = padding
         self.register_buffer("kernels", kernels.float())
         self.register_buffer("weights", weights.float())

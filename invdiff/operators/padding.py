@@ -11,6 +11,13 @@ Padding = Literal["zeros", "reflect", "replicate", "circular"]
 PADDINGS: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
 
 
+def check_padding(padding: str, option: str = "padding") -> str:
+    """The padding name, or a ValueError that lists the valid ones (the one check every operator and the CLI use)."""
+    if padding not in PADDINGS:
+        raise ValueError(f"unknown {option} {padding!r}; choose from {', '.join(PADDINGS)}")
+    return padding
+
+
 def pad(x: Tensor, ph: int, pw: int, mode: str) -> Tensor:
     if ph == 0 and pw == 0:
         return x

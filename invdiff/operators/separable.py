@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import SVDOperator, cached
-from .padding import PADDINGS, Padding, pad
+from .padding import Padding, check_padding, pad
 
 
 class Separable(SVDOperator):
@@ -187,8 +187,7 @@ class SeparableBlur(Separable):
 
     def __init__(self, kernel_h, kernel_w=None, *, padding: Padding = "reflect") -> None:
         super().__init__()
-        if padding not in PADDINGS:
-            raise ValueError(f"unknown padding {padding!r}; choose from {', '.join(PADDINGS)}")
+        check_padding(padding)
         kh = torch.as_tensor(kernel_h, dtype=torch.float64).flatten()
         kw = kh if kernel_w is None else torch.as_tensor(kernel_w, dtype=torch.float64).flatten()
         for k in (kh, kw):

@@ -1,0 +1,241 @@
+"""From a file to a restoration problem: the measurement, the operator and the noise, and where each came from.
+
+A measured photo never gets an invented degradation. A kernel comes from ``--kernel``, from ``--blur-sigma`` or
+from a blind estimate (reported); a mask from ``--mask FILE`` or the file's alpha channel; the noise level from
+``--noise-sigma`` or an estimate (reported). Anything else stops with one line that names the option to give.
+Images of any size are padded (reflect) to the prior's multiple and cropped back after the restoration, so no
+pixel is lost. In simulate mode the clean image is degraded first and the degradation's own parameters are then
+given to the same path (``Problem.degradation`` says "simulated").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .io import read_image
+from .tasks import Task, TaskOptions, kernel_field_grid
+
+MASK_PRESETS = ("box", "random", "freeform")
+
+
+def load_npy(path: Path, what: str) -> np.ndarray:
+    """A numeric array from a real .npy file (never unpickled); a clear error for anything else."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":
+        raise ValueError(f"{what} {path} is not a NumPy .npy file (save it with numpy.save, or give a PNG)")
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"cannot read {what} {path}: {str(e).splitlines()[0]}") from None
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{what} {path} must hold real numbers, got dtype {a.dtype}")
+    return a
+
+
+def check_kernel(k: Tensor, name: str) -> Tensor:
+    """A kernel (kh, kw), or a field of them (..., kh, kw): finite, non-negative, odd sides; each normalised."""
+    from .operators.blur import normalise_kernels
+
+    if k.ndim < 2 or k.ndim > 4:
+        raise ValueError(f"kernel {name} must be 2-D (a field: 3-D or 4-D), got shape {tuple(k.shape)}")
+    return normalise_kernels(k, f"kernel {name}")
+
+
+def load_kernel_file(path: Path, *, field: bool = False) -> Tensor:
+    """A blur kernel from .npy or an image file (normalised to sum 1, odd sides); with ``field``, a kernel field
+    (G, G, kh, kw) or (G·G, kh, kw) from .npy, each kernel normalised."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"kernel file not found: {path}")
+    if path.suffix.lower() == ".npy":
+        k = torch.from_numpy(load_npy(path, "kernel").astype(np.float64))
+    elif field:
+        raise ValueError(f"a kernel field is a .npy array (G, G, kh, kw), got {path}")
+    else:
+        k = (read_image(path, channels=1)[0, 0].double() + 1) / 2
+    if field:
+        kernel_field_grid(k)
+    elif k.ndim != 2:
+        raise ValueError(f"kernel {path} must be 2-D, got shape {tuple(k.shape)}")
+    return check_kernel(k, str(path))
+
+
+def load_mask_file(path: Path) -> Tensor:
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--mask {path} is a folder: give box, random, freeform or a mask image file")
+    if not path.is_file():
+        raise ValueError(f"--mask {str(path)!r}: expected box, random, freeform or the path of a mask image (white = "
+                         "observed); no such file")
+    return (read_image(path, channels=1) > 0).float()
+
+
+def noise_sigma(value, y: Tensor, *, default: float | None) -> tuple[float, str]:
+    """(σ, where it came from): the given number, or the estimate ("auto", or no value and no default)."""
+    if value is None and default is not None:
+        return default, "default"
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        from .io import estimate_noise_sigma
+
+        return estimate_noise_sigma(y[:1]), "estimated"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--noise-sigma must be a number or 'auto', got {value!r}") from None
+    if not v >= 0 or not np.isfinite(v):
+        raise ValueError(f"--noise-sigma: noise sigma must be a finite non-negative number, got {value!r}")
+    return v, "given"
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Pad bottom and right (reflect; replicate where the image is too small to reflect) to sides that are
+    multiples of ``multiple``; ``x[..., :h, :w]`` undoes it."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+@dataclass
+class Problem:
+    """What ``restore`` needs, on the padded grid, and what the report says about it."""
+
+    op: object
+    y: Tensor
+    opts: TaskOptions
+    #: the restored image's size before padding (crop the result to it)
+    size: tuple[int, int]
+    #: the measurement's shape before padding
+    input_shape: tuple[int, ...] = ()
+    degradation: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _kernel_entry(source: str, k: Tensor, **extra) -> dict:
+    shape = list(k.shape[-2:])
+    return {"source": source, "shape": shape, **{k_: v for k_, v in extra.items() if v is not None}}
+
+
+def kernel_for(task: Task, req, y: Tensor, sigma: float, prior, gens, callback=None) -> tuple[Tensor | None, dict | None]:
+    """The measured photo's kernel: given (--kernel, --blur-sigma), or a blind estimate, or a clear error."""
+    from . import operators as ops
+
+    if task.needs not in ("kernel", "kernel-field"):
+        return None, None
+    if req.kernel is not None:
+        k = load_kernel_file(req.kernel, field=task.needs == "kernel-field")
+        return k, _kernel_entry("given", k, file=str(req.kernel))
+    if task.needs == "kernel-field":
+        raise ValueError(f"--task {task.name} on a measured photo needs its kernel field: give --kernel FIELD.npy, an "
+                         "array (G, G, kh, kw) of G×G kernels at the nodes of a regular grid over the image")
+    if task.blind == "gaussian" and req.blur_sigma is not None:
+        size = req.kernel_size or 2 * int(np.ceil(3 * float(req.blur_sigma))) + 1
+        k = ops.gaussian_kernel(size, float(req.blur_sigma))
+        return k, _kernel_entry("given (--blur-sigma)", k, blur_sigma=float(req.blur_sigma))
+    if task.blind is None:
+        raise ValueError(f"--task {task.name} on a measured photo needs its kernel: give --kernel FILE")
+    return _blind_kernel(task, req, y, sigma, prior, gens, callback)
+
+
+def _blind_kernel(task: Task, req, y: Tensor, sigma: float, prior, gens, callback) -> tuple[Tensor, dict]:
+    from . import blind
+
+    if task.blind == "gaussian":
+        est = blind.estimate_gaussian_blur(y, sigma, kernel_size=req.kernel_size, padding=req.padding, callback=callback)
+    else:
+        size = req.kernel_size or blind.DEFAULT_MOTION_KERNEL_SIZE
+        est = blind.estimate_motion_kernel(y, prior, sigma, kernel_size=size, generator=gens, callback=callback)
+    k = est.kernel.detach().float().cpu()
+    return k, _kernel_entry(f"estimated (blind, {est.kind})", k, blur_sigma=getattr(est, "blur_sigma", None),
+                            seconds=round(float(est.seconds), 2))
+
+
+def mask_for(task: Task, req, alpha: Tensor | None, simulate: bool) -> tuple[str | Tensor | None, dict | None]:
+    """The inpainting mask: a file, the measurement's alpha channel, or (simulate mode only) a preset."""
+    if task.needs != "mask":
+        return None, None
+    m = req.mask
+    if m is not None and m not in MASK_PRESETS:
+        return load_mask_file(Path(m)), {"source": "given", "file": str(m)}
+    if simulate:
+        return m or "box", {"source": "simulated", "preset": m or "box"}
+    if alpha is not None:
+        return alpha, {"source": "alpha channel"}
+    if m is not None:
+        raise ValueError(f"--mask {m} is a preset for --simulate; a measured photo needs its own mask: give --mask FILE "
+                         "(white = observed) or a PNG whose alpha channel marks the observed pixels")
+    raise ValueError(f"--task {task.name} on a measured photo needs a mask: give --mask FILE (white = observed) or a PNG "
+                     "whose alpha channel marks the observed pixels")
+
+
+def probe_operator(task: Task, xs: tuple, opts: TaskOptions):
+    """The task's operator on a placeholder kernel/mask: what it can do does not depend on their values."""
+    probe = {"kernel": torch.ones(1, 1)} if task.needs == "kernel" else {}
+    if task.needs == "kernel-field":
+        probe = {"kernel": torch.ones(1, 1, 1)}
+    if task.needs == "mask":
+        probe = {"mask": torch.ones(1, 1, *xs[-2:])}
+    return task.operator(xs, opts.with_(**probe))
+
+
+def memory_check(prior, xs: tuple, samples: int, device: str, *, gradient: bool) -> None:
+    """Stop with the estimate when one restoration of this size would not fit in memory (CPU or GPU)."""
+    from .accel import available_memory, per_image_bytes
+
+    c, h, w = xs[1:]
+    side = max(prior.multiple, 16)
+    small = [per_image_bytes(prior, (c, side * k, side * k), gradient=gradient, device=torch.device(device)) for k in (1, 2)]
+    p = (h * w) / (side * side)
+    alpha = max(1.0, np.log(max(small[1], 1) / max(small[0], 1)) / np.log(4.0))  # bytes ~ pixels^alpha
+    need = small[0] * p**alpha * samples
+    free = available_memory(torch.device(device))
+    if need > 0.8 * free:
+        raise ValueError(f"a {h}x{w} image needs about {_size(need)} for one restoration (K={samples}) but "
+                         f"{_size(free)} are free on {device}: restore a crop, downscale it, or use a larger device")
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def build_problem(task: Task, req, prior, y: Tensor, opts: TaskOptions, given: dict) -> Problem:
+    """The operator on the padded grid, from options whose kernel/mask/field are given (not invented)."""
+    m = prior.multiple
+    size = tuple(task.x_shape(tuple(y.shape), opts)[-2:])
+    if task.measurement == "image":
+        q = task.pad_multiple(m, opts)
+        yp = pad_to_multiple(y, q)
+        if isinstance(given.get("mask"), Tensor):
+            if tuple(given["mask"].shape[-2:]) != tuple(y.shape[-2:]):
+                raise ValueError(f"mask of size {tuple(given['mask'].shape[-2:])} does not match the image "
+                                 f"{tuple(y.shape[-2:])}")
+            given = {**given, "mask": pad_to_multiple(given["mask"], q)}
+    else:
+        yp = y
+    opts = opts.with_(**given)
+    xs = tuple(task.x_shape(tuple(yp.shape), opts))
+    if xs[1] != (prior.channels or xs[1]):
+        raise ValueError(f"prior {prior.name!r} works on {prior.channels}-channel images but the task needs {xs[1]} for "
+                         "this measurement")
+    if task.measurement != "image" and (xs[-1] % m or xs[-2] % m):
+        raise ValueError(f"--task {task.name}: the image behind this measurement is {xs[-2]}x{xs[-1]}, not a multiple of "
+                         f"the prior's {m}; a Fourier measurement cannot be padded")
+    prior.check_image(torch.empty(xs, device="meta"))
+    op = task.operator(xs, opts)
+    expected = tuple(op.out_shape(xs))
+    if tuple(yp.shape) != expected:
+        raise ValueError(f"measurement of shape {tuple(yp.shape)} does not match the operator's output {expected}")
+    return Problem(op=op, y=yp, opts=opts, size=size, input_shape=tuple(y.shape))
+
+
+__all__ = ["MASK_PRESETS", "Problem", "build_problem", "check_kernel", "kernel_for", "load_kernel_file", "load_mask_file",
+           "load_npy", "mask_for", "memory_check", "noise_sigma", "pad_to_multiple", "probe_operator"]

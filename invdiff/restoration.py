@@ -1,0 +1,173 @@
+"""The restore step of ``invdiff solve`` and its report: run the method on the padded problem, crop back to the
+input's size (grey again for a grey photo restored by an RGB prior), score against the truth when simulating, and
+record everything that was run and where each part of the degradation came from."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def _peak_memory_mib(device: str) -> tuple[float | None, str]:
+    if str(device).startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20, "GPU memory allocated by torch"
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak resident memory (CPU)"
+    except (ImportError, OSError):  # pragma: no cover - not on Linux/macOS
+        return None, "unavailable"
+
+
+def _versions() -> dict:
+    import platform
+
+    from . import __version__
+
+    v = {"invdiff": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+    try:
+        from importlib.metadata import version
+
+        v["pillow"] = version("pillow")
+    except Exception:  # pragma: no cover - metadata missing
+        pass
+    return v
+
+
+def crop_result(res, size: tuple[int, int], grey: bool):
+    """The restoration cut back to ``size`` (the padding removed), in grey (channel mean) when ``grey``."""
+    h, w = size
+    samples = res.samples[..., :h, :w]
+    if grey:
+        samples = samples.mean(2, keepdim=True)
+    mean = samples.mean(1)
+    std = samples.std(1, unbiased=False) if samples.shape[1] > 1 else torch.zeros_like(mean)
+    if not grey:  # the sampler's own mean/std, cropped (identical up to float rounding; kept exact)
+        mean, std = res.mean[..., :h, :w], res.std[..., :h, :w]
+    return dataclasses.replace(res, samples=samples, mean=mean, std=std)
+
+
+def measurement_metrics(y: Tensor, x_true: Tensor, task, opts) -> dict | None:
+    """PSNR/SSIM of the measurement itself against the truth, where it is an image of the truth's grid (SR:
+    bicubic upsampling; colourisation: the grey image repeated); None for a Fourier measurement."""
+    import torch.nn.functional as F
+
+    from .metrics import psnr, ssim
+
+    if task.measurement != "image":
+        return None
+    yy = y.detach().float().to(x_true.device)
+    if task.upscale(opts) > 1:
+        s = task.upscale(opts)
+        yy = F.interpolate(yy, scale_factor=s, mode="bicubic", align_corners=False)
+    yy = yy[..., : x_true.shape[-2], : x_true.shape[-1]]
+    if tuple(yy.shape[-2:]) != tuple(x_true.shape[-2:]):
+        return None
+    if yy.shape[1] != x_true.shape[1]:
+        if yy.shape[1] != 1:
+            return None
+        yy = yy.expand(-1, x_true.shape[1], -1, -1)
+    yy = yy.clamp(-1, 1)
+    return {"psnr": float(psnr(yy, x_true)[0]), "ssim": float(ssim(yy, x_true)[0])}
+
+
+def operator_parameters(op, opts, req) -> dict:
+    d = {"operator": type(op).__name__, "repr": repr(op).splitlines()[0][:300]}
+    for k in ("kernel_size", "blur_sigma", "motion_intensity", "padding", "scale", "sr_mode", "mask_fraction",
+              "oversampling"):
+        d[k] = getattr(opts, k)
+    d["mask"] = req.mask if not isinstance(opts.mask, Tensor) else f"image {tuple(opts.mask.shape[-2:])}"
+    d["kernel"] = str(req.kernel) if req.kernel is not None else None
+    k = getattr(op, "kernel", None)
+    if isinstance(k, Tensor):
+        d["kernel_shape"] = list(k.shape[-2:])
+    m = getattr(op, "mask", None)
+    if isinstance(m, Tensor):
+        d["observed_fraction"] = round(float((m > 0).float().mean()), 6)
+    return d
+
+
+def _restore(plan, req, prob, callback):
+    from .rng import make_generators
+    from .samplers import restore
+
+    for w in prob.warnings:
+        warnings.warn(w, stacklevel=3)
+    from .measured import memory_check
+    from .samplers.registry import METHODS
+
+    hp = {**plan.task.hyper_parameters.get(plan.method, {}), **req.hyper_parameters}
+    at_once = req.samples if not isinstance(req.batch_size, int) else min(req.samples, req.batch_size)
+    xs = tuple(plan.task.x_shape(tuple(prob.y.shape), prob.opts))
+    memory_check(plan.prior, xs, at_once, req.device, gradient=METHODS[plan.method].network_gradient)
+    if str(req.device).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    res = restore(prob.y.to(req.device), prob.op.to(req.device), plan.task.noise(prob.opts), plan.prior,
+                  method=plan.method, steps=req.steps, samples=req.samples, callback=callback, batch_size=req.batch_size,
+                  generator=make_generators(req.seed, 1, req.device, purpose="sample"), **hp)
+    return res, hp, time.perf_counter() - t0
+
+
+def _scores(req, plan, prob, res, x_true, obs) -> dict:
+    from .metrics import lpips_or_none, score
+
+    lp = lpips_or_none(req.lpips_backbone, device=req.device)
+    sc = score(res.mean, x_true, lpips_model=lp)
+    out = {"metrics": {k: (float(v[0]) if v is not None else "unavailable") for k, v in sc.items()}}
+    if lp is None:
+        out["metrics"]["lpips"] = "unavailable (AlexNet backbone not found; see invdiff.metrics or --lpips-backbone)"
+    y = prob.y[..., : prob.input_shape[-2], : prob.input_shape[-1]]
+    if obs.grey_input and y.shape[1] == 3:
+        y = y.mean(1, keepdim=True)
+    out["measurement_metrics"] = measurement_metrics(y, x_true, plan.task, prob.opts)
+    return out
+
+
+def _kernel_error(prob) -> float | None:
+    true_k = prob.degradation.pop("simulated_kernel", None)
+    k = getattr(prob.op, "kernel", None)
+    if true_k is None or not isinstance(k, Tensor):
+        return None
+    from .blind import kernel_error
+
+    return round(float(kernel_error(k.reshape(-1, *k.shape[-2:])[0].cpu(), true_k.cpu())), 5)
+
+
+def run_restoration(plan, req, obs, prob, x_true, callback):
+    """(cropped restoration, report) for one problem."""
+    from .samplers.registry import METHODS
+
+    res, hp, seconds = _restore(plan, req, prob, callback)
+    peak, peak_kind = _peak_memory_mib(req.device)
+    res = crop_result(res, prob.size, obs.grey_input)
+    if obs.grey_input and x_true is not None:
+        x_true = x_true.mean(1, keepdim=True)
+    used_hp = dict(getattr(res, "hyper_parameters", hp))
+    steps = int(used_hp.get("steps", req.steps or METHODS[plan.method].defaults["steps"]))
+    nfe, vjps = int(res.nfe), int(getattr(res, "vjps", 0))
+    kerr = _kernel_error(prob)
+    if kerr is not None:
+        prob.degradation["kernel"]["kernel_error"] = kerr
+    report = {"task": plan.task.name, "method": plan.method, "prior": plan.prior_name, "palette": plan.palette,
+              "image": str(req.image), "simulate": req.simulate, "seed": req.seed, "samples": req.samples,
+              "noise_sigma": prob.opts.noise_sigma, "noise_scale": "[-1, 1]", "steps": steps, "hyper_parameters": used_hp,
+              "nfe": nfe, "nfe_per_sample": nfe, "nfe_total": nfe * req.samples, "vjps": vjps,
+              "vjps_total": vjps * req.samples, "seconds": round(seconds, 3), "device": req.device,
+              "peak_memory_mib": None if peak is None else round(peak, 1), "peak_memory_kind": peak_kind,
+              "image_shape": list(res.mean.shape[1:]), "measurement_shape": list(prob.input_shape[1:]),
+              "measurement_kind": plan.task.measurement, "output_channels": int(res.mean.shape[1]),
+              "grey_input": obs.grey_input, "degradation": prob.degradation,
+              "operator": operator_parameters(prob.op, prob.opts, req), "versions": _versions(),
+              "warnings": list(prob.warnings)}
+    if x_true is not None:
+        report.update(_scores(req, plan, prob, res, x_true, obs))
+    return res, report
+
+
+__all__ = ["crop_result", "measurement_metrics", "operator_parameters", "run_restoration"]

@@ -1,0 +1,186 @@
+"""Measured mode on real files: nothing invented (a kernel or mask is given, read from the file, or estimated and
+reported; otherwise one clear error), any size (padded and cropped back, never a lost pixel), any file (16-bit,
+grey, EXIF-rotated JPEG, RGBA alpha as the mask), and many files (a folder, a bad file skipped and reported, a
+rerun that continues)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from invdiff.cli import app
+from invdiff.nets.unet import UNet, UNetConfig
+from invdiff.prior import EpsPrior
+from invdiff.schedule import NoiseSchedule
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("measured")
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(in_channels=3, base_channels=8, channel_mult=(1, 2, 2), num_res_blocks=1, attention_levels=()))
+    prior = EpsPrior(net, NoiseSchedule.linear(), config={"name": "tiny", "data": {"channels": 3}})
+    assert prior.multiple == 4  # so that odd sizes need padding
+    prior.save(d / "tiny.safetensors")
+    rng = np.random.default_rng(0)
+    img = (rng.random((48, 40, 3)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(d / "photo.png")
+    Image.fromarray((rng.random((37, 45, 3)) * 255).astype(np.uint8)).save(d / "odd.png")
+    Image.fromarray(img[..., 0]).save(d / "grey.png")
+    Image.fromarray((rng.random((37, 45)) * 65535).astype(np.uint16)).save(d / "deep.png")
+    rgba = np.concatenate([img, np.full((48, 40, 1), 255, np.uint8)], -1)
+    rgba[10:20, 10:30, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(d / "holes.png")
+    exif = Image.Exif()
+    exif[274] = 6  # rotate 90° clockwise to display
+    Image.fromarray(img).save(d / "rotated.jpg", exif=exif.tobytes())
+    mask = np.full((48, 40), 255, np.uint8)
+    mask[8:20, 8:20] = 0
+    Image.fromarray(mask).save(d / "mask.png")
+    np.save(d / "kernel.npy", np.ones((5, 5)) / 25)
+    np.save(d / "field.npy", np.ones((2, 2, 5, 5)) / 25)
+    return d
+
+
+def solve(files, out, *args, code=0):
+    r = runner.invoke(app, ["solve", *map(str, args), "--prior", str(files / "tiny.safetensors"), "--steps", "2",
+                            "--out", str(out), "--quiet", "--json"])
+    err = r.stderr if hasattr(r, "stderr") else r.output
+    assert (r.exit_code == 0) == (code == 0), err
+    return r, err
+
+
+def one_line(err: str, *needles: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    for n in needles:
+        assert n.lower() in lines[0].lower(), lines[0]
+    return lines[0]
+
+
+def report(r) -> dict:
+    return json.loads(r.stdout)
+
+
+# ---- nothing invented --------------------------------------------------------------------------------------------
+def test_inpainting_without_a_mask_is_a_clear_error(files, tmp_path):
+    r, err = solve(files, tmp_path, "--task", "inpaint", files / "photo.png", code=2)
+    one_line(err, "--mask")
+    r, err = solve(files, tmp_path, "--task", "inpaint", "--mask", "box", files / "photo.png", code=2)
+    one_line(err, "preset", "--simulate")
+    assert not any(tmp_path.iterdir()) if tmp_path.exists() else True
+
+
+def test_nonuniform_needs_a_kernel_field(files, tmp_path):
+    r, err = solve(files, tmp_path / "a", "--task", "nonuniform-deblur", files / "photo.png", code=2)
+    one_line(err, "--kernel", "field")
+    r, err = solve(files, tmp_path / "b", "--task", "nonuniform-deblur", "--kernel", files / "field.npy",
+                   files / "photo.png")
+    rep = report(r)
+    assert rep["degradation"]["kernel"]["source"] == "given" and rep["operator"]["operator"] == "NonUniformBlur"
+
+
+def test_given_kernel_and_alpha_mask_are_reported(files, tmp_path):
+    r, _ = solve(files, tmp_path / "k", "--task", "motion-deblur", "--kernel", files / "kernel.npy", files / "photo.png")
+    rep = report(r)
+    assert rep["degradation"]["kernel"] == {"source": "given", "shape": [5, 5], "file": str(files / "kernel.npy")}
+    assert rep["degradation"]["noise_sigma"]["source"] == "estimated" and rep["noise_sigma"] > 0
+    r, _ = solve(files, tmp_path / "m", "--task", "inpaint", files / "holes.png")
+    rep = report(r)
+    assert rep["degradation"]["mask"]["source"] == "alpha channel"
+    assert rep["degradation"]["mask"]["observed_fraction"] == pytest.approx(1 - 10 * 20 / (48 * 40))
+    r, _ = solve(files, tmp_path / "s", "--task", "deblur", "--noise-sigma", 0.02, "--blur-sigma", 1.0, files / "photo.png")
+    rep = report(r)
+    assert rep["degradation"]["kernel"]["source"].startswith("given") and rep["degradation"]["kernel"]["shape"] == [7, 7]
+    assert rep["degradation"]["noise_sigma"] == {"value": 0.02, "source": "given", "scale": "[-1, 1]"}
+
+
+def test_blind_deblurring_estimates_and_writes_the_kernel(files, tmp_path):
+    r, _ = solve(files, tmp_path, "--task", "deblur", "--kernel-size", 9, files / "photo.png")
+    rep = report(r)
+    k = rep["degradation"]["kernel"]
+    assert k["source"].startswith("estimated") and k["shape"][0] <= 9 and k["shape"][0] % 2 == 1
+    arr = np.load(rep["files"]["kernel"])
+    assert arr.ndim == 2 and abs(arr.sum() - 1) < 1e-4 and (arr >= 0).all()
+    assert Path(rep["files"]["kernel_image"]).is_file()
+
+
+def test_simulated_blind_reports_the_kernel_error(files, tmp_path):
+    r, _ = solve(files, tmp_path, "--simulate", "--blind", "--task", "deblur", "--blur-sigma", 1.5, "--kernel-size", 9,
+                 files / "photo.png")
+    k = report(r)["degradation"]["kernel"]
+    assert k["hidden_from_solver"] is True and k["kernel_error"] >= 0
+
+
+# ---- any size, any file ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("task, args, scale", [("denoise", [], 1), ("sr", ["--scale", 2], 2),
+                                                ("deblur", ["--kernel", "kernel.npy"], 1)])
+def test_odd_sizes_are_padded_and_cropped_back(files, tmp_path, task, args, scale):
+    args = [files / a if str(a).endswith(".npy") else a for a in args]
+    r, _ = solve(files, tmp_path, "--task", task, *args, files / "odd.png")
+    rep = report(r)
+    out = np.asarray(Image.open(rep["files"]["restored"]))
+    assert out.shape == (37 * scale, 45 * scale, 3)
+    assert rep["degradation"]["padding"]["input_size"] == [37, 45]
+    pad = rep["degradation"]["padding"]["padded_to"]
+    assert pad[0] % 4 == 0 and pad[1] % 4 == 0 and pad[0] >= 37 * scale
+
+
+def test_simulate_keeps_the_size_too(files, tmp_path):
+    r, _ = solve(files, tmp_path, "--simulate", "--task", "deblur", files / "odd.png")
+    rep = report(r)
+    assert np.asarray(Image.open(rep["files"]["restored"])).shape == (37, 45, 3) and rep["metrics"]["psnr"] > 0
+
+
+def test_sixteen_bit_grey_and_rotated_files(files, tmp_path):
+    r, _ = solve(files, tmp_path / "d", "--task", "denoise", files / "deep.png")
+    im = Image.open(report(r)["files"]["restored"])
+    assert im.size == (45, 37) and im.mode.startswith("I")  # 16-bit in, 16-bit grey out
+    r, _ = solve(files, tmp_path / "g", "--task", "denoise", files / "grey.png")
+    im = Image.open(report(r)["files"]["restored"])
+    assert im.mode == "L" and im.size == (40, 48)
+    r, _ = solve(files, tmp_path / "r", "--task", "denoise", files / "rotated.jpg")
+    im = Image.open(report(r)["files"]["restored"])
+    assert im.size == (48, 40)  # the EXIF rotation applied: width and height swapped
+
+
+# ---- many files ---------------------------------------------------------------------------------------------------
+def test_a_folder_with_a_bad_file_restores_the_others_and_a_rerun_continues(files, tmp_path):
+    src = tmp_path / "photos"
+    src.mkdir()
+    for name in ("photo.png", "odd.png"):
+        (src / name).write_bytes((files / name).read_bytes())
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot an image")
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["solve", "--task", "sr", "--scale", "2", str(src), "--prior", str(files / "tiny.safetensors"),
+                            "--steps", "2", "--out", str(out), "--quiet", "--json"])
+    err = r.stderr if hasattr(r, "stderr") else r.output
+    assert r.exit_code == 1
+    assert "broken.png" in err and "cannot read" in err
+    reps = json.loads(r.stdout)
+    assert sorted(Path(p["image"]).name for p in reps) == ["odd.png", "photo.png"]
+    done = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    (src / "broken.png").unlink()
+    r = runner.invoke(app, ["solve", "--task", "sr", "--scale", "2", str(src), "--prior", str(files / "tiny.safetensors"),
+                            "--steps", "2", "--out", str(out), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout) == []
+    assert "2 already done" in (r.stderr if hasattr(r, "stderr") else r.output)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == done  # finished outputs are never rewritten
+
+
+def test_an_image_too_large_for_memory_stops_with_the_estimate(files, tmp_path, monkeypatch):
+    import invdiff.accel
+
+    monkeypatch.setattr(invdiff.accel, "available_memory", lambda device: 2**14)  # 16 KiB free
+    r, err = solve(files, tmp_path, "--task", "denoise", files / "photo.png", code=2)
+    line = one_line(err, "needs about", "48x40")
+    assert "free" in line
+    assert not (tmp_path / "photo_denoise_restored.png").exists()
