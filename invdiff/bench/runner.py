@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from ..metrics import lpips_or_none, score
 from ..prior import load as load_prior
 from ..rng import stream_seed
 from ..samplers import restore
-from ..tasks import TaskOptions, get_task
+from ..tasks import TaskOptions, get_task, simulate
 from .suite import Suite
 
 
@@ -175,23 +176,13 @@ def check_selection(suite: Suite, tasks=None, methods=None) -> None:
 def _append(path: Path, rows: list[dict]) -> None:
     repair_torn_line(path)
     with open(path, "a") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+        f.writelines(json.dumps(r) + "\n" for r in rows)
         f.flush()
         os.fsync(f.fileno())
 
 
-def run_suite(suite: Suite, out: str | Path, *, limit: int | None = None, device: str = "cpu", tasks=None, methods=None,
-              batch_size: int | None = None, progress=None, lpips_backbone=None) -> Path:
-    """Run (or resume) ``suite``; returns the output folder with results.rank*.jsonl and, on rank 0, the report."""
-    out = Path(out)
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be a positive integer, got {limit}")
-    check_selection(suite, tasks, methods)
-    rank, world, own = _dist()
-    res_file = out / f"results.rank{rank}.jsonl"
-    fingerprints: dict[str, dict] = {}
-    # what each selected (task, method) would be computed with; existing rows of another configuration refuse the run
+def _plan(suite: Suite, tasks, methods, fingerprints: dict) -> list[tuple]:
+    """What each selected (task, method) would be computed with: (spec, method, prior name, config, config id)."""
     plan = []
     for spec in suite.tasks:
         if tasks and spec.task not in tasks and spec.label not in tasks:
@@ -199,6 +190,11 @@ def run_suite(suite: Suite, out: str | Path, *, limit: int | None = None, device
         for method, prior_name in _entries(suite, spec, methods):
             cfg = entry_config(suite, spec, method, prior_name, fingerprints)
             plan.append((spec, method, prior_name, cfg, config_id(cfg)))
+    return plan
+
+
+def _refuse_other_configurations(out: Path, plan: list[tuple]) -> None:
+    """Existing rows of another configuration than the plan's refuse the run."""
     existing: dict[tuple, dict] = {}
     for f in sorted(out.glob("results.rank*.jsonl")):
         for r in _rows(f):
@@ -210,6 +206,71 @@ def run_suite(suite: Suite, out: str | Path, *, limit: int | None = None, device
         if old is not None and old.get("config_id") != cid:
             raise ValueError(f"{out} holds {spec.label} / {method} results of another configuration "
                              f"({_config_difference(old.get('config'), cfg)}): use another --out, or remove them")
+
+
+def _restore_chunk(suite: Suite, spec, method: str, prior_for, cfg: dict, ids: list[int], x, device: str):
+    """Degrade the images ``ids`` (seeded per image) and restore them: (y, restored, nfe, vjps, seconds per image).
+    ``prior_for()`` gives the diffusion prior (loaded on first use, inside the timed part as it always was)."""
+    task = get_task(spec.task)
+    opts = TaskOptions(noise_sigma=suite.noise_sigma).with_(**spec.options)
+    gens = [torch.Generator(device="cpu").manual_seed(stream_seed(suite.seed, "degrade", i)) for i in ids]
+    op, y = simulate(task, x.to(device), opts, generator=gens)
+    if torch.cuda.is_available() and device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    if method.startswith("baseline:"):
+        xr = run_baseline(method.split(":", 1)[1], y, op, opts.noise_sigma)
+        nfe, vjps = 0, 0
+    else:
+        prior = prior_for()
+        hp, steps = cfg["hyper_parameters"], cfg["steps"]
+        sample_gens = [torch.Generator(device=device).manual_seed(stream_seed(suite.seed, "sample", i)) for i in ids]
+        r = restore(y, op, task.noise(opts), prior, method=method, steps=steps, generator=sample_gens, **hp)
+        xr, nfe, vjps = r.mean, r.nfe, r.vjps
+    seconds = (time.perf_counter() - t0) / len(ids)
+    return y, xr, nfe, vjps, seconds
+
+
+def _score_rows(suite: Suite, spec, method: str, prior_name, cfg: dict, cid: str, ids, x, xr, nfe, vjps, seconds,
+                *, rank: int, device: str, lpips_model) -> list[dict]:
+    """One result row per image of the chunk."""
+    mem = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
+    sc = score(xr, x, lpips_model=lpips_model)
+    return [{"suite": suite.name, "task": spec.label, "method": method, "image": i, "prior": prior_name,
+             "psnr": float(sc["psnr"][k]), "ssim": float(sc["ssim"][k]),
+             "lpips": float(sc["lpips"][k]) if sc["lpips"] is not None else None,
+             "nfe": int(nfe), "vjps": int(vjps), "seconds": seconds, "peak_mem_mib": mem, "rank": rank,
+             "steps": cfg.get("steps"), "prior_sha256": cfg.get("prior_sha256"), "config_id": cid, "config": cfg}
+            for k, i in enumerate(ids)]
+
+
+def _finish(suite: Suite, out: Path, rank: int, world: int, own: bool) -> None:
+    """Wait for every rank, write the report on rank 0, and close a process group opened here."""
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    if rank == 0:
+        from .report import write_report
+
+        write_report(suite, out)
+    if own:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
+def run_suite(suite: Suite, out: str | Path, *, limit: int | None = None, device: str = "cpu", tasks=None, methods=None,
+              batch_size: int | None = None, progress=None, lpips_backbone=None) -> Path:
+    """Run (or resume) ``suite``; returns the output folder with results.rank*.jsonl and, on rank 0, the report."""
+    out = Path(out)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive integer, got {limit}")
+    check_selection(suite, tasks, methods)
+    rank, world, own = _dist()
+    res_file = out / f"results.rank{rank}.jsonl"
+    plan = _plan(suite, tasks, methods, {})
+    _refuse_other_configurations(out, plan)
     out.mkdir(parents=True, exist_ok=True)
     repair_torn_line(res_file)
     done = _done(res_file)
@@ -232,53 +293,18 @@ def run_suite(suite: Suite, out: str | Path, *, limit: int | None = None, device
     total = sum(len(j[3]) for j in jobs)
     finished = 0
     for spec, method, prior_name, todo, cfg, cid in jobs:
-        task = get_task(spec.task)
-        opts = TaskOptions(noise_sigma=suite.noise_sigma).with_(**spec.options)
         for start in range(0, len(todo), bs):
             ids = todo[start : start + bs]
             x = x_all[ids].to(device)
-            gens = [torch.Generator(device="cpu").manual_seed(stream_seed(suite.seed, "degrade", i)) for i in ids]
-            op = task.operator(x.shape, opts, generator=gens).to(device)
-            with torch.no_grad():
-                y = task.noise(opts)(op(x), generator=gens)
-            if torch.cuda.is_available() and device.startswith("cuda"):
-                torch.cuda.reset_peak_memory_stats()
-            t0 = time.perf_counter()
-            if method.startswith("baseline:"):
-                xr = run_baseline(method.split(":", 1)[1], y, op, opts.noise_sigma)
-                nfe, vjps = 0, 0
-            else:
-                prior = prior_for(prior_name)
-                hp, steps = cfg["hyper_parameters"], cfg["steps"]
-                sample_gens = [torch.Generator(device=device).manual_seed(stream_seed(suite.seed, "sample", i)) for i in ids]
-                r = restore(y, op, task.noise(opts), prior, method=method, steps=steps, generator=sample_gens, **hp)
-                xr, nfe, vjps = r.mean, r.nfe, r.vjps
-            seconds = (time.perf_counter() - t0) / len(ids)
-            mem = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
-            sc = score(xr, x, lpips_model=lp)
-            rows = [{"suite": suite.name, "task": spec.label, "method": method, "image": i, "prior": prior_name,
-                     "psnr": float(sc["psnr"][k]), "ssim": float(sc["ssim"][k]),
-                     "lpips": float(sc["lpips"][k]) if sc["lpips"] is not None else None,
-                     "nfe": int(nfe), "vjps": int(vjps), "seconds": seconds, "peak_mem_mib": mem, "rank": rank,
-                     "steps": cfg.get("steps"), "prior_sha256": cfg.get("prior_sha256"), "config_id": cid, "config": cfg}
-                    for k, i in enumerate(ids)]
-            _append(res_file, rows)
+            y, xr, nfe, vjps, seconds = _restore_chunk(suite, spec, method, partial(prior_for, prior_name), cfg,
+                                                       ids, x, device)
+            _append(res_file, _score_rows(suite, spec, method, prior_name, cfg, cid, ids, x, xr, nfe, vjps, seconds,
+                                          rank=rank, device=device, lpips_model=lp))
             _save_examples(out, spec.label, method, ids, x, y, xr)
             finished += len(ids)
             if progress is not None:
                 progress(finished, total, f"{spec.label} {method}")
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-    if rank == 0:
-        from .report import write_report
-
-        write_report(suite, out)
-    if own:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    _finish(suite, out, rank, world, own)
     return out
 
 
