@@ -127,16 +127,20 @@ def sample(prior: EpsPrior, shape, *, steps: int | None = None, eta: float = 1.0
            generator: rng.Generators = None, callback=None, cond: Tensor | None = None, clip: bool = False,
            device=None, x_T: Tensor | None = None, variance: Literal["small", "large"] = "small",
            spacing: str = "uniform", counts: Counts | None = None, t_start: int | None = None,
-           dtype: torch.dtype = torch.float32) -> Tensor:
+           dtype: torch.dtype = torch.float32, timesteps: list[int] | None = None) -> Tensor:
     """Draw samples: unconditional (``guidance`` None), conditional (Palette ``cond``) or guided.
 
     ``generator``: one per image for batch invariance (see ``invdiff.rng``). ``callback(info)`` gets a dict
     with step, total, t, x_t and x0 after every step. ``counts``: where the network evaluations of the
-    unguided loop are counted (a guidance counts its own)."""
+    unguided loop are counted (a guidance counts its own). ``timesteps``: the descending timesteps to visit,
+    instead of ``steps`` and ``spacing`` (a warm start's, ``warmstart.warm_timesteps``)."""
     device = torch.device(device) if device is not None else prior.device
     shape = tuple(shape)
     x = rng.randn(shape, generator, device=device, dtype=dtype) if x_T is None else x_T.to(device)
-    pairs = timestep_pairs(prior.schedule, steps, spacing)
+    if timesteps is not None:
+        pairs = list(zip(timesteps, list(timesteps[1:]) + [-1]))
+    else:
+        pairs = timestep_pairs(prior.schedule, steps, spacing)
     if t_start is not None:  # start part-way (x_T is then a noised initial guess at level t_start: CCDF / SDEdit)
         pairs = [(t, tp) for t, tp in pairs if t <= t_start]
     guidance = guidance if guidance is not None else Guidance(counts=counts, cond=cond, clip=clip)

@@ -15,6 +15,7 @@ from ..operators.base import Capability
 from .params import PiGDMParams
 from .core import Guidance, jump_schedule
 from .problem import Problem, noisy_measurement
+from .warmstart import warm_state, warm_timesteps
 
 
 class DPS(Guidance):
@@ -117,7 +118,7 @@ def repaint_nfe(steps: int, jump_length: int, resamples: int) -> int:
 
 
 def repaint(p: Problem, *, steps: int = 250, jump_length: int = 10, resamples: int = 10, eta: float = 1.0,
-            spacing: str = "uniform", callback=None) -> Tensor:
+            spacing: str = "uniform", start: float = 1.0, init: str = "pinv", callback=None) -> Tensor:
     """RePaint (Lugmayr et al. 2022; andreas128/RePaint, ``inpa_inj_sched_prev``): ancestral sampling on ``steps``
     respaced steps along ``repaint_schedule``. Before every reverse step but the first, the measured part of x_t is
     replaced by the measurement noised to the level of x_t: x_t ← x_t + A⁺(y_t − A x_t), y_t = √ᾱ_t y + √(1−ᾱ_t) A ξ
@@ -125,16 +126,21 @@ def repaint(p: Problem, *, steps: int = 250, jump_length: int = 10, resamples: i
     DDPM). Going back up one step re-noises with the forward transition of the respaced chain,
     x_{t+1} = √(1−β'_{t+1}) x_t + √β'_{t+1} z, β'_{t+1} = 1 − ᾱ_{t+1}/ᾱ_t. Network evaluations: one per reverse
     step, len(repaint_schedule) − 1 − (number of jumps up); ``resamples=1`` has no resampling (``steps`` NFE).
-    The measurement replacement is hard (as the reference, which assumes noiseless y). Needs a linear A."""
+    The measurement replacement is hard (as the reference, which assumes noiseless y). Needs a linear A.
+    ``start`` < 1: the warm start, the schedule over min(steps, t₀ + 1) respaced steps of [0, t₀] from
+    x_{t₀} = √ᾱ_{t₀} x_init + √(1−ᾱ_{t₀}) ε."""
     from .core import ddim_step, step_coefficients
 
     y = p.y
-    ts = p.schedule.timesteps(steps, spacing=spacing).flip(0).tolist()  # index i -> timestep, ascending
+    ts = warm_timesteps(p.schedule, steps, spacing, start)[::-1]  # index i -> timestep, ascending
     def abar(i: int) -> float:
         return 1.0 if i < 0 else p.alpha_bar(ts[i])
 
     sched = repaint_schedule(len(ts), jump_length, resamples)
-    x = rng.randn(p.shape, p.generator, device=y.device, dtype=y.dtype)
+    if start < 1:
+        x = warm_state(p, ts[-1], init)
+    else:
+        x = rng.randn(p.shape, p.generator, device=y.device, dtype=y.dtype)
     first, k = True, 0
     total = sum(1 for a, b in zip(sched, sched[1:]) if b < a)
     for i, j in zip(sched, sched[1:]):
@@ -226,11 +232,18 @@ class PiGDM(Guidance):
 
 
 def guided_sample(problem: Problem, guidance, *, steps: int, eta: float, callback=None, x_T: Tensor | None = None,
-                  spacing: str = "uniform") -> Tensor:
+                  spacing: str = "uniform", start: float = 1.0, init: str = "pinv") -> Tensor:
+    """The one loop with a method's guidance. ``start`` < 1: the warm start (``warmstart``): ``steps`` steps over
+    [0, t₀] from x_{t₀} = √ᾱ_{t₀} x_init + √(1−ᾱ_{t₀}) ε (``x_T`` is then not used)."""
     from .core import sample
 
+    ts = None
+    if start < 1:
+        ts = warm_timesteps(problem.schedule, steps, spacing, start)
+        x_T = warm_state(problem, ts[0], init)
     return sample(problem.prior, problem.shape, steps=steps, eta=eta, guidance=guidance, generator=problem.generator,
-                  callback=callback, device=problem.y.device, x_T=x_T, spacing=spacing, dtype=problem.y.dtype)
+                  callback=callback, device=problem.y.device, x_T=x_T, spacing=spacing, dtype=problem.y.dtype,
+                  timesteps=ts)
 
 
 __all__ = ["DPS", "MCG", "Projection", "PiGDM", "guided_sample", "repaint", "repaint_nfe", "repaint_schedule"]

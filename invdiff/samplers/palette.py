@@ -9,6 +9,9 @@ from torch import Tensor
 
 from ..operators.base import Operator
 from .problem import Problem
+from .warmstart import start_timesteps, warm_state, warm_timesteps
+
+__all__ = ["palette", "palette_condition", "start_timesteps"]
 
 
 def palette_condition(y: Tensor, op: Operator, shape) -> Tensor:
@@ -17,33 +20,14 @@ def palette_condition(y: Tensor, op: Operator, shape) -> Tensor:
     return op.on_grid(y, shape)
 
 
-def start_timesteps(schedule, steps: int, t_start: int, spacing: str = "uniform") -> list[int]:
-    """``steps`` descending timesteps spread over [0, t_start] (both ends included): ``uniform`` spaces them evenly
-    on that interval; other spacings are the schedule's own, scaled from [0, T−1] to [0, t_start]. Repeated
-    timesteps (more steps than t_start + 1) are dropped."""
-    T = schedule.num_timesteps
-    if not 0 <= t_start <= T - 1:
-        raise ValueError(f"t_start must be in [0, {T - 1}], got {t_start}")
-    s = max(1, min(int(steps), t_start + 1))
-    if spacing == "uniform":
-        ts = torch.round(torch.linspace(t_start, 0, s, dtype=torch.float64)).long().tolist()
-    else:
-        full = schedule.timesteps(s, spacing=spacing).double()
-        ts = torch.round(full * t_start / (T - 1)).long().tolist()
-    out: list[int] = []
-    for t in ts:
-        if not out or t < out[-1]:
-            out.append(int(t))
-    return out
-
-
 def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.0, paste: bool = False,
-            spacing: str = "uniform", callback=None) -> Tensor:
+            spacing: str = "uniform", init: str = "measurement", callback=None) -> Tensor:
     """Sample ε_θ(x_t, t, c): the prior must be a conditional model whose condition channels match c. Network
     evaluations: ``steps`` (at most t_start + 1).
 
-    ``start`` < 1 starts the reverse process at t_start = round(start·(T−1)) from the noised initial guess
-    √ᾱ_t c₀ + √(1−ᾱ_t) z (c₀ = the condition's image channels: the upsampled or hole-filled measurement), as in
+    ``start`` < 1 is the warm start of every method (``warmstart``): the reverse process begins at
+    t_start = round(start·(T−1)) from the noised initial guess √ᾱ_t x_init + √(1−ᾱ_t) z, by default
+    (``init="measurement"``) the condition's image channels (the upsampled or hole-filled measurement), as in
     Chung et al.'s come-closer-diffuse-faster, with the ``steps`` steps spread over [0, t_start] (the first at
     t_start itself); it keeps a briefly trained model from settling on a wrong global layout at the highest noise
     levels, where ε barely depends on the condition. ``paste=True`` replaces the measured part of the result by the
@@ -60,15 +44,10 @@ def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.
     if cc != cond.shape[1]:
         raise ValueError(f"prior {p.prior.name!r} takes {cc} condition channel(s) but this task gives {cond.shape[1]}; "
                          "use the Palette model trained for the task")
-    T = p.schedule.num_timesteps
+    ts = warm_timesteps(p.schedule, steps, spacing, start)
     if start < 1:
-        t_start = int(round(start * (T - 1)))
-        ts = start_timesteps(p.schedule, steps, t_start, spacing)
-        a = p.alpha_bar(t_start)
-        init = cond[:, : p.shape[1]]
-        x = a**0.5 * init + (1 - a) ** 0.5 * rng.randn(p.shape, p.generator, device=p.y.device, dtype=p.y.dtype)
+        x = warm_state(p, ts[0], init)
     else:
-        ts = p.schedule.timesteps(steps, spacing=spacing).tolist()
         x = rng.randn(p.shape, p.generator, device=p.y.device, dtype=p.y.dtype)
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1

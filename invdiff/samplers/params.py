@@ -1,9 +1,9 @@
 """Hyper-parameters of the restoration methods: one frozen dataclass per method, the single definition that the
 method's code, ``restore``, the registry, the CLI (``--hp NAME=VALUE``) and docs/methods.md all read.
 
-Every class derives from ``Params`` (``steps`` and the timestep ``spacing``); a new method adds one dataclass here
-and one entry in ``registry.METHODS``. Values are checked on construction (``Literal`` choices, numbers), so a
-wrong ``--hp`` fails with a one-line error before any network evaluation."""
+Every class derives from ``Params`` (``steps``, the timestep ``spacing`` and the warm start ``start``/``init``); a
+new method adds one dataclass here and one entry in ``registry.METHODS``. Values are checked on construction
+(``Literal`` choices, numbers), so a wrong ``--hp`` fails with a one-line error before any network evaluation."""
 
 from __future__ import annotations
 
@@ -13,15 +13,24 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..schedule import SPACINGS, Spacing
+from .warmstart import Init
 
 
 @dataclass(frozen=True)
 class Params:
     """``steps``: sampler steps (network evaluations per image, times ``nfe_per_step`` where the registry says so);
-    ``spacing``: how the steps are placed on [0, T) (``invdiff.schedule.NoiseSchedule.timesteps``)."""
+    ``spacing``: how the steps are placed on [0, T) (``invdiff.schedule.NoiseSchedule.timesteps``).
+
+    ``start`` (in (0, 1]): the warm start (``invdiff.samplers.warmstart``): start < 1 begins at
+    t₀ = round(start·(T−1)) from x_{t₀} = √ᾱ_{t₀} x_init + √(1−ᾱ_{t₀}) ε and spreads the ``steps`` steps over
+    [0, t₀]; 1 (the default) is the method's own start from pure noise. ``init``: x_init when ``restore`` gets no
+    ``x_init`` tensor: ``pinv`` (A⁺y; linear operators), ``measurement`` (y on the image grid) or ``zeros``; not
+    used when start = 1."""
 
     steps: int = 100
     spacing: Spacing = "uniform"
+    start: float = 1.0
+    init: Init = "pinv"
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -44,6 +53,9 @@ class Params:
                 raise ValueError(f"{f.name} must be true or false, got {v!r}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if not 0 < self.start <= 1:
+            raise ValueError(f"start must be in (0, 1] (a fraction of the T timesteps; 1 = from pure noise), "
+                             f"got {self.start!r}")
         assert set(typing.get_args(Spacing)) == set(SPACINGS)
 
     def as_dict(self) -> dict:
@@ -131,7 +143,8 @@ class DiffPIRParams(Params):
 @dataclass(frozen=True)
 class RedDiffParams(Params):
     """``lam``: weight of the denoising regulariser; ``lr``: Adam's learning rate; ``init_cg_iters``: CG iterations
-    of the initial A⁺y for linear operators without an SVD."""
+    of the initial A⁺y for linear operators without an SVD (the cold start). A warm start (start < 1) sweeps t
+    over [0, t₀] only and starts the variable μ at x_init."""
 
     steps: int = 100
     lam: float = 0.25
@@ -145,7 +158,9 @@ class DAPSParams(Params):
     the x̂0 ODE (5) = 1000 network evaluations; ``langevin_steps`` (100) of step ``lr`` (per task, invdiff.tasks)
     decaying linearly to ``lr_min_ratio``·lr; likelihood width ``tau``; EDM σ levels from ``sigma_max`` to
     ``sigma_min``; ``inner``: ``langevin`` (the reference) or ``exact`` (the same Gaussian sampled through the SVD).
-    Fewer ``steps``/``ode_steps`` are the cheaper budgets. ``spacing`` is not used (EDM σ levels)."""
+    Fewer ``steps``/``ode_steps`` are the cheaper budgets. ``spacing`` is not used (EDM σ levels). A warm start
+    (start < 1) spreads the ``steps`` levels from σ₀ = min(sigma_max, σ_{t₀}) (σ_t = √((1−ᾱ_t)/ᾱ_t)) down to
+    ``sigma_min`` and starts from x = x_init + σ₀ ε."""
 
     steps: int = 200
     ode_steps: int = 5
@@ -179,11 +194,14 @@ class RePaintParams(Params):
 
 @dataclass(frozen=True)
 class PaletteParams(Params):
-    """``eta``: DDIM η; ``start``: start the reverse process at t = start·T from the noised measurement."""
+    """``eta``: DDIM η; ``start``: the warm start of every method, here 0.5 by default: the reverse process
+    begins at t₀ = round(0.5·(T−1)) from the noised measurement on the image grid (``init="measurement"``: the
+    condition's image channels); ``paste``: the measured part of the result replaced by the measurement."""
 
     steps: int = 100
     eta: float = 1.0
     start: float = 0.5
+    init: Init = "measurement"
     paste: bool = False
 
 

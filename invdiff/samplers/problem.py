@@ -19,7 +19,8 @@ from .core import Counts
 @dataclass
 class Problem:
     """y = A(x) + σ n for a batch of images of ``shape``, with a prior; counts network evaluations (``nfe``) and
-    vector-Jacobian products through the network (``vjps``)."""
+    vector-Jacobian products through the network (``vjps``). ``init``: the starting estimate of a warm start
+    (``invdiff.samplers.warmstart``), one per image, when the caller gave or ``restore`` resolved it."""
 
     prior: EpsPrior
     y: Tensor
@@ -30,6 +31,7 @@ class Problem:
     clip: bool = True
     cond: Tensor | None = None
     counts: Counts = field(default_factory=Counts)
+    init: Tensor | None = None
 
     @property
     def nfe(self) -> int:

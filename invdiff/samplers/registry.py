@@ -24,6 +24,7 @@ from .params import (DAPSParams, DDNMParams, DDRMParams, DiffPIRParams, DPSParam
 from .spectral import DDRM, DiffPIR, ddnm, ddnm_nfe
 from .validate import check_restore_inputs
 from .variational import daps, reddiff
+from .warmstart import resolve_warm_start
 
 
 @dataclass(frozen=True)
@@ -54,27 +55,34 @@ class Method:
 
 
 def _guided(cls):
-    """DPS/MCG-style methods: the guidance object takes the hyper-parameters other than steps, spacing and eta."""
+    """DPS/MCG-style methods: the guidance object takes the hyper-parameters other than steps, spacing, eta and the
+    warm start's."""
 
     def run(p: Problem, hp: Params, callback=None) -> Tensor:
-        kw = {k: v for k, v in hp.as_dict().items() if k not in ("steps", "spacing", "eta")}
-        return guided_sample(p, cls(p, **kw), steps=hp.steps, eta=hp.eta, spacing=hp.spacing, callback=callback)
+        kw = {k: v for k, v in hp.as_dict().items() if k not in ("steps", "spacing", "eta", "start", "init")}
+        return guided_sample(p, cls(p, **kw), steps=hp.steps, eta=hp.eta, spacing=hp.spacing, callback=callback,
+                             start=hp.start, init=hp.init)
 
     return run
 
 
 def _ddrm(p: Problem, hp: DDRMParams, callback=None) -> Tensor:
-    return guided_sample(p, DDRM(p, hp), steps=hp.steps, eta=0.0, spacing=hp.spacing, callback=callback)
+    return guided_sample(p, DDRM(p, hp), steps=hp.steps, eta=0.0, spacing=hp.spacing, callback=callback,
+                         start=hp.start, init=hp.init)
 
 
 def _diffpir(p: Problem, hp: DiffPIRParams, callback=None) -> Tensor:
-    return guided_sample(p, DiffPIR(p, hp), steps=hp.steps, eta=0.0, spacing=hp.spacing, callback=callback)
+    return guided_sample(p, DiffPIR(p, hp), steps=hp.steps, eta=0.0, spacing=hp.spacing, callback=callback,
+                         start=hp.start, init=hp.init)
 
 
 def _pigdm(p: Problem, hp: PiGDMParams, callback=None) -> Tensor:
     g = PiGDM(p, hp)
-    x_T = g.authors_start(int(p.schedule.timesteps(hp.steps, spacing=hp.spacing)[0])) if hp.weighting == "authors" else None
-    return guided_sample(p, g, steps=hp.steps, eta=hp.eta, spacing=hp.spacing, callback=callback, x_T=x_T)
+    x_T = None
+    if hp.weighting == "authors" and hp.start >= 1:  # a warm start replaces the authors' √ᾱ_T A⁺y + noise
+        x_T = g.authors_start(int(p.schedule.timesteps(hp.steps, spacing=hp.spacing)[0]))
+    return guided_sample(p, g, steps=hp.steps, eta=hp.eta, spacing=hp.spacing, callback=callback, x_T=x_T,
+                         start=hp.start, init=hp.init)
 
 
 def _daps(p: Problem, hp: DAPSParams, callback=None) -> Tensor:
@@ -103,7 +111,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            differences="default weighting='exact': the paper's likelihood score with Aᵀ(r²AAᵀ + σ²)⁻¹, η = 1 "
            "(measured better on fmnist: SR×4 19.25 vs 18.04 dB, deblurring 22.6 vs 4.1 dB where A⁺ amplifies "
            "the noise); weighting='authors' (with eta=0) is NVlabs/RED-diff's pgdm.py: start at √ᾱ_T A⁺y + "
-           "noise, √ᾱ_s√ᾱ_t·Jᵀ(A⁺y − A⁺A x̂0), y pasted where a 0/1 mask observes"),
+           "noise (a warm start, start < 1, replaces that start), √ᾱ_s√ᾱ_t·Jᵀ(A⁺y − A⁺A x̂0), y pasted where a 0/1 "
+           "mask observes"),
     Method("ddrm", "Kawar et al. 2022, Denoising diffusion restoration models", _ddrm, DDRMParams, Capability.SVD, False,
            differences="none in the update (checked against bahjat-kawar/ddrm in all three singular-value cases); "
            "timesteps 'uniform' by default (the reference's are spacing='leading')"),
@@ -116,7 +125,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("diffpir", "Zhu et al. 2023, Diffusion plug-and-play", _diffpir, DiffPIRParams, Capability.NONE, False,
            differences="λ in the paper's units (σ_n on [0, 1]); timesteps 'uniform' by default (the reference "
            "uses spacing='quad'); the last step returns the data-consistent x̂0 (the reference skips the data "
-           "step there); the initial x_T is pure noise (the reference's starts from y noised to t = T−1)"),
+           "step there); the initial x_T is pure noise (the reference's starts from y noised to t = T−1; start < 1 with "
+           "init='measurement' starts so from a lower level)"),
     Method("reddiff", "Mardani et al. 2023, RED-diff (variational)", reddiff, RedDiffParams, Capability.NONE, False,
            differences="losses per image (the reference averages over its batch of 1); the initial A⁺y is "
            "clipped to [-1, 1] and μ carries no σ_x0 jitter"),
@@ -137,9 +147,9 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "(the reference: masks); hard replacement also for noisy y, as the reference"),
     Method("palette", "Saharia et al. 2022, Palette (conditional model)", _palette, PaletteParams, Capability.NONE, False,
            conditional=True,
-           differences="no code released by the authors; start < 1 (start from the noised measurement, the steps "
-           "spread over [0, t_start]) and paste (the known pixels pasted into the result) are this toolkit's "
-           "options; NFE = steps"),
+           differences="no code released by the authors; start = 0.5 by default (every method's warm start: from the "
+           "noised measurement on the image grid, init='measurement', the steps spread over [0, t₀]) and paste (the "
+           "known pixels pasted into the result) are this toolkit's options; NFE = steps"),
 ]}
 
 
@@ -176,7 +186,11 @@ def check_method(method: str, op: Operator, prior: EpsPrior) -> Method:
 class Restoration:
     """K posterior samples per measurement: ``samples`` (B, K, C, H, W), their ``mean`` and per-pixel ``std``
     (B, C, H, W; zero when K = 1), with the cost: network evaluations and VJPs through the network that each
-    image went through (the same however the batch was split), and seconds."""
+    image went through (the same however the batch was split), and seconds.
+
+    Best-of-K by the measurement (``restore(..., select="residual")``): ``residuals`` (B, K) holds ‖y − A(x)‖ of
+    every sample, ``chosen`` (B,) the index of the smallest per image, and ``mean`` is that sample (``std`` stays
+    the spread of the K samples); both are None without a selection."""
 
     samples: Tensor
     mean: Tensor
@@ -186,6 +200,33 @@ class Restoration:
     seconds: float
     method: str
     hyper_parameters: dict
+    residuals: Tensor | None = None
+    chosen: Tensor | None = None
+
+
+#: how ``restore`` sums up the K samples of an image: None, their mean; "residual", the one closest to y
+SELECTS: tuple = (None, "residual")
+
+
+def measurement_residuals(y: Tensor, op: Operator, x: Tensor) -> Tensor:
+    """‖y − A(x)‖ per sample, (B, K), for samples x (B, K, C, H, W) of the measurements y (B, …) and the operator
+    of the B·K samples (image-major, as ``Operator.repeat_interleave``); per image, in y's dtype."""
+    B, K = x.shape[:2]
+    with torch.no_grad():
+        r = (y.repeat_interleave(K, 0) if K > 1 else y) - op(x.reshape(B * K, *x.shape[2:]))
+    return torch.linalg.vector_norm(r.flatten(1), dim=1).reshape(B, K)
+
+
+def _summarise(x: Tensor, select, y: Tensor, op: Operator) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """(mean, std, residuals, chosen) of the samples x (B, K, C, H, W) for ``select`` (see ``Restoration``)."""
+    K = x.shape[1]
+    std = x.std(1, unbiased=False) if K > 1 else torch.zeros_like(x[:, 0])
+    if select is None:
+        return x.mean(1), std, None, None
+    residuals = measurement_residuals(y, op, x)
+    finite = torch.where(torch.isfinite(residuals), residuals, torch.full_like(residuals, float("inf")))
+    chosen = finite.argmin(1)  # the first of equal residuals; a diverged (non-finite) sample only if all are
+    return x[torch.arange(x.shape[0], device=x.device), chosen.to(x.device)], std, residuals, chosen
 
 
 def _noise_sigma(noise) -> float:
@@ -209,7 +250,8 @@ def _run_in_chunks(m: Method, hp: Params, whole: Problem, *, chunk: int, auto: b
         sub_gens = gens if (every or gens is None or isinstance(gens, torch.Generator)) else [gens[i] for i in idx]
         saved = rng.get_state(sub_gens) if auto else None
         problem = Problem(prior=whole.prior, y=whole.y[idx[0]: idx[-1] + 1], op=op if every else op.select(idx),
-                          sigma=whole.sigma, shape=(len(idx), *whole.shape[1:]), generator=sub_gens, clip=whole.clip)
+                          sigma=whole.sigma, shape=(len(idx), *whole.shape[1:]), generator=sub_gens, clip=whole.clip,
+                          init=None if whole.init is None else whole.init[idx[0]: idx[-1] + 1])
         try:
             parts.append(m.run(problem, hp, callback))
         except Exception as e:  # out of GPU memory with an automatic size: halve it and redo this chunk
@@ -226,44 +268,63 @@ def _run_in_chunks(m: Method, hp: Params, whole: Problem, *, chunk: int, auto: b
     return torch.cat(parts), nfe, vjps
 
 
+def _chunk_size(batch_size, prior: EpsPrior, m: Method, xs: tuple, n: int, device) -> tuple[int, bool]:
+    """How many of the n samples run together, and whether that size is automatic (halved on running out of
+    memory)."""
+    if isinstance(batch_size, str) and batch_size != "auto":
+        raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    auto = batch_size == "auto"
+    if auto:
+        batch_size = auto_batch_size(prior, xs[1:], n, gradient=m.network_gradient, device=device)
+    chunk = n if not batch_size or batch_size >= n else int(batch_size)
+    if chunk < 1:
+        raise ValueError("batch_size must be at least 1")
+    return chunk, auto
+
+
 def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: str = "dps", steps: int | None = None,
             samples: int = 1, generator: rng.Generators = None, callback=None, x_shape=None, clip: bool = True,
-            batch_size: int | str | None = None, **hyper_parameters) -> Restoration:
+            batch_size: int | str | None = None, x_init: Tensor | None = None, select: str | None = None,
+            **hyper_parameters) -> Restoration:
     """Restore x from y = A(x) + n with the prior. ``noise``: a noise model or σ (on the [-1, 1] scale).
     ``generator``: one per measurement (``rng.make_generators``) for batch-invariant results; each of the K
     samples of image i gets its own stream derived from image i's, so results do not depend on ``batch_size``
     (how many of the B·K samples run together; default all; ``"auto"``: as many as memory allows, see
-    ``invdiff.accel.auto_batch_size``, halved and retried if a GPU still runs out). Unknown hyper-parameters raise."""
+    ``invdiff.accel.auto_batch_size``, halved and retried if a GPU still runs out). Unknown hyper-parameters raise.
+
+    ``x_init`` (B, C, H, W): the starting estimate of a warm start (hyper-parameter ``start`` < 1; see
+    ``invdiff.samplers.warmstart``), e.g. a classical estimate from ``invdiff.baselines``; it takes precedence
+    over the hyper-parameter ``init``. ``select="residual"``: best-of-K by the measurement, the sample with the
+    smallest ‖y − A(x)‖ per image (``Restoration.residuals``, ``chosen``); None: the mean of the K samples."""
     check_restore_inputs(y, operator, noise, prior, steps=steps, samples=samples, batch_size=batch_size, generator=generator, x_shape=x_shape)
     m = check_method(method, operator, prior)
     if samples < 1:
         raise ValueError("samples must be at least 1")
     if not torch.isfinite(y).all():
         raise ValueError("the measurement contains NaN or infinite values")
+    if select not in SELECTS:
+        raise ValueError(f"select must be None (the mean of the samples) or 'residual' (the sample with the smallest "
+                         f"measurement residual), got {select!r}")
     hp = make_params(m.params, m.name, {**hyper_parameters, **({"steps": steps} if steps is not None else {})})
-    steps = hp.steps
     B = y.shape[0]
     xs = tuple(x_shape) if x_shape is not None else tuple(operator.in_shape(y.shape))
     if prior.channels is not None and xs[1] != prior.channels:
         raise ValueError(f"prior {prior.name!r} works on {prior.channels}-channel images but the operator needs {xs[1]}")
+    init = resolve_warm_start(hp.start, hp.init, x_init, y, operator, xs)
+    if init is not None and samples > 1:
+        init = init.repeat_interleave(samples, 0)
     yk = y.repeat_interleave(samples, 0) if samples > 1 else y
     op = operator.repeat_interleave(samples).unchecked()  # copies: the caller's operator is not touched
     gens = rng.repeat(generator, samples)  # derived streams, K = 1 included: the caller's generators are not advanced
     n = B * samples
-    if isinstance(batch_size, str) and batch_size != "auto":
-        raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
-    auto = batch_size == "auto"
-    if auto:
-        batch_size = auto_batch_size(prior, xs[1:], n, gradient=m.network_gradient, device=y.device)
-    chunk = n if not batch_size or batch_size >= n else int(batch_size)
-    if chunk < 1:
-        raise ValueError("batch_size must be at least 1")
+    chunk, auto = _chunk_size(batch_size, prior, m, xs, n, y.device)
     t0 = time.perf_counter()
     x, nfe, vjps = _run_in_chunks(m, hp, Problem(prior=prior, y=yk, op=op, sigma=_noise_sigma(noise), shape=(n, *xs[1:]),
-                                                 generator=gens, clip=clip), chunk=chunk, auto=auto, callback=callback)
+                                                 generator=gens, clip=clip, init=init),
+                                  chunk=chunk, auto=auto, callback=callback)
     seconds = time.perf_counter() - t0
     x = x.reshape(B, samples, *xs[1:])
-    mean = x.mean(1)
-    std = x.std(1, unbiased=False) if samples > 1 else torch.zeros_like(mean)
-    return Restoration(samples=x, mean=mean, std=std, nfe=nfe, vjps=vjps,
-                       seconds=seconds, method=m.name, hyper_parameters=hp.as_dict())
+    mean, std, residuals, chosen = _summarise(x, select, y, op)
+    used = {**hp.as_dict(), **({"init": "x_init"} if x_init is not None else {})}
+    return Restoration(samples=x, mean=mean, std=std, nfe=nfe, vjps=vjps, seconds=seconds, method=m.name,
+                       hyper_parameters=used, residuals=residuals, chosen=chosen)

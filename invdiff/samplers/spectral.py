@@ -14,6 +14,7 @@ from ..eps import Denoised
 from .core import Guidance, Loop, ddim_step, jump_schedule, step_coefficients
 from .params import DDNMParams, DDRMParams, DiffPIRParams
 from .problem import Problem
+from .warmstart import warm_state, warm_timesteps
 
 
 class DDRM(Guidance):
@@ -137,12 +138,15 @@ def ddnm(p: Problem, hp: DDNMParams = DDNMParams(), callback=None) -> Tensor:
     network's x̂0 and ε_θ at each step (x̂0 not clipped), ``ddnm_step`` to the next level, and, with
     ``travel_length``/``travel_repeat``, the time travel of ``jump_schedule``: going back up one index re-noises
     the last x̂0 (before correction) to that level, x = √ᾱ x̂0 + √(1−ᾱ) z. Needs a linear operator; the result is
-    clipped to [-1, 1] when the problem clips."""
-    ts = p.schedule.timesteps(hp.steps, spacing=hp.spacing).flip(0).tolist()  # index -> timestep, ascending
+    clipped to [-1, 1] when the problem clips. ``hp.start`` < 1: the warm start (``warmstart``) at t₀."""
+    ts = warm_timesteps(p.schedule, hp.steps, hp.spacing, hp.start)[::-1]  # index -> timestep, ascending
     sched = jump_schedule(len(ts), hp.travel_length, hp.travel_repeat)
     dev, dt = p.y.device, p.y.dtype
     svd = Capability.SVD in p.op.capabilities
-    x = rng.randn(p.shape, p.generator, device=dev, dtype=dt)
+    if hp.start < 1:
+        x = warm_state(p, ts[-1], hp.init)
+    else:
+        x = rng.randn(p.shape, p.generator, device=dev, dtype=dt)
     x0 = x
     total = sum(1 for i, j in zip(sched, sched[1:]) if j < i)
     k = 0

@@ -10,9 +10,9 @@ from torch import Tensor
 
 from .. import rng
 from ..operators.base import Capability
-from .core import timestep_pairs
 from .params import RedDiffParams
 from .problem import Problem, measurement_count
+from .warmstart import initial_estimate, ve_start, warm_timesteps
 
 
 def _callback(callback, i, total, t, x_t, x0):
@@ -32,23 +32,34 @@ def reddiff_gradient(p: Problem, mu: Tensor, eps_error: Tensor, w: float, m: Ten
         return g.div_(m.reshape(-1, *([1] * (g.ndim - 1)))).add_(eps_error, alpha=w / mu[0].numel())
 
 
+def _reddiff_cold_start(p: Problem, cg_iters: int) -> Tensor:
+    """A⁺y for linear A: closed form through an SVD; otherwise ``cg_iters`` of conjugate gradients from 0, an
+    early-stopped (regularised) pseudo-inverse that does not amplify the noise in A's small singular values.
+    0 for non-linear A."""
+    zeros = torch.zeros(p.shape, device=p.y.device, dtype=p.y.dtype)
+    if Capability.LINEAR in p.op.capabilities:
+        return p.op.prox(zeros, p.y, 0.0, iters=cg_iters)
+    return zeros
+
+
 def reddiff(p: Problem, hp: RedDiffParams = RedDiffParams(), callback=None) -> Tensor:
     """RED-diff (Mardani et al. 2023; NVlabs/RED-diff ``algos/reddiff.py``): minimise over μ, with Adam,
     mean_m ½(y − A(μ))² + λ_t mean_n sg(ε_θ(x_t, t) − ε)·μ (means over the m measurements and the n pixels),
     x_t = √ᾱ_t μ + √(1−ᾱ_t) ε, t swept from high to low noise, λ_t = λ √(1−ᾱ_t)/√ᾱ_t (the paper's SNR weighting).
     Losses are per-image means summed over the batch, so every image's optimisation is its own (Adam is
-    element-wise). μ starts at A⁺y for linear A, at 0 otherwise."""
+    element-wise). μ starts at A⁺y for linear A, at 0 otherwise (clipped to [-1, 1]). A warm start (start < 1)
+    sweeps t over the ``steps`` levels of [0, t₀] only and starts μ at x_init (clipped when the problem clips)."""
     y, op = p.y, p.op
     lam, lr = hp.lam, hp.lr
-    if Capability.LINEAR in op.capabilities:
-        # A⁺y: closed form through an SVD; otherwise ``init_cg_iters`` of conjugate gradients from 0, an
-        # early-stopped (regularised) pseudo-inverse that does not amplify the noise in A's small singular values
-        mu = op.prox(torch.zeros(p.shape, device=y.device, dtype=y.dtype), y, 0.0, iters=hp.init_cg_iters)
+    if hp.start < 1:
+        mu = p.init if p.init is not None else initial_estimate(hp.init, y, op, p.shape)
+        mu = mu.clamp(-1, 1) if p.clip else mu.clone()
     else:
-        mu = torch.zeros(p.shape, device=y.device, dtype=y.dtype)
-    mu = mu.clamp(-1, 1).requires_grad_(True)
+        mu = _reddiff_cold_start(p, hp.init_cg_iters).clamp(-1, 1)
+    mu = mu.requires_grad_(True)
     opt = torch.optim.Adam([mu], lr=lr, betas=(0.9, 0.99))
-    pairs = timestep_pairs(p.schedule, hp.steps, hp.spacing)
+    ts = warm_timesteps(p.schedule, hp.steps, hp.spacing, hp.start)
+    pairs = list(zip(ts, ts[1:] + [-1]))
     m = measurement_count(op, y, p.shape)
     for i, (t, _) in enumerate(pairs):
         a = p.alpha_bar(t)
@@ -123,7 +134,8 @@ def _exact_inner(p: Problem, x0hat: Tensor, r2: float, tau: float) -> Tensor:
 
 def daps(p: Problem, *, steps: int = 200, ode_steps: int = 5, langevin_steps: int = 100, lr: float = 1e-4,
          lr_min_ratio: float = 0.01, tau: float = 0.01, sigma_max: float = 100.0, sigma_min: float = 0.1,
-         inner: str = "langevin", spacing: str = "uniform", callback=None) -> Tensor:
+         inner: str = "langevin", spacing: str = "uniform", start: float = 1.0, init: str = "pinv",
+         callback=None) -> Tensor:
     """DAPS (Zhang et al. 2024; zhangbingliang2019/DAPS, ``edm_daps`` with the pixel-space Langevin configs), in the
     variance-exploding form x_σ = x0 + σ n. ``steps`` annealing levels σ_0 > … > σ_{steps−1} on EDM's ρ = 7
     schedule from ``sigma_max`` towards ``sigma_min`` (n = ``steps`` intervals; as in the reference, the level
@@ -139,7 +151,9 @@ def daps(p: Problem, *, steps: int = 200, ode_steps: int = 5, langevin_steps: in
     The likelihood uses τ (0.01), not the measurement noise σ_y: exp(−‖A x − y‖²/τ²) is N(y; A x, τ²/2), a data term
     far stronger than the true one; the prior variance σ_i² = (1−ᾱ)/ᾱ in VP terms. Network evaluations:
     steps × ode_steps (reference 200 × 5 = 1000); the per-task Langevin step sizes of the reference are the tasks'
-    ``lr`` (invdiff.tasks). ``spacing`` is not used: the annealing follows the EDM σ schedule."""
+    ``lr`` (invdiff.tasks). ``spacing`` is not used: the annealing follows the EDM σ schedule. ``start`` < 1: the
+    warm start (``warmstart.ve_start``): the ``steps`` levels run from σ₀ = min(sigma_max, σ_{t₀}) instead of
+    sigma_max, from x = x_init + σ₀ z (the same number of network evaluations)."""
     if inner not in ("langevin", "exact"):
         raise ValueError(f"inner must be 'langevin' or 'exact', got {inner!r}")
     if inner == "exact" and Capability.SVD not in p.op.capabilities:
@@ -147,8 +161,12 @@ def daps(p: Problem, *, steps: int = 200, ode_steps: int = 5, langevin_steps: in
     if not sigma_max > sigma_min > 0:
         raise ValueError(f"DAPS needs sigma_max > sigma_min > 0, got {sigma_max} and {sigma_min}")
     y = p.y
-    levels = edm_sigmas(steps, sigma_max, sigma_min)[:-1] + [0.0]
-    x = sigma_max * rng.randn(p.shape, p.generator, device=y.device, dtype=y.dtype)
+    if start < 1:
+        sigma_0, x = ve_start(p, start, init, sigma_max, sigma_min)
+    else:
+        sigma_0 = sigma_max
+        x = sigma_max * rng.randn(p.shape, p.generator, device=y.device, dtype=y.dtype)
+    levels = edm_sigmas(steps, sigma_0, sigma_min)[:-1] + [0.0]
     for i in range(steps):
         sigma = levels[i]
         x0hat = daps_x0hat(p, x, sigma, ode_steps)

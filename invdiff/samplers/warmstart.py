@@ -1,0 +1,139 @@
+"""Warm starts (come-closer-diffuse-faster, Chung et al. 2022; SDEdit, Meng et al. 2022), one mechanism for every
+method: instead of pure noise at t = T−1, start at t₀ = round(start·(T−1)) from
+
+    x_{t₀} = √ᾱ_{t₀} x_init + √(1−ᾱ_{t₀}) ε,
+
+with ε drawn from the per-image streams, and spread the method's ``steps`` steps over [0, t₀] (the first at t₀
+itself), so that the levels above t₀ are not paid for: single-evaluation methods still cost ``steps`` network
+evaluations (at most t₀ + 1). ``start = 1`` is the cold start of each method, unchanged.
+
+``x_init`` is an estimate of x: ``init="pinv"`` (A⁺y, linear operators), ``"measurement"`` (the measurement on
+the image grid: y itself where A keeps the image's shape, else ``Operator.on_grid``'s image channels, e.g. y
+upsampled bicubically for super-resolution) or ``"zeros"``; or a tensor the caller computed (``restore(...,
+x_init=...)``: a classical estimate such as Wiener/TV deconvolution or bicubic upsampling, ``invdiff.baselines``),
+which takes precedence over ``init``."""
+
+from __future__ import annotations
+
+import math
+import typing
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .. import rng
+from ..operators.base import Capability, Operator
+
+Init = Literal["pinv", "measurement", "zeros"]
+INITS: tuple[str, ...] = typing.get_args(Init)
+
+
+def start_timestep(schedule, start: float) -> int:
+    """t₀ = round(start·(T−1)): the level a warm start begins at (T−1 for start = 1)."""
+    if not 0 < start <= 1:
+        raise ValueError(f"start must be in (0, 1] (a fraction of the T timesteps; 1 = from pure noise), got {start!r}")
+    return round(start * (schedule.num_timesteps - 1))
+
+
+def start_timesteps(schedule, steps: int, t_start: int, spacing: str = "uniform") -> list[int]:
+    """``steps`` descending timesteps spread over [0, t_start] (both ends included): ``uniform`` spaces them evenly
+    on that interval; other spacings are the schedule's own, scaled from [0, T−1] to [0, t_start]. Repeated
+    timesteps (more steps than t_start + 1) are dropped."""
+    T = schedule.num_timesteps
+    if not 0 <= t_start <= T - 1:
+        raise ValueError(f"t_start must be in [0, {T - 1}], got {t_start}")
+    s = max(1, min(int(steps), t_start + 1))
+    if spacing == "uniform":
+        ts = torch.round(torch.linspace(t_start, 0, s, dtype=torch.float64)).long().tolist()
+    else:
+        full = schedule.timesteps(s, spacing=spacing).double()
+        ts = torch.round(full * t_start / (T - 1)).long().tolist()
+    out: list[int] = []
+    for t in ts:
+        if not out or t < out[-1]:
+            out.append(int(t))
+    return out
+
+
+def warm_timesteps(schedule, steps: int, spacing: str = "uniform", start: float = 1.0) -> list[int]:
+    """The descending timesteps of a run: the schedule's own ``steps`` for start = 1, else ``start_timesteps``
+    from t₀ = ``start_timestep(start)``."""
+    if start >= 1:
+        return schedule.timesteps(steps, spacing=spacing).tolist()
+    return start_timesteps(schedule, steps, start_timestep(schedule, start), spacing)
+
+
+def initial_estimate(init: str, y: Tensor, op: Operator, x_shape) -> Tensor:
+    """x_init from its name (see the module's docstring), for images of ``x_shape``; a ValueError where the
+    operator cannot give it."""
+    xs = tuple(int(v) for v in x_shape)
+    if init == "zeros":
+        return torch.zeros(xs, device=y.device, dtype=y.dtype)
+    if init == "pinv":
+        if Capability.LINEAR not in op.capabilities:
+            raise ValueError(f"init='pinv' needs a linear operator; {type(op).__name__} is non-linear: pass an "
+                             "estimate as x_init=..., or init='measurement' or 'zeros'")
+        return op.pinv(y)
+    if init == "measurement":
+        try:
+            grid = op.on_grid(y, xs)
+        except ValueError as e:
+            raise ValueError(f"init='measurement': {e}; pass an estimate as x_init=... instead") from None
+        if tuple(grid.shape[2:]) != xs[2:] or grid.shape[1] < xs[1]:
+            raise ValueError(f"init='measurement': the measurement on the image grid has shape {tuple(grid.shape)}, "
+                             f"not the image's {xs}; pass an estimate as x_init=... instead")
+        return grid[:, : xs[1]]
+    raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
+
+
+def check_x_init(x_init, x_shape, y: Tensor) -> Tensor:
+    """A caller's starting estimate: a finite float tensor of the images' shape (B, C, H, W), moved to y's device
+    and dtype."""
+    xs = tuple(int(v) for v in x_shape)
+    if not isinstance(x_init, Tensor):
+        raise ValueError(f"x_init must be a torch.Tensor of shape {xs}, got {type(x_init).__name__}")  # noqa: TRY004
+    if tuple(x_init.shape) != xs:
+        raise ValueError(f"x_init must have the images' shape {xs} (B, C, H, W), got {tuple(x_init.shape)}")
+    if not x_init.is_floating_point() or not bool(torch.isfinite(x_init).all()):
+        raise ValueError("x_init must be a finite float tensor on the [-1, 1] scale")
+    return x_init.detach().to(device=y.device, dtype=y.dtype)
+
+
+def resolve_warm_start(start: float, init: str, x_init, y: Tensor, op: Operator, x_shape) -> Tensor | None:
+    """What ``restore`` starts from, checked before any network evaluation: None for a cold start (start = 1,
+    where x_init is refused: it would not be used), else x_init (B, C, H, W) from the tensor or ``init``."""
+    if start >= 1:
+        if x_init is not None:
+            raise ValueError("x_init is the starting estimate of a warm start: give start < 1 as well (start=1 runs "
+                             "from pure noise)")
+        return None
+    if x_init is not None:
+        return check_x_init(x_init, x_shape, y)
+    return initial_estimate(init, y, op, x_shape)
+
+
+def warm_state(p, t0: int, init: str = "pinv") -> Tensor:
+    """x_{t₀} = √ᾱ_{t₀} x_init + √(1−ᾱ_{t₀}) ε for the problem ``p`` (its ``init`` tensor, else ``init`` by name),
+    ε from the problem's per-image streams."""
+    x_init = p.init if p.init is not None else initial_estimate(init, p.y, p.op, p.shape)
+    a = p.alpha_bar(t0)
+    z = rng.randn(p.shape, p.generator, device=p.y.device, dtype=p.y.dtype)
+    return a**0.5 * x_init + (1 - a) ** 0.5 * z
+
+
+def ve_start(p, start: float, init: str, sigma_max: float, sigma_min: float) -> tuple[float, Tensor]:
+    """The warm start in the variance-exploding form (DAPS): σ₀ = min(σ_max, σ_{t₀}) with σ_t = √((1−ᾱ_t)/ᾱ_t),
+    and x = x_init + σ₀ ε (the VP state x_{t₀} divided by √ᾱ_{t₀})."""
+    t0 = start_timestep(p.schedule, start)
+    a = p.alpha_bar(t0)
+    sigma = min(sigma_max, math.sqrt((1 - a) / a))
+    if not sigma > sigma_min:
+        raise ValueError(f"start={start} gives σ = {sigma:.3g} at t₀ = {t0}, not above DAPS's sigma_min = {sigma_min}: "
+                         "use a larger start or a smaller sigma_min")
+    x_init = p.init if p.init is not None else initial_estimate(init, p.y, p.op, p.shape)
+    return sigma, x_init + sigma * rng.randn(p.shape, p.generator, device=p.y.device, dtype=p.y.dtype)
+
+
+__all__ = ["INITS", "Init", "check_x_init", "initial_estimate", "resolve_warm_start", "start_timestep", "start_timesteps",
+           "ve_start", "warm_state", "warm_timesteps"]
