@@ -283,14 +283,13 @@ def solve_cmd(
     steps: Optional[int] = typer.Option(None, help="sampling steps (default: the method's)"),
     seed: int = typer.Option(0, help="random seed (simulated degradation, blind estimate, sampling)"),
     samples: int = typer.Option(1, "--samples", "-k", help="posterior samples: K>1 also writes the mean and a per-pixel std map"),
-    noise_sigma: Optional[str] = typer.Option(None, help="measurement noise sigma on the [-1,1] scale, or 'auto' (default: "
-                                              "estimated from a measured photo and reported; 0.05 with --simulate)"),
+    noise_sigma: Optional[str] = typer.Option(None, help="noise sigma on [-1,1] or 'auto' (default: auto; 0.05 simulated)"),
     kernel: Optional[Path] = typer.Option(None, help="blur kernel (.png or .npy); for nonuniform-deblur a kernel field "
                                           ".npy (G, G, kh, kw). Without it a measured deblur/motion-deblur is blind"),
     kernel_size: Optional[int] = typer.Option(None, help="size of the simulated kernel, or bound of a blind estimate"),
-    blur_sigma: Optional[float] = typer.Option(None, help="Gaussian blur sigma in pixels (simulated; measured: the known "
-                                               "blur, else it is estimated)"),
+    blur_sigma: Optional[float] = typer.Option(None, help="Gaussian blur sigma in pixels (measured: else estimated)"),
     blind: bool = typer.Option(False, "--blind", help="with --simulate: hide the simulated kernel and estimate it"),
+    select: Optional[str] = typer.Option(None, help="with -k K: 'residual' keeps the sample with the smallest ||y-A(x)||"),
     padding: str = typer.Option("reflect", help="blur boundary: zeros, reflect, replicate, circular"),
     scale: int = typer.Option(4, help="super-resolution factor"),
     mask: Optional[str] = typer.Option(None, help="inpainting mask image (white = observed); measured photos may carry it "
@@ -324,7 +323,7 @@ def solve_cmd(
                            blur_sigma=blur_sigma, padding=padding, scale=scale, mask=mask, oversampling=oversampling,
                            device=_device(device), batch_size=_batch_size(batch_size), hyper_parameters=_parse_hp(hp),
                            fast=fast, overwrite=overwrite, save_measurement=save_measurement,
-                           lpips_backbone=lpips_backbone, blind=blind)
+                           lpips_backbone=lpips_backbone, blind=blind, select=select)
         if len(images) == 1 and not images[0].is_dir():
             return _solve_one_cmd(req, quiet, json_out)
         return _solve_many_cmd(req, images, quiet, json_out)

@@ -49,6 +49,8 @@ def crop_result(res, size: tuple[int, int], grey: bool):
     std = samples.std(1, unbiased=False) if samples.shape[1] > 1 else torch.zeros_like(mean)
     if not grey:  # the sampler's own mean/std, cropped (identical up to float rounding; kept exact)
         mean, std = res.mean[..., :h, :w], res.std[..., :h, :w]
+    elif getattr(res, "chosen", None) is not None:  # best-of-K: the chosen sample, not the mean
+        mean = samples[torch.arange(samples.shape[0]), res.chosen.to(samples.device)]
     return dataclasses.replace(res, samples=samples, mean=mean, std=std)
 
 
@@ -110,7 +112,7 @@ def _restore(plan, req, prob, callback):
     t0 = time.perf_counter()
     res = restore(prob.y.to(req.device), prob.op.to(req.device), plan.task.noise(prob.opts), plan.prior,
                   method=plan.method, steps=req.steps, samples=req.samples, callback=callback, batch_size=req.batch_size,
-                  generator=make_generators(req.seed, 1, req.device, purpose="sample"), **hp)
+                  generator=make_generators(req.seed, 1, req.device, purpose="sample"), select=req.select, **hp)
     return res, hp, time.perf_counter() - t0
 
 
@@ -165,6 +167,9 @@ def run_restoration(plan, req, obs, prob, x_true, callback):
               "grey_input": obs.grey_input, "degradation": prob.degradation,
               "operator": operator_parameters(prob.op, prob.opts, req), "versions": _versions(),
               "warnings": list(prob.warnings)}
+    if getattr(res, "chosen", None) is not None:
+        report["selection"] = {"by": "residual ||y - A(x)||", "chosen": int(res.chosen[0]),
+                               "residuals": [round(float(r), 6) for r in res.residuals[0]]}
     if x_true is not None:
         report.update(_scores(req, plan, prob, res, x_true, obs))
     return res, report

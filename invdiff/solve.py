@@ -65,6 +65,9 @@ class SolveRequest:
     #: simulate mode: hide the simulated kernel from the solver and estimate it (measured mode is blind whenever
     #: a deblurring task has no --kernel / --blur-sigma)
     blind: bool = False
+    #: with samples K > 1: "residual" keeps, per image, the sample with the smallest ‖y − A(x)‖ (best-of-K by the
+    #: measurement, never the truth); None writes the posterior mean
+    select: str | None = None
 
 
 @dataclass
@@ -107,6 +110,8 @@ def _check_request(req: SolveRequest) -> None:
     check_padding(req.padding, "--padding")
     if req.lpips_backbone is not None and not Path(req.lpips_backbone).is_file():
         raise ValueError(f"--lpips-backbone {req.lpips_backbone}: file not found")
+    if req.select not in (None, "residual"):
+        raise ValueError(f"--select must be 'residual', got {req.select!r}")
     if req.blind and not req.simulate:
         raise ValueError("--blind is for --simulate (a measured photo is deblurred blind whenever no --kernel is given)")
 

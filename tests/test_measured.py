@@ -184,3 +184,12 @@ def test_an_image_too_large_for_memory_stops_with_the_estimate(files, tmp_path, 
     line = one_line(err, "needs about", "48x40")
     assert "free" in line
     assert not (tmp_path / "photo_denoise_restored.png").exists()
+
+
+def test_best_of_k_by_the_measurement(files, tmp_path):
+    r, _ = solve(files, tmp_path, "--simulate", "--task", "phase-retrieval", "--samples", 3, "--select", "residual",
+                 files / "photo.png")
+    sel = report(r)["selection"]
+    assert len(sel["residuals"]) == 3 and sel["chosen"] == int(np.nanargmin(sel["residuals"]))
+    r, err = solve(files, tmp_path / "x", "--task", "denoise", "--select", "truth", files / "photo.png", code=2)
+    one_line(err, "--select")
