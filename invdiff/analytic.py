@@ -61,3 +61,18 @@ def random_covariance(d: int, *, generator: torch.Generator | None = None, scale
     q, _ = torch.linalg.qr(g)
     lam = scale * torch.linspace(1.0, floor, d, dtype=torch.float64)
     return (q * lam) @ q.T
+
+
+def isotropic_gaussian_case(shape: tuple[int, ...], *, seed: int = 0, spread: float = 0.3):
+    """A Gaussian data distribution N(μ, I) on images of ``shape`` (1, C, H, W) with μ ~ N(0, spread²), its exact-ε
+    prior on the linear schedule, and one draw x from it: (μ, prior, x), float64. The test case of the samplers'
+    exact-posterior checks."""
+    from .eps import EpsPrior
+
+    d = int(torch.tensor(shape[1:]).prod())
+    g = torch.Generator().manual_seed(seed)
+    mu = spread * torch.randn(d, dtype=torch.float64, generator=g)
+    s = NoiseSchedule.linear()
+    prior = EpsPrior(GaussianEps(mu, torch.eye(d, dtype=torch.float64), s, tuple(shape[1:])), s)
+    x = (mu + torch.randn(d, dtype=torch.float64, generator=g)).reshape(shape)
+    return mu, prior, x

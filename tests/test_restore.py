@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import invdiff.operators as O
-from invdiff.analytic import GaussianEps, gaussian_posterior
+from invdiff.analytic import GaussianEps, gaussian_posterior, isotropic_gaussian_case
 from invdiff.prior import EpsPrior
 from invdiff.rng import make_generators
 from invdiff.samplers import METHODS, restore
@@ -26,12 +26,7 @@ SIGMA = 0.1
 
 @pytest.fixture(scope="module")
 def gaussian():
-    g = torch.Generator().manual_seed(0)
-    mu = 0.3 * torch.randn(D, dtype=torch.float64, generator=g)
-    s = NoiseSchedule.linear()
-    prior = EpsPrior(GaussianEps(mu, torch.eye(D, dtype=torch.float64), s, SHAPE[1:]), s)
-    x = (mu + torch.randn(D, dtype=torch.float64, generator=g)).reshape(SHAPE)
-    return mu, prior, x
+    return isotropic_gaussian_case(SHAPE)
 
 
 OPS = {

@@ -16,7 +16,7 @@ import torch
 
 import invdiff.operators as O
 from invdiff import rng
-from invdiff.analytic import GaussianEps, gaussian_posterior
+from invdiff.analytic import gaussian_posterior, isotropic_gaussian_case
 from invdiff.prior import EpsPrior
 from invdiff.rng import make_generators
 from invdiff.samplers import METHODS, restore
@@ -115,11 +115,7 @@ D, SHAPE, GSIGMA, K = 16, (1, 1, 4, 4), 0.1, 1000
 
 @pytest.fixture(scope="module")
 def gaussian():
-    g = torch.Generator().manual_seed(0)
-    mu = 0.3 * torch.randn(D, dtype=torch.float64, generator=g)
-    s = NoiseSchedule.linear()
-    prior = EpsPrior(GaussianEps(mu, torch.eye(D, dtype=torch.float64), s, SHAPE[1:]), s)
-    x = (mu + torch.randn(D, dtype=torch.float64, generator=g)).reshape(SHAPE)
+    mu, prior, x = isotropic_gaussian_case(SHAPE)
     A = O.BlockAverage(2)
     y = A(x) + GSIGMA * torch.randn(A(x).shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     Amat = torch.func.jacrev(lambda v: A(v.reshape(SHAPE)).flatten())(torch.zeros(D, dtype=torch.float64))
