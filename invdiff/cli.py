@@ -115,14 +115,16 @@ def tasks_cmd(json_out: bool = typer.Option(False, "--json", help="machine-reada
     """List the tasks with their operators, default methods and what a measured photo needs."""
     from rich.table import Column, Table
 
-    from .tasks import TASKS
+    from .tasks import TASKS, solve_preset
 
     rows = [{"task": t.name, "description": t.description, "default_method": t.default_method, "palette": t.palette,
+             "solve_default": (p.describe() if (p := solve_preset(t.name)) else f"{t.default_method}, its defaults"),
              "measured_needs": _measured_needs(t)} for t in TASKS.values()]
-    table = Table("operator", "default method", Column("a measured photo needs", overflow="fold"), "Palette model")
+    table = Table("operator", Column("solve default", overflow="fold"), Column("a measured photo needs", overflow="fold"),
+                  "Palette model")
     table.columns.insert(0, Column("task", no_wrap=True, min_width=max(len(t) for t in TASKS)))  # names are never cut
     for r in rows:
-        table.add_row(r["task"], r["description"], r["default_method"], r["measured_needs"], r["palette"] or "")
+        table.add_row(r["task"], r["description"], r["solve_default"], r["measured_needs"], r["palette"] or "")
     _emit(rows, json_out, table)
 
 

@@ -103,7 +103,10 @@ def _restore(plan, req, prob, callback):
     from .measured import memory_check
     from .samplers.registry import METHODS
 
-    hp = {**plan.task.hyper_parameters.get(plan.method, {}), **req.hyper_parameters}
+    preset = plan.preset
+    hp = {**plan.task.hyper_parameters.get(plan.method, {}), **(preset.hyper_parameters if preset else {}),
+          **req.hyper_parameters}
+    steps = req.steps if req.steps is not None else (preset.steps if preset else None)
     at_once = req.samples if not isinstance(req.batch_size, int) else min(req.samples, req.batch_size)
     xs = tuple(plan.task.x_shape(tuple(prob.y.shape), prob.opts))
     memory_check(plan.prior, xs, at_once, req.device, gradient=METHODS[plan.method].network_gradient)
@@ -111,7 +114,7 @@ def _restore(plan, req, prob, callback):
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     res = restore(prob.y.to(req.device), prob.op.to(req.device), plan.task.noise(prob.opts), plan.prior,
-                  method=plan.method, steps=req.steps, samples=req.samples, callback=callback, batch_size=req.batch_size,
+                  method=plan.method, steps=steps, samples=req.samples, callback=callback, batch_size=req.batch_size,
                   generator=make_generators(req.seed, 1, req.device, purpose="sample"), select=req.select, **hp)
     return res, hp, time.perf_counter() - t0
 

@@ -79,6 +79,8 @@ class Plan:
     prior_name: str
     method: str
     palette: bool
+    #: the task's tuned solve defaults when --method was not given (invdiff.tasks.solve_preset), else None
+    preset: object = None
 
 
 def _positive_int(v, opt, allow_none=True):
@@ -177,7 +179,7 @@ def prepare(req: SolveRequest) -> Plan:
     """Check the request and load the prior and the method: everything the images share (no image is read)."""
     from .prior import load as load_prior
     from .samplers.registry import METHODS
-    from .tasks import get_task
+    from .tasks import get_task, solve_preset
     from .zoo import DEFAULT_PRIOR
 
     task = get_task(req.task)
@@ -197,9 +199,10 @@ def prepare(req: SolveRequest) -> Plan:
         if req.method not in (None, "palette"):
             raise ValueError(f"prior {prior_name!r} is a conditional (Palette) model: it only runs with --method palette")
         _check_palette_task(prior, prior_name, task, req)
-    method = "palette" if palette else (req.method or task.default_method)
+    preset = None if palette or req.method is not None else solve_preset(task.name)
+    method = "palette" if palette else (req.method or (preset.method if preset else task.default_method))
     check_hyper_parameters(method, req.hyper_parameters)
-    return Plan(task=task, prior=prior, prior_name=prior_name, method=method, palette=palette)
+    return Plan(task=task, prior=prior, prior_name=prior_name, method=method, palette=palette, preset=preset)
 
 
 def _names(req: SolveRequest, plan: Plan, image: Path) -> dict[str, str]:

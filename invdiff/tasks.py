@@ -11,8 +11,11 @@ down (9×9, σ=1.5) and the box stays half the side.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -277,6 +280,40 @@ PALETTE_CONDITIONS: dict[str, tuple[str, TaskOptions]] = {
     "sr4": ("sr", TaskOptions(scale=4)),
     "inpaint-box": ("inpaint", TaskOptions(mask="box")),
 }
+
+
+SOLVE_PRESETS = Path(__file__).resolve().parent / "data" / "solve_presets.json"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What ``invdiff solve`` runs for a task when no --method is given: the method, its steps and hyper-parameters
+    (a warm start among them), chosen by ``benchmarks/tune.py`` on a tuning split (``invdiff/data/solve_presets.json``).
+    Tasks without one run ``Task.default_method`` with the method's own defaults."""
+
+    method: str
+    steps: int
+    hyper_parameters: dict
+
+    def describe(self) -> str:
+        hp = self.hyper_parameters
+        warm = (f", warm start {hp['start']} from {hp.get('init', 'pinv')}" if hp.get("start", 1) < 1 else "")
+        return f"{self.method}, {self.steps} steps{warm}"
+
+
+@functools.cache
+def _presets() -> dict:
+    if not SOLVE_PRESETS.is_file():
+        return {}
+    return json.loads(SOLVE_PRESETS.read_text()).get("presets", {})
+
+
+def solve_preset(task: str) -> Preset | None:
+    """The tuned solve defaults of a task, or None."""
+    p = _presets().get(task)
+    if p is None:
+        return None
+    return Preset(p["method"], int(p["steps"]), dict(p.get("hyper_parameters", {})))
 
 
 def get_task(name: str) -> Task:

@@ -314,6 +314,19 @@ def test_named_initial_estimates(priors):
     assert torch.equal(a.samples, b.samples) and a.hyper_parameters["init"] == "pinv"
 
 
+def test_a_classical_init_is_that_baseline_run_on_the_measurement(priors):
+    """init="biharmonic" starts from exactly what invdiff.baselines gives for y (the same noise σ), as if passed
+    as x_init; the report names the init."""
+    from invdiff.baselines import run_baseline
+
+    A, y = _inpainting(2)
+    prior = priors["plain"]
+    a = restore(y, A, SIGMA, prior, method="ddrm", steps=4, start=0.5, init="biharmonic", generator=make_generators(1, 2))
+    b = restore(y, A, SIGMA, prior, method="ddrm", steps=4, start=0.5, x_init=run_baseline("biharmonic", y, A, SIGMA),
+                generator=make_generators(1, 2))
+    assert torch.equal(a.samples, b.samples) and a.hyper_parameters["init"] == "biharmonic"
+
+
 # ---------------------------------------------------------------- (f) bad values
 def test_bad_warm_start_values_are_refused(priors):
     A, y = _inpainting(2)
@@ -327,7 +340,9 @@ def test_bad_warm_start_values_are_refused(priors):
             run(start=bad)
     with pytest.raises(ValueError, match="start must be a number"):
         run(start="half")
-    with pytest.raises(ValueError, match="init must be one of 'pinv', 'measurement', 'zeros'"):
+    with pytest.raises(ValueError, match="init must be one of 'pinv', 'measurement', 'zeros', 'wiener'"):
+        run(start=0.5, init="bogus")
+    with pytest.raises(ValueError, match="init='wiener': this baseline needs a spatially invariant blur"):
         run(start=0.5, init="wiener")
     phase = O.PhaseRetrieval(2.0)
     yp = phase(torch.zeros(2, 1, 8, 8, dtype=torch.float64))

@@ -122,7 +122,7 @@ def entry_config(suite: Suite, spec, method: str, prior_name: str | None, finger
         if prior_name not in fingerprints:
             fingerprints[prior_name] = prior_fingerprint(prior_name)
         cfg.update(fingerprints[prior_name])
-        cfg["steps"] = int(suite.steps.get(method) or METHODS[method].defaults["steps"])
+        cfg["steps"] = int(suite.steps_override or spec.steps.get(method) or suite.steps.get(method) or METHODS[method].defaults["steps"])
         cfg["hyper_parameters"] = {**task.hyper_parameters.get(method, {}), **suite.hyper_parameters.get(method, {}),
                                    **spec.hyper_parameters.get(method, {})}
     return cfg

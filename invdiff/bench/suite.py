@@ -23,6 +23,8 @@ class TaskSpec:
     palette: str | None = None
     #: per-method hyper-parameters for this task only (over the suite's and the task's presets), e.g. DPS's released ζ
     hyper_parameters: dict = field(default_factory=dict)
+    #: per-method step counts for this task only (over the suite's)
+    steps: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -103,7 +105,8 @@ def load_suite(name_or_path: str | Path) -> Suite:
     try:
         tasks = tuple(TaskSpec(task=t["task"], options=dict(t.get("options", {})), methods=tuple(t.get("methods", ())),
                                baselines=tuple(t.get("baselines", ())), palette=t.get("palette"),
-                               hyper_parameters=dict(t.get("hyper_parameters", {}))) for t in d["tasks"])
+                               hyper_parameters=dict(t.get("hyper_parameters", {})),
+                               steps={str(k): int(v) for k, v in dict(t.get("steps", {})).items()}) for t in d["tasks"])
         count, seed, batch = int(d["count"]), int(d.get("seed", 0)), int(d.get("batch_size", 16))
         steps = {str(k): int(v) for k, v in dict(d.get("steps", {})).items()}
     except (KeyError, TypeError, ValueError, AttributeError) as e:

@@ -24,8 +24,8 @@ class Params:
     ``start`` (in (0, 1]): the warm start (``invdiff.samplers.warmstart``): start < 1 begins at
     t₀ = round(start·(T−1)) from x_{t₀} = √ᾱ_{t₀} x_init + √(1−ᾱ_{t₀}) ε and spreads the ``steps`` steps over
     [0, t₀]; 1 (the default) is the method's own start from pure noise. ``init``: x_init when ``restore`` gets no
-    ``x_init`` tensor: ``pinv`` (A⁺y; linear operators), ``measurement`` (y on the image grid) or ``zeros``; not
-    used when start = 1."""
+    ``x_init`` tensor: ``pinv`` (A⁺y; linear operators), ``measurement`` (y on the image grid), ``zeros``, or a
+    classical solver (``wiener``, ``tv``, ``bicubic``, ``biharmonic``, ``tv-denoise``); not used when start = 1."""
 
     steps: int = 100
     spacing: Spacing = "uniform"

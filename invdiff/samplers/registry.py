@@ -310,7 +310,7 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
     xs = tuple(x_shape) if x_shape is not None else tuple(operator.in_shape(y.shape))
     if prior.channels is not None and xs[1] != prior.channels:
         raise ValueError(f"prior {prior.name!r} works on {prior.channels}-channel images but the operator needs {xs[1]}")
-    init = resolve_warm_start(hp.start, hp.init, x_init, y, operator, xs)
+    init = resolve_warm_start(hp.start, hp.init, x_init, y, operator, xs, _noise_sigma(noise))
     if init is not None and samples > 1:
         init = init.repeat_interleave(samples, 0)
     yk = y.repeat_interleave(samples, 0) if samples > 1 else y

@@ -52,7 +52,7 @@ def reddiff(p: Problem, hp: RedDiffParams = RedDiffParams(), callback=None) -> T
     y, op = p.y, p.op
     lam, lr = hp.lam, hp.lr
     if hp.start < 1:
-        mu = p.init if p.init is not None else initial_estimate(hp.init, y, op, p.shape)
+        mu = p.init if p.init is not None else initial_estimate(hp.init, y, op, p.shape, p.sigma)
         mu = mu.clamp(-1, 1) if p.clip else mu.clone()
     else:
         mu = _reddiff_cold_start(p, hp.init_cg_iters).clamp(-1, 1)

@@ -9,7 +9,9 @@ evaluations (at most t₀ + 1). ``start = 1`` is the cold start of each method, 
 
 ``x_init`` is an estimate of x: ``init="pinv"`` (A⁺y, linear operators), ``"measurement"`` (the measurement on
 the image grid: y itself where A keeps the image's shape, else ``Operator.on_grid``'s image channels, e.g. y
-upsampled bicubically for super-resolution) or ``"zeros"``; or a tensor the caller computed (``restore(...,
+upsampled bicubically for super-resolution), ``"zeros"``, or a classical solver of ``invdiff.baselines`` by name
+(``"wiener"``, ``"tv"``, ``"bicubic"``, ``"biharmonic"``, ``"tv-denoise"``: run on y with the problem's noise σ,
+image by image); or a tensor the caller computed (``restore(...,
 x_init=...)``: a classical estimate such as Wiener/TV deconvolution or bicubic upsampling, ``invdiff.baselines``),
 which takes precedence over ``init``."""
 
@@ -25,7 +27,9 @@ from torch import Tensor
 from .. import rng
 from ..operators.base import Capability, Operator
 
-Init = Literal["pinv", "measurement", "zeros"]
+Init = Literal["pinv", "measurement", "zeros", "wiener", "tv", "bicubic", "biharmonic", "tv-denoise"]
+#: the inits that are classical solvers (``invdiff.baselines``)
+BASELINE_INITS: tuple[str, ...] = ("wiener", "tv", "bicubic", "biharmonic", "tv-denoise")
 INITS: tuple[str, ...] = typing.get_args(Init)
 
 
@@ -64,10 +68,20 @@ def warm_timesteps(schedule, steps: int, spacing: str = "uniform", start: float 
     return start_timesteps(schedule, steps, start_timestep(schedule, start), spacing)
 
 
-def initial_estimate(init: str, y: Tensor, op: Operator, x_shape) -> Tensor:
-    """x_init from its name (see the module's docstring), for images of ``x_shape``; a ValueError where the
-    operator cannot give it."""
+def initial_estimate(init: str, y: Tensor, op: Operator, x_shape, sigma: float = 0.0) -> Tensor:
+    """x_init from its name (see the module's docstring), for images of ``x_shape`` (``sigma``: the noise σ on the
+    [-1, 1] scale, for the classical solvers); a ValueError where the operator cannot give it."""
     xs = tuple(int(v) for v in x_shape)
+    if init in BASELINE_INITS:
+        from ..baselines import run_baseline
+
+        try:
+            x = run_baseline(init, y, op, float(sigma))
+        except ValueError as e:
+            raise ValueError(f"init={init!r}: {e}") from None
+        if tuple(x.shape) != xs:
+            raise ValueError(f"init={init!r} gives images of shape {tuple(x.shape)}, not the images' {xs}")
+        return x.to(device=y.device, dtype=y.dtype)
     if init == "zeros":
         return torch.zeros(xs, device=y.device, dtype=y.dtype)
     if init == "pinv":
@@ -100,7 +114,8 @@ def check_x_init(x_init, x_shape, y: Tensor) -> Tensor:
     return x_init.detach().to(device=y.device, dtype=y.dtype)
 
 
-def resolve_warm_start(start: float, init: str, x_init, y: Tensor, op: Operator, x_shape) -> Tensor | None:
+def resolve_warm_start(start: float, init: str, x_init, y: Tensor, op: Operator, x_shape,
+                       sigma: float = 0.0) -> Tensor | None:
     """What ``restore`` starts from, checked before any network evaluation: None for a cold start (start = 1,
     where x_init is refused: it would not be used), else x_init (B, C, H, W) from the tensor or ``init``."""
     if start >= 1:
@@ -110,13 +125,13 @@ def resolve_warm_start(start: float, init: str, x_init, y: Tensor, op: Operator,
         return None
     if x_init is not None:
         return check_x_init(x_init, x_shape, y)
-    return initial_estimate(init, y, op, x_shape)
+    return initial_estimate(init, y, op, x_shape, sigma)
 
 
 def warm_state(p, t0: int, init: str = "pinv") -> Tensor:
     """x_{t₀} = √ᾱ_{t₀} x_init + √(1−ᾱ_{t₀}) ε for the problem ``p`` (its ``init`` tensor, else ``init`` by name),
     ε from the problem's per-image streams."""
-    x_init = p.init if p.init is not None else initial_estimate(init, p.y, p.op, p.shape)
+    x_init = p.init if p.init is not None else initial_estimate(init, p.y, p.op, p.shape, p.sigma)
     a = p.alpha_bar(t0)
     z = rng.randn(p.shape, p.generator, device=p.y.device, dtype=p.y.dtype)
     return a**0.5 * x_init + (1 - a) ** 0.5 * z
@@ -131,9 +146,9 @@ def ve_start(p, start: float, init: str, sigma_max: float, sigma_min: float) -> 
     if not sigma > sigma_min:
         raise ValueError(f"start={start} gives σ = {sigma:.3g} at t₀ = {t0}, not above DAPS's sigma_min = {sigma_min}: "
                          "use a larger start or a smaller sigma_min")
-    x_init = p.init if p.init is not None else initial_estimate(init, p.y, p.op, p.shape)
+    x_init = p.init if p.init is not None else initial_estimate(init, p.y, p.op, p.shape, p.sigma)
     return sigma, x_init + sigma * rng.randn(p.shape, p.generator, device=p.y.device, dtype=p.y.dtype)
 
 
-__all__ = ["INITS", "Init", "check_x_init", "initial_estimate", "resolve_warm_start", "start_timestep", "start_timesteps",
+__all__ = ["BASELINE_INITS", "INITS", "Init", "check_x_init", "initial_estimate", "resolve_warm_start", "start_timestep", "start_timesteps",
            "ve_start", "warm_state", "warm_timesteps"]
