@@ -188,9 +188,11 @@ def sample_cmd(
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("samples.png"), help="output grid (PNG)"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)"),
+    label: Optional[str] = typer.Option(None, help="class-conditional priors: the class, by name or index"),
+    guidance: float = typer.Option(0.0, help="classifier-free guidance weight w (class-conditional priors; 0: none)"),
     quiet: bool = typer.Option(False, "--quiet"),
 ):
-    """Unconditional samples from a prior, as a grid."""
+    """Samples from a prior, as a grid: unconditional, or of one class (--label) with classifier-free guidance."""
 
     def go():
         import math
@@ -219,14 +221,42 @@ def sample_cmd(
         p = load(prior, device=dev)
         if p.cond_channels:
             raise UserError(f"prior {prior!r} is a conditional (Palette) model: use `invdiff solve`")
+        if not _m.isfinite(guidance):
+            raise UserError(f"--guidance must be a finite number, got {guidance}")
+        p.check_guidance(guidance)
+        labels = class_labels(p, label, n, dev)
         s = size or p.image_size or 64
         with _progress(quiet, "sampling", steps) as cb:
-            x = sample(p, (n, p.channels, s, s), steps=steps, eta=eta, generator=make_generators(seed, n, dev), callback=cb, device=dev)
+            x = sample(p, (n, p.channels, s, s), steps=steps, eta=eta, generator=make_generators(seed, n, dev), callback=cb,
+                       device=dev, cond=labels, cfg_weight=guidance)
         save_grid(out, x, nrow=int(math.ceil(math.sqrt(n))))
         if not quiet:
             typer.echo(f"wrote {out}")
 
     _run(go)
+
+
+def class_labels(prior, label: str | None, n: int, device):
+    """The (n,) label tensor of ``--label`` (a class name or index) for a class-conditional prior; None for an
+    unconditional one (where --label is an error)."""
+    import torch
+
+    if not prior.num_classes:
+        if label is not None:
+            raise UserError(f"--label: prior {prior.name!r} is not class-conditional")
+        return None
+    names = prior.class_names or [str(i) for i in range(prior.num_classes)]
+    listing = ", ".join(f"{i} {nm}" for i, nm in enumerate(names))
+    if label is None:
+        raise UserError(f"prior {prior.name!r} is class-conditional: give --label (one of: {listing})")
+    lowered = [nm.lower() for nm in names]
+    if label.lower() in lowered:
+        k = lowered.index(label.lower())
+    elif label.isdigit() and int(label) < prior.num_classes:
+        k = int(label)
+    else:
+        raise UserError(f"--label {label!r}: unknown class; choose from: {listing}")
+    return torch.full((n,), k, dtype=torch.long, device=device)
 
 
 class _progress:

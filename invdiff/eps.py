@@ -2,8 +2,14 @@
 
 ``EpsPrior`` gives ε_θ(x_t, t), the denoised estimate x̂0 and the score ∇log p_t(x_t) = −ε/√(1−ᾱ_t).
 The network protocol is ``net(x_t, t, cond=None) -> ε`` with x_t NCHW on the [-1, 1] scale and t a
-LongTensor (B,) of timestep indices 0..T-1. Priors save to safetensors plus a JSON config (``save``,
-``from_files``).
+LongTensor (B,) of timestep indices 0..T-1; ``cond`` is a Palette model's condition channels or a
+class-conditional model's labels. Priors save to safetensors plus a JSON config (``save``, ``from_files``).
+
+Classifier-free guidance (Ho & Salimans 2022) for conditional models trained with condition dropout:
+ε̂ = (1 + w)·ε_θ(x_t, c) − w·ε_θ(x_t, ∅), the two evaluations batched into one network call (2 network
+evaluations per image); w = 0 is the plain conditional model. The null condition ∅ is the extra label
+``num_classes`` for class labels and zeros for condition channels (``null_condition``), the same in training
+(``drop_condition``) and sampling.
 """
 
 from __future__ import annotations
@@ -18,6 +24,22 @@ from torch import Tensor, nn
 from .schedule import NoiseSchedule
 
 FORMAT_VERSION = 1
+
+
+def null_condition(cond: Tensor, num_classes: int = 0) -> Tensor:
+    """∅ for a batch of conditions: the null label ``num_classes`` for labels (a LongTensor (B,)), zeros for
+    condition channels."""
+    if cond.dtype == torch.long:
+        return torch.full_like(cond, int(num_classes))
+    return torch.zeros_like(cond)
+
+
+def drop_condition(cond: Tensor, p: float, generator: torch.Generator, num_classes: int = 0) -> Tensor:
+    """Condition dropout for classifier-free guidance: each image's condition becomes ∅ with probability p (one
+    uniform draw per image from ``generator``)."""
+    drop = torch.rand(cond.shape[0], generator=generator).to(cond.device) < p
+    null = null_condition(cond, num_classes)
+    return torch.where(drop.view(-1, *([1] * (cond.ndim - 1))), null, cond)
 
 
 @dataclass(frozen=True)
@@ -40,6 +62,27 @@ class EpsPrior(nn.Module):
         self.image_size: int | None = data.get("image_size")
         #: image sides must be multiples of this (1 when unknown)
         self.multiple: int = int(getattr(getattr(net, "config", None), "multiple", data.get("multiple", 1)))
+        #: class labels of a class-conditional model (0: none) and their names
+        self.num_classes: int = int(getattr(getattr(net, "config", None), "num_classes", 0) or data.get("num_classes", 0))
+        self.class_names: list[str] = list(data.get("classes", []))
+        #: the condition dropout it was trained with (classifier-free guidance needs > 0)
+        self.cond_dropout: float = float(data.get("cond_dropout", 0.0))
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.cond_channels or self.num_classes)
+
+    def check_guidance(self, guidance: float) -> None:
+        """A clear error where classifier-free guidance cannot apply: an unconditional prior, or a conditional one
+        trained without condition dropout (its ε(x_t, ∅) was never learnt)."""
+        if not guidance:
+            return
+        if not self.conditional:
+            raise ValueError(f"guidance needs a conditional prior (a Palette or class-conditional model); {self.name!r} "
+                             "is unconditional")
+        if self.cond_dropout <= 0:
+            raise ValueError(f"prior {self.name!r} was trained without condition dropout: classifier-free guidance "
+                             "needs its unconditional ε, which it never learnt (use guidance 0)")
 
     @property
     def name(self) -> str:
@@ -59,9 +102,22 @@ class EpsPrior(nn.Module):
         t = torch.as_tensor(t, dtype=torch.long, device=x.device)
         return t.expand(x.shape[0]) if t.ndim == 0 else t
 
-    def eps(self, x_t: Tensor, t: Tensor | int, cond: Tensor | None = None) -> Tensor:
+    def eps(self, x_t: Tensor, t: Tensor | int, cond: Tensor | None = None, *, guidance: float = 0.0) -> Tensor:
         """ε_θ(x_t, t[, cond]) in the input's dtype (the network itself under bf16 autocast when ``accelerate``
-        turned it on; schedules, operators and FFTs stay in float32/64)."""
+        turned it on; schedules, operators and FFTs stay in float32/64). ``guidance`` w ≠ 0: the classifier-free
+        guided ε̂ = (1 + w)·ε(x_t, c) − w·ε(x_t, ∅), both halves in one network call."""
+        if not guidance:
+            return self._eps(x_t, t, cond)
+        self.check_guidance(guidance)
+        if cond is None:
+            raise ValueError("guidance needs the condition")
+        tt = self._t(t, x_t)
+        both = self._eps(torch.cat([x_t, x_t]), torch.cat([tt, tt]),
+                         torch.cat([cond, null_condition(cond, self.num_classes)]))
+        e_c, e_u = both.chunk(2)
+        return (1 + guidance) * e_c - guidance * e_u
+
+    def _eps(self, x_t: Tensor, t: Tensor | int, cond: Tensor | None) -> Tensor:
         x = x_t.to(self.dtype)
         if getattr(self, "_channels_last", False):
             x = x.contiguous(memory_format=torch.channels_last)
@@ -107,9 +163,11 @@ class EpsPrior(nn.Module):
         ac = self.schedule.at("alphas_cumprod", self._t(t, x_t), x_t)
         return (x_t - ac.sqrt() * x0) / (1 - ac).sqrt()
 
-    def denoise(self, x_t: Tensor, t: Tensor | int, cond: Tensor | None = None, *, clip: bool = False) -> Denoised:
-        """x̂0 = (x_t − √(1−ᾱ)ε)/√ᾱ; with ``clip`` x̂0 is clamped to [-1, 1] and ε re-derived."""
-        eps = self.eps(x_t, t, cond)
+    def denoise(self, x_t: Tensor, t: Tensor | int, cond: Tensor | None = None, *, clip: bool = False,
+                guidance: float = 0.0) -> Denoised:
+        """x̂0 = (x_t − √(1−ᾱ)ε)/√ᾱ; with ``clip`` x̂0 is clamped to [-1, 1] and ε re-derived; ``guidance``: see
+        ``eps``."""
+        eps = self.eps(x_t, t, cond, guidance=guidance)
         x0 = self.x0_from_eps(x_t, t, eps)
         if clip:
             x0 = x0.clamp(-1, 1)

@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .nets.unet import UNet, UNetConfig
-from .eps import EpsPrior
+from .eps import EpsPrior, drop_condition
 from .schedule import NoiseSchedule
 
-Batches = Callable[[int, torch.Generator], Tensor]  # (batch size, generator) -> clean images in [-1, 1]
+#: (batch size, generator) -> clean images in [-1, 1], or (images, class labels) for a class-conditional model
+Batches = Callable[[int, torch.Generator], "Tensor | tuple[Tensor, Tensor]"]
 Condition = Callable[[Tensor, torch.Generator], Tensor]  # (clean batch, generator) -> conditioning input
 
 
@@ -50,6 +51,9 @@ class TrainConfig:
     ckpt_minutes: float | None = None  # also checkpoint when this much wall time has passed since the last one
     sample_every: int = 2000
     condition: str | None = None  # Palette: name in CONDITIONS
+    #: classifier-free guidance: the probability that an image's condition (channels or label) is replaced by the
+    #: null condition during training (0: a plain conditional model, which cannot be guided)
+    cond_dropout: float = 0.0
     device: str | None = None
     bf16: bool = True  # autocast on CUDA only
     compile: bool = False
@@ -73,13 +77,15 @@ def make_batches(cfg: TrainConfig) -> Batches:
     from . import data as D
 
     if cfg.data == "fmnist":
-        x, _ = D.fashion_mnist("train")
+        x, labels = D.fashion_mnist("train")
+        labelled = cfg.unet.num_classes > 0
 
-        def fmnist(n: int, g: torch.Generator) -> Tensor:
+        def fmnist(n: int, g: torch.Generator):
             idx = torch.randint(0, x.shape[0], (n,), generator=g)
             flip = torch.rand(n, generator=g) < 0.5
             b = x[idx]
-            return torch.where(flip[:, None, None, None], b.flip(-1), b)
+            b = torch.where(flip[:, None, None, None], b.flip(-1), b)
+            return (b, torch.as_tensor(labels[idx], dtype=torch.long)) if labelled else b
 
         return fmnist
     if cfg.data == "natural" or cfg.data.startswith("folder:"):
@@ -186,12 +192,21 @@ class Trainer:
         self.ema.load_state_dict(prior.net.state_dict())
 
     # -- one step --
+    def _batch(self, n: int, g: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        """Clean images and their condition (Palette channels, class labels or None), with condition dropout."""
+        b = self.batches(n, g)
+        x0, labels = b if isinstance(b, tuple) else (b, None)
+        x0 = x0.to(self.device)
+        cond = self.condition(x0, g).to(self.device) if self.condition is not None else labels
+        if cond is not None and self.cfg.cond_dropout > 0:
+            cond = drop_condition(cond.to(self.device), self.cfg.cond_dropout, g, self.cfg.unet.num_classes)
+        return x0, (cond.to(self.device) if cond is not None else None)
+
     def train_step(self) -> float:
         cfg = self.cfg
         g = step_generator(cfg.seed, self.step, self.rank)
         local = cfg.batch_size // self.world
-        x0 = self.batches(local, g).to(self.device)
-        cond = self.condition(x0, g).to(self.device) if self.condition is not None else None
+        x0, cond = self._batch(local, g)
         for group in self.opt.param_groups:
             group["lr"] = lr_at(cfg, self.step)
         use_bf16 = cfg.bf16 and self.device.type == "cuda"
@@ -251,7 +266,7 @@ class Trainer:
 
     def write_samples(self, n: int = 16) -> Path | None:
         """A grid of DDIM-50 samples from the EMA weights (unconditional models only)."""
-        if self.condition is not None:
+        if self.condition is not None or self.cfg.unet.num_classes:
             return None
         from .io import save_grid
 
@@ -273,7 +288,8 @@ class Trainer:
         info = {"name": cfg.name,
                 "data": {"dataset": cfg.data, "image_size": size, "channels": cfg.unet.in_channels,
                          "cond_channels": cfg.unet.cond_channels, "multiple": cfg.unet.multiple,
-                         "condition": cfg.condition},
+                         "condition": cfg.condition, "cond_dropout": cfg.cond_dropout,
+                         **({"num_classes": cfg.unet.num_classes, "classes": _class_names(cfg)} if cfg.unet.num_classes else {})},
                 "training": {"steps": self.step, "images_seen": self.images_seen, "batch_size": cfg.batch_size,
                              "seconds": round(self.seconds, 1), "final_loss": self.history[-1][1] if self.history else None,
                              "lr": cfg.lr, "ema_decay": cfg.ema_decay, "config": cfg.to_dict(),
@@ -281,6 +297,12 @@ class Trainer:
         for k, v in (extra or {}).items():
             info[k] = {**info.get(k, {}), **v} if isinstance(v, dict) and isinstance(info.get(k), dict) else v
         return self.prior().save(path, dtype=dtype, extra=info)
+
+
+def _class_names(cfg: TrainConfig) -> list[str]:
+    from .data import FMNIST_CLASSES
+
+    return list(FMNIST_CLASSES) if cfg.data == "fmnist" else [str(i) for i in range(cfg.unet.num_classes)]
 
 
 def palette_condition_fn(name: str) -> Condition:

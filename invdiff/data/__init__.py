@@ -44,6 +44,10 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim).reshape(shape)
 
 
+#: Fashion-MNIST's ten classes, in label order
+FMNIST_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot")
+
+
 def fashion_mnist(split: str = "train", *, pad_to: int = 32, root: str | Path | None = None) -> tuple[Tensor, Tensor]:
     """(images, labels): images float32 (N, 1, pad_to, pad_to) in [-1, 1] (zero padding = black = -1)."""
     if split not in ("train", "test"):

@@ -21,6 +21,9 @@ class UNetConfig:
     in_channels: int = 1
     out_channels: int | None = None  # defaults to in_channels
     cond_channels: int = 0  # extra input channels (Palette): concatenated to x_t
+    #: class labels 0..num_classes-1 (a class-conditional model): an embedding added to the time embedding; the
+    #: extra label num_classes is the null label of classifier-free guidance
+    num_classes: int = 0
     base_channels: int = 64
     channel_mult: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 2
@@ -117,6 +120,8 @@ class UNet(nn.Module):
         ch = cfg.base_channels
         emb_dim = 4 * ch
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        if cfg.num_classes:
+            self.label_emb = nn.Embedding(cfg.num_classes + 1, emb_dim)
         self.inp = nn.Conv2d(cfg.in_channels + cfg.cond_channels, ch, 3, padding=1)
         self.down = nn.ModuleList()
         skips = [ch]
@@ -153,11 +158,16 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].bias)
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        """``cond``: the condition channels (B, cond_channels, H, W) of a Palette model, or the class labels (B,)
+        of a class-conditional one (``num_classes``, the null label included); None for an unconditional model."""
         cfg = self.config
         if cfg.cond_channels:
             if cond is None:
                 raise ValueError(f"this network needs {cfg.cond_channels} conditioning channels")
             x = torch.cat([x, cond.to(x.dtype)], dim=1)
+        elif cfg.num_classes:
+            if cond is None or cond.ndim != 1 or cond.dtype != torch.long:
+                raise ValueError(f"this network needs class labels (B,) in 0..{cfg.num_classes} (the last: null)")
         elif cond is not None:
             raise ValueError("this network takes no conditioning input")
         m = cfg.multiple
@@ -166,6 +176,8 @@ class UNet(nn.Module):
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         emb = self.time_mlp(timestep_embedding(t, cfg.base_channels).to(x.dtype))
+        if cfg.num_classes:
+            emb = emb + self.label_emb(cond).to(emb.dtype)
         h = self.inp(x)
         hs = [h]
         for blk in self.down:

@@ -77,15 +77,16 @@ class Guidance:
     """The hooks of the one sampling loop, with the defaults of plain (unguided, or Palette-conditional) sampling.
     ``counts`` is where the network evaluations of the default ``denoise`` are counted."""
 
-    def __init__(self, *, counts: Counts | None = None, cond: Tensor | None = None, clip: bool = False) -> None:
+    def __init__(self, *, counts: Counts | None = None, cond: Tensor | None = None, clip: bool = False,
+                 cfg_weight: float = 0.0) -> None:
         self.counts = counts if counts is not None else Counts()
-        self.cond, self.clip = cond, clip
+        self.cond, self.clip, self.cfg_weight = cond, clip, cfg_weight
 
     def denoise(self, prior: EpsPrior, x_t: Tensor, t: int, t_prev: int) -> Denoised:
         tt = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
         with torch.inference_mode():
-            d = prior.denoise(x_t, tt, self.cond, clip=self.clip)
-        self.counts.nfe += 1
+            d = prior.denoise(x_t, tt, self.cond, clip=self.clip, guidance=self.cfg_weight)
+        self.counts.nfe += 2 if self.cfg_weight else 1
         return d
 
     def step(self, x_t: Tensor, t: int, t_prev: int, d: Denoised, loop: Loop) -> Tensor:
@@ -127,8 +128,9 @@ def sample(prior: EpsPrior, shape, *, steps: int | None = None, eta: float = 1.0
            generator: rng.Generators = None, callback=None, cond: Tensor | None = None, clip: bool = False,
            device=None, x_T: Tensor | None = None, variance: Literal["small", "large"] = "small",
            spacing: str = "uniform", counts: Counts | None = None, t_start: int | None = None,
-           dtype: torch.dtype = torch.float32, timesteps: list[int] | None = None) -> Tensor:
-    """Draw samples: unconditional (``guidance`` None), conditional (Palette ``cond``) or guided.
+           dtype: torch.dtype = torch.float32, timesteps: list[int] | None = None, cfg_weight: float = 0.0) -> Tensor:
+    """Draw samples: unconditional (``guidance`` None), conditional (Palette condition channels or class labels
+    ``cond``; ``cfg_weight`` w: classifier-free guidance, two network evaluations per step) or guided.
 
     ``generator``: one per image for batch invariance (see ``invdiff.rng``). ``callback(info)`` gets a dict
     with step, total, t, x_t and x0 after every step. ``counts``: where the network evaluations of the
@@ -143,7 +145,8 @@ def sample(prior: EpsPrior, shape, *, steps: int | None = None, eta: float = 1.0
         pairs = timestep_pairs(prior.schedule, steps, spacing)
     if t_start is not None:  # start part-way (x_T is then a noised initial guess at level t_start: CCDF / SDEdit)
         pairs = [(t, tp) for t, tp in pairs if t <= t_start]
-    guidance = guidance if guidance is not None else Guidance(counts=counts, cond=cond, clip=clip)
+    prior.check_guidance(cfg_weight)
+    guidance = guidance if guidance is not None else Guidance(counts=counts, cond=cond, clip=clip, cfg_weight=cfg_weight)
     loop = Loop(prior.schedule, eta, variance, generator)
     for i, (t, t_prev) in enumerate(pairs):
         d = guidance.denoise(prior, x, t, t_prev)

@@ -21,9 +21,10 @@ def palette_condition(y: Tensor, op: Operator, shape) -> Tensor:
 
 
 def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.0, paste: bool = False,
-            spacing: str = "uniform", init: str = "measurement", callback=None) -> Tensor:
+            spacing: str = "uniform", init: str = "measurement", guidance: float = 0.0, callback=None) -> Tensor:
     """Sample ε_θ(x_t, t, c): the prior must be a conditional model whose condition channels match c. Network
-    evaluations: ``steps`` (at most t_start + 1).
+    evaluations: ``steps`` (at most t_start + 1), twice that with classifier-free guidance (``guidance`` w ≠ 0:
+    ε̂ = (1 + w)·ε(x_t, c) − w·ε(x_t, ∅), ``EpsPrior.eps``).
 
     ``start`` < 1 is the warm start of every method (``warmstart``): the reverse process begins at
     t_start = round(start·(T−1)) from the noised initial guess √ᾱ_t x_init + √(1−ᾱ_t) z, by default
@@ -39,6 +40,7 @@ def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.
 
     if paste and Capability.LINEAR not in p.op.capabilities:
         raise ValueError("palette with paste=True needs a linear operator (it pastes A⁺y into the result)")
+    p.prior.check_guidance(guidance)
     cond = palette_condition(p.y, p.op, p.shape)
     cc = p.prior.cond_channels
     if cc != cond.shape[1]:
@@ -53,8 +55,8 @@ def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
         with torch.inference_mode():
-            d = p.prior.denoise(x, tt, cond, clip=p.clip)
-        p.counts.nfe += 1
+            d = p.prior.denoise(x, tt, cond, clip=p.clip, guidance=guidance)
+        p.counts.nfe += 2 if guidance else 1
         coef = step_coefficients(p.schedule, t, t_prev, eta)
         z = rng.randn_like(x, p.generator) if coef.sigma > 0 else None
         x = ddim_step(x, d, coef, z)

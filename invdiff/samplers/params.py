@@ -196,13 +196,16 @@ class RePaintParams(Params):
 class PaletteParams(Params):
     """``eta``: DDIM η; ``start``: the warm start of every method, here 0.5 by default: the reverse process
     begins at t₀ = round(0.5·(T−1)) from the noised measurement on the image grid (``init="measurement"``: the
-    condition's image channels); ``paste``: the measured part of the result replaced by the measurement."""
+    condition's image channels); ``paste``: the measured part of the result replaced by the measurement;
+    ``guidance``: the classifier-free guidance weight w (0: the plain conditional model; w ≠ 0 costs two network
+    evaluations per step and needs a model trained with condition dropout)."""
 
     steps: int = 100
     eta: float = 1.0
     start: float = 0.5
     init: Init = "measurement"
     paste: bool = False
+    guidance: float = 0.0
 
 
 def make_params(cls: type[Params], method: str, overrides: dict) -> Params:
