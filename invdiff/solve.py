@@ -195,6 +195,8 @@ def prepare(req: SolveRequest) -> Plan:
     if req.fast:
         prior.accelerate(compile=True)
     palette = bool(prior.cond_channels)
+    if "guidance" in req.hyper_parameters and not palette:
+        raise ValueError(f"--guidance needs a conditional (Palette) prior; {prior_name!r} is unconditional")
     if palette:
         if req.method not in (None, "palette"):
             raise ValueError(f"prior {prior_name!r} is a conditional (Palette) model: it only runs with --method palette")

@@ -167,3 +167,18 @@ def test_sample_cli_labels_and_guidance(tmp_path):
         assert r.exit_code == 0, r.output
         assert (tmp_path / f"ok{label}.png").is_file()
     assert json.loads((tmp_path / "cond.json").read_text())["data"]["num_classes"] == 3
+
+
+def test_solve_guidance_on_an_unconditional_prior_is_a_clear_error(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    plain = EpsPrior(UNet(UNetConfig(in_channels=3, base_channels=8, channel_mult=(1,), num_res_blocks=1,
+                                     attention_levels=(), groups=8)), NoiseSchedule.linear(), config={"name": "plain"})
+    plain.save(tmp_path / "plain.safetensors")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "x.png")
+    r = CliRunner().invoke(app, ["solve", "--simulate", "--task", "denoise", str(tmp_path / "x.png"), "--prior",
+                                 str(tmp_path / "plain.safetensors"), "--guidance", "2", "--out", str(tmp_path / "out"),
+                                 "--quiet"])
+    assert r.exit_code == 2 and "--guidance needs a conditional" in r.output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
