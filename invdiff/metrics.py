@@ -41,6 +41,18 @@ def psnr(x: Tensor, ref: Tensor) -> Tensor:
     return 10 * torch.log10(1 / mse.clamp_min(1e-20))
 
 
+def colourfulness(x: Tensor) -> Tensor:
+    """Hasler and Süsstrunk's colourfulness M per RGB image (2003, on the 0-255 scale): with rg = R − G and
+    yb = (R + G)/2 − B, M = √(σ_rg² + σ_yb²) + 0.3·√(μ_rg² + μ_yb²); 0 for a grey image."""
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"colourfulness needs RGB images (B, 3, H, W), got {tuple(x.shape)}")
+    r, g, b = (_unit(x) * 255).unbind(1)
+    rg, yb = (r - g).flatten(1), (0.5 * (r + g) - b).flatten(1)
+    std = (rg.var(1, unbiased=False) + yb.var(1, unbiased=False)).sqrt()
+    mean = (rg.mean(1) ** 2 + yb.mean(1) ** 2).sqrt()
+    return std + 0.3 * mean
+
+
 def _gaussian_window(sigma: float = 1.5, truncate: float = 3.5) -> Tensor:
     r = int(truncate * sigma + 0.5)
     t = torch.arange(-r, r + 1, dtype=torch.float64)
@@ -156,4 +168,4 @@ def score(x: Tensor, ref: Tensor, *, lpips_model=None) -> dict[str, Tensor | Non
             "lpips": lpips(x, ref, lpips_model) if lpips_model is not None else None}
 
 
-__all__ = ["psnr", "ssim", "lpips", "lpips_model", "lpips_or_none", "score", "LPIPSUnavailable", "find_backbone"]
+__all__ = ["colourfulness", "psnr", "ssim", "lpips", "lpips_model", "lpips_or_none", "score", "LPIPSUnavailable", "find_backbone"]

@@ -1,5 +1,6 @@
 """Metrics against scikit-image, and the LPIPS plumbing against the lpips package."""
 
+import numpy as np
 import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -73,3 +74,21 @@ def test_lpips_reports_unavailable_without_a_backbone(tmp_path, monkeypatch):
         metrics.lpips_model(bad)
     s = metrics.score(*_pair(1))
     assert s["lpips"] is None and s["psnr"].shape == (2,)
+
+
+def test_colourfulness_follows_its_definition():
+    from invdiff.metrics import colourfulness
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1
+    grey = x.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    assert torch.allclose(colourfulness(grey), torch.zeros(2, dtype=torch.float64), atol=1e-9)
+    # an independent computation in numpy, image 0
+    a = ((x[0].double().numpy() + 1) / 2) * 255
+    rg, yb = a[0] - a[1], 0.5 * (a[0] + a[1]) - a[2]
+    want = np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
+    assert abs(float(colourfulness(x)[0]) - want) < 1e-9
+    # desaturating towards grey lowers it
+    assert (colourfulness(0.5 * x + 0.5 * grey) < colourfulness(x)).all()
+    with pytest.raises(ValueError, match="RGB"):
+        colourfulness(x[:, :1])
