@@ -53,7 +53,7 @@ class Case:
 
 CASES = [
     Case("deblur", "deblur", "diffpir", "wiener", ("wiener", "tv")),
-    Case("motion-deblur", "motion-deblur", "diffpir", "wiener", ("wiener", "tv")),
+    Case("motion-deblur", "motion-deblur", "diffpir", "tv", ("wiener", "tv")),
     Case("nonuniform-deblur", "nonuniform-deblur", "diffpir", "tv", ("tv",)),
     Case("sr", "sr", "ddrm", "bicubic", ("bicubic",), {"scale": 4}),
     Case("inpaint-box", "inpaint", "ddrm", "biharmonic", ("biharmonic",), {"mask": "box"}, "inpaint"),
@@ -231,7 +231,7 @@ def _table(rows: list[dict], presets: dict, prior: str) -> None:
 def _plots(rows: list[dict], prior: str) -> None:
     from matplotlib.figure import Figure
 
-    cases = [c for c in CASES if any(r["case"] == c.key for r in rows)]
+    cases = [c for c in CASES if any(r["case"] == c.key and r.get("start", 1) < 1 for r in rows)]
     fig = Figure(figsize=(3.2 * len(cases), 3.0), layout="constrained")
     for ax, c in zip(fig.subplots(1, len(cases), squeeze=False)[0], cases):
         rs = [r for r in rows if r["case"] == c.key and not r["method"].startswith("baseline:")]

@@ -236,6 +236,11 @@ def sample_cmd(
     _run(go)
 
 
+def _hp(hp: list[str], guidance: float | None) -> dict:
+    """--hp NAME=VALUE pairs, with --guidance W as the hyper-parameter ``guidance``."""
+    return {**_parse_hp(hp), **({"guidance": guidance} if guidance is not None else {})}
+
+
 def class_labels(prior, label: str | None, n: int, device):
     """The (n,) label tensor of ``--label`` (a class name or index) for a class-conditional prior; None for an
     unconditional one (where --label is an error)."""
@@ -310,8 +315,7 @@ def solve_cmd(
     task: str = typer.Option(..., "--task", "-t", help="deblur, motion-deblur, nonuniform-deblur, sr, inpaint, phase-retrieval, colorize, denoise"),
     simulate: bool = typer.Option(False, "--simulate", help="IMAGE is clean: degrade it with the task, restore, and score"),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="output folder"),
-    method: Optional[str] = typer.Option(None, help="restoration method (default: the task's tuned preset, see `invdiff "
-                                         "tasks`)"),
+    method: Optional[str] = typer.Option(None, help="restoration method (default: the task's preset, `invdiff tasks`)"),
     prior: Optional[str] = typer.Option(None, help="bundled prior name or path (default: natural64)"),
     steps: Optional[int] = typer.Option(None, help="sampling steps (default: the preset's, else the method's)"),
     seed: int = typer.Option(0, help="random seed (simulated degradation, blind estimate, sampling)"),
@@ -333,8 +337,7 @@ def solve_cmd(
     batch_size: Optional[str] = typer.Option(None, help="posterior samples computed together: a number, or 'auto' for as "
                                              "many as memory allows (default: all K)"),
     hp: list[str] = typer.Option([], "--hp", help="method hyper-parameter, NAME=VALUE (repeatable)"),
-    guidance: Optional[float] = typer.Option(None, help="classifier-free guidance weight w, for a Palette prior trained "
-                                             "with condition dropout (2 network evaluations per step)"),
+    guidance: Optional[float] = typer.Option(None, help="classifier-free guidance weight w (Palette priors; 2 NFE/step)"),
     fast: bool = typer.Option(False, "--fast", help="channels_last + torch.compile (+ bf16 autocast on CUDA): pays a "
                               "one-off compilation, worth it for long runs"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace outputs of an earlier run in --out (default: refuse "
@@ -356,8 +359,7 @@ def solve_cmd(
         req = SolveRequest(image=images[0], task=task, simulate=simulate, out=out, method=method, prior=prior, steps=steps,
                            seed=seed, samples=samples, noise_sigma=noise_sigma, kernel=kernel, kernel_size=kernel_size,
                            blur_sigma=blur_sigma, padding=padding, scale=scale, mask=mask, oversampling=oversampling,
-                           device=_device(device), batch_size=_batch_size(batch_size),
-                           hyper_parameters={**_parse_hp(hp), **({"guidance": guidance} if guidance is not None else {})},
+                           device=_device(device), batch_size=_batch_size(batch_size), hyper_parameters=_hp(hp, guidance),
                            fast=fast, overwrite=overwrite, save_measurement=save_measurement,
                            lpips_backbone=lpips_backbone, blind=blind, select=select)
         if len(images) == 1 and not images[0].is_dir():

@@ -1,0 +1,98 @@
+"""The tuned defaults of ``invdiff solve`` (invdiff/data/solve_presets.json, written by benchmarks/tune.py): the
+shipped file is valid for every task it names, ``solve`` without --method runs exactly the preset, --method and
+--steps/--hp override it, and a suite's per-task steps reach the runner."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import invdiff.tasks as tasks_mod
+from invdiff.bench.runner import entry_config
+from invdiff.bench.suite import load_suite
+from invdiff.cli import app
+from invdiff.nets.unet import UNet, UNetConfig
+from invdiff.prior import EpsPrior
+from invdiff.samplers.params import make_params
+from invdiff.samplers.registry import METHODS, check_method
+from invdiff.schedule import NoiseSchedule
+from invdiff.tasks import TASKS, TaskOptions, solve_preset
+
+runner = CliRunner()
+
+
+def test_the_shipped_presets_are_valid_for_their_tasks():
+    """Every preset names a task and a method that exist; its steps and hyper-parameters are accepted by the
+    method's definition, and the method runs on the task's operator with an RGB prior."""
+    spec = json.loads(tasks_mod.SOLVE_PRESETS.read_text())
+    assert spec["presets"], "no presets"
+    prior = EpsPrior(UNet(UNetConfig(in_channels=3, base_channels=8, channel_mult=(1,), num_res_blocks=1,
+                                     attention_levels=())), NoiseSchedule.linear(), config={"data": {"channels": 3}})
+    for name in spec["presets"]:
+        assert name in TASKS, name
+        p = solve_preset(name)
+        assert p.method in METHODS and p.steps >= 1
+        hp = {**TASKS[name].hyper_parameters.get(p.method, {}), **p.hyper_parameters, "steps": p.steps}
+        params = make_params(METHODS[p.method].params, p.method, hp)
+        assert params.steps == p.steps
+        op = TASKS[name].operator((1, 3, 64, 64), TaskOptions())
+        check_method(p.method, op, prior)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("presets")
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(in_channels=3, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_levels=()))
+    EpsPrior(net, NoiseSchedule.linear(), config={"name": "tiny", "data": {"channels": 3}}).save(d / "tiny.safetensors")
+    Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)).save(d / "photo.png")
+    return d
+
+
+PRESET = {"denoise": {"method": "ddrm", "steps": 3, "hyper_parameters": {"start": 0.5, "init": "measurement", "eta": 0.7}}}
+
+
+def _solve(files, out, *args) -> dict:
+    r = runner.invoke(app, ["solve", "--simulate", "--task", "denoise", str(files / "photo.png"), "--prior",
+                            str(files / "tiny.safetensors"), "--out", str(out), "--quiet", "--json", *args])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_solve_without_a_method_runs_the_preset(files, tmp_path, monkeypatch):
+    monkeypatch.setattr(tasks_mod, "_presets", lambda: PRESET)
+    rep = _solve(files, tmp_path / "a")
+    hp = rep["hyper_parameters"]
+    assert rep["method"] == "ddrm" and rep["steps"] == 3 and rep["nfe"] == 3
+    assert hp["start"] == 0.5 and hp["init"] == "measurement" and hp["eta"] == 0.7
+    # --steps and --hp override one field each, the rest of the preset stays
+    rep = _solve(files, tmp_path / "b", "--steps", "2", "--hp", "eta=0.3")
+    assert rep["steps"] == 2 and rep["hyper_parameters"]["eta"] == 0.3 and rep["hyper_parameters"]["start"] == 0.5
+    # a method named on the command line runs with its own defaults, not the preset's
+    rep = _solve(files, tmp_path / "c", "--method", "ddrm", "--steps", "2")
+    assert rep["hyper_parameters"]["start"] == 1.0 and rep["hyper_parameters"]["eta"] != 0.7
+
+
+def test_without_a_preset_solve_runs_the_task_default_method(files, tmp_path, monkeypatch):
+    monkeypatch.setattr(tasks_mod, "_presets", lambda: {})
+    rep = _solve(files, tmp_path, "--steps", "2")
+    assert rep["method"] == TASKS["denoise"].default_method and rep["hyper_parameters"]["start"] == 1.0
+
+
+def test_a_suite_task_can_set_its_own_steps(tmp_path):
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps({"name": "s", "dataset": {"kind": "random", "size": 8, "channels": 1}, "count": 1,
+                             "prior": None, "steps": {"ddrm": 7},
+                             "tasks": [{"task": "denoise", "methods": ["ddrm"], "steps": {"ddrm": 3}},
+                                       {"task": "denoise", "methods": ["ddrm"]}]}))
+    suite = load_suite(f)
+    own, shared = (entry_config(suite, t, "ddrm", "fmnist32", {"fmnist32": {}}) for t in suite.tasks)
+    assert own["steps"] == 3 and shared["steps"] == 7
+    forced = dataclasses.replace(suite, steps={"ddrm": 5}, steps_override=5)
+    assert entry_config(forced, suite.tasks[0], "ddrm", "fmnist32", {"fmnist32": {}})["steps"] == 5
