@@ -99,7 +99,8 @@ def bicubic(y: Tensor, op, sigma: float) -> Tensor:
 
 
 def biharmonic(y: Tensor, op, sigma: float) -> Tensor:
-    """Biharmonic inpainting (skimage.restoration.inpaint_biharmonic)."""
+    """Biharmonic inpainting (skimage.restoration.inpaint_biharmonic); an image with no observed pixel has nothing
+    to interpolate and gives mid-grey (0 on [-1, 1])."""
     from skimage.restoration import inpaint_biharmonic
 
     if not isinstance(op, Inpainting):
@@ -107,6 +108,9 @@ def biharmonic(y: Tensor, op, sigma: float) -> Tensor:
     out = []
     for i in range(y.shape[0]):
         m = op.mask[i if op.mask.shape[0] > 1 else 0, 0].cpu().numpy() < 0.5
+        if m.all():
+            out.append(torch.zeros_like(y[i]))
+            continue
         res = inpaint_biharmonic(_np01(y[i]), m, channel_axis=-1)
         out.append(_back(res, y))
     return torch.stack(out)
