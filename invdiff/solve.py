@@ -11,6 +11,8 @@ build the problem, restore, report, write (invdiff.outputs).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dataclasses
 import warnings
 from dataclasses import dataclass, field
@@ -70,6 +72,10 @@ class SolveRequest:
     select: str | None = None
 
 
+if TYPE_CHECKING:
+    from .tasks import Preset
+
+
 @dataclass
 class Plan:
     """What every image of one request shares: the task, the prior and the method."""
@@ -80,7 +86,7 @@ class Plan:
     method: str
     palette: bool
     #: the task's tuned solve defaults when --method was not given (invdiff.tasks.solve_preset), else None
-    preset: object = None
+    preset: "Preset | None" = None
 
 
 def _positive_int(v, opt, allow_none=True):
@@ -195,6 +201,9 @@ def prepare(req: SolveRequest) -> Plan:
     if req.fast:
         prior.accelerate(compile=True)
     palette = bool(prior.cond_channels)
+    if prior.num_classes:
+        raise ValueError(f"prior {prior_name!r} is class-conditional: it draws classes (`invdiff sample --label`), it "
+                         "does not restore images")
     if "guidance" in req.hyper_parameters and not palette:
         raise ValueError(f"--guidance needs a conditional (Palette) prior; {prior_name!r} is unconditional")
     if palette:

@@ -197,10 +197,13 @@ class Trainer:
         b = self.batches(n, g)
         x0, labels = b if isinstance(b, tuple) else (b, None)
         x0 = x0.to(self.device)
-        cond = self.condition(x0, g).to(self.device) if self.condition is not None else labels
-        if cond is not None and self.cfg.cond_dropout > 0:
-            cond = drop_condition(cond.to(self.device), self.cfg.cond_dropout, g, self.cfg.unet.num_classes)
-        return x0, (cond.to(self.device) if cond is not None else None)
+        cond = self.condition(x0, g) if self.condition is not None else labels
+        if cond is None:
+            return x0, None
+        cond = cond.to(self.device)
+        if self.cfg.cond_dropout > 0:
+            cond = drop_condition(cond, self.cfg.cond_dropout, g, self.cfg.unet.num_classes)
+        return x0, cond
 
     def train_step(self) -> float:
         cfg = self.cfg

@@ -182,3 +182,9 @@ def test_solve_guidance_on_an_unconditional_prior_is_a_clear_error(tmp_path):
                                  "--quiet"])
     assert r.exit_code == 2 and "--guidance needs a conditional" in r.output
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    EpsPrior(UNet(UNetConfig(in_channels=3, base_channels=8, channel_mult=(1,), num_res_blocks=1, attention_levels=(),
+                             groups=8, num_classes=2)), NoiseSchedule.linear(),
+             config={"name": "cond", "data": {"channels": 3, "num_classes": 2}}).save(tmp_path / "cond.safetensors")
+    r = CliRunner().invoke(app, ["solve", "--simulate", "--task", "denoise", str(tmp_path / "x.png"), "--prior",
+                                 str(tmp_path / "cond.safetensors"), "--out", str(tmp_path / "out2"), "--quiet"])
+    assert r.exit_code == 2 and "class-conditional" in r.output and "invdiff sample --label" in r.output
