@@ -36,11 +36,26 @@ from .train import TrainConfig, Trainer
 from .zoo import WEIGHTS_DIR
 
 NAME = "natural"
-SEED_PRIOR = "natural64"
 REPO = Path(__file__).resolve().parents[1]
-ONLINE = REPO / "training" / NAME / "online.safetensors"
-VERSION_NOTE = ("continues natural64 (same 2.41M-parameter U-Net, same data) with more training; the version is the "
-                "number of legs in the ledger")
+
+#: the campaigns: recipe name → (the shipped prior its first leg starts from, the card's note)
+CAMPAIGNS: dict[str, tuple[str, str]] = {
+    "natural": ("natural64", "continues natural64 (same 2.41M-parameter U-Net, same data) with more training; the "
+                             "version is the number of legs in the ledger"),
+    "natural-palette-colorize": ("natural", "Palette colourisation: the natural prior's U-Net with the grey image as "
+                                            "one more input channel (its weights started at zero), started from the "
+                                            "natural campaign's weights and trained on the same photos with the "
+                                            "condition dropped for 10 % of the patches; the version is the number "
+                                            "of legs in the ledger"),
+}
+
+
+def online_path(name: str) -> Path:
+    """Where a campaign's compact state keeps its online (non-EMA) weights."""
+    return REPO / "training" / name / "online.safetensors"
+
+
+ONLINE = online_path(NAME)
 
 
 # ---- validation ------------------------------------------------------------------------------
@@ -56,17 +71,21 @@ def validation_patches(n_patches: int = 512) -> tuple[Tensor, torch.Generator]:
 
 
 @torch.no_grad()
-def validation_loss(net, schedule: NoiseSchedule, *, n_patches: int = 512, buckets: int = 10) -> dict:
+def validation_loss(net, schedule: NoiseSchedule, *, n_patches: int = 512, buckets: int = 10, condition=None) -> dict:
     """L_simple on the validation patches with t uniform, its standard error over patches, and the mean per
-    bucket of t (``buckets`` equal ranges of the schedule's timesteps)."""
+    bucket of t (``buckets`` equal ranges of the schedule's timesteps). ``condition(x0, generator)``: the
+    condition of a Palette model (``invdiff.train.palette_condition_fn``), drawn from its own generator (seeded
+    with 1) so that the patches, noise levels and noises are those of the unconditional figure."""
     chunks, g = validation_patches(n_patches)
+    g_cond = torch.Generator().manual_seed(1)
     losses, ts = [], []
     for x in chunks:
         for i in range(0, x.shape[0], 8):
             x0 = x[i: i + 8]
             t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), generator=g)
             eps = torch.randn(x0.shape, generator=g)
-            pred = net(schedule.q_sample(x0, t, eps), t)
+            cond = (condition(x0, g_cond),) if condition is not None else ()
+            pred = net(schedule.q_sample(x0, t, eps), t, *cond)
             losses.append((pred.float() - eps).pow(2).mean(dim=(1, 2, 3)))
             ts.append(t)
     loss, t = torch.cat(losses).double(), torch.cat(ts)
@@ -103,11 +122,17 @@ def _write_fp16(sd: dict[str, Tensor], path: Path) -> None:
 class CampaignTrainer(Trainer):
     """A ``Trainer`` that also writes the compact state, the prior and its card at every checkpoint."""
 
-    def __init__(self, cfg: TrainConfig, *, weights_dir: Path = WEIGHTS_DIR, online: Path = ONLINE,
-                 seed_prior: str | Path = SEED_PRIOR, validator=None, val_every: int = 1000, val_patches: int = 512, **kw):
-        self.weights_dir, self.online, self.val_every, self.val_patches = Path(weights_dir), Path(online), val_every, val_patches
-        self.seed_prior = seed_prior
-        self.validator = validator or (lambda net, schedule: validation_loss(net, schedule, n_patches=self.val_patches))
+    def __init__(self, cfg: TrainConfig, *, weights_dir: Path = WEIGHTS_DIR, online: Path | None = None,
+                 seed_prior: str | Path | None = None, validator=None, val_every: int = 1000, val_patches: int = 512, **kw):
+        seed, self.note = CAMPAIGNS.get(cfg.name, (None, f"{cfg.name}: legs of training; the version is the number of "
+                                                         "legs in the ledger"))
+        self.weights_dir, self.val_every, self.val_patches = Path(weights_dir), val_every, val_patches
+        self.online = Path(online) if online is not None else online_path(cfg.name)
+        self.seed_prior = seed_prior if seed_prior is not None else seed
+        if self.seed_prior is None:
+            raise ValueError(f"no campaign is defined for {cfg.name!r} (known: {', '.join(CAMPAIGNS)})")
+        self.validator = validator or (lambda net, schedule: validation_loss(net, schedule, n_patches=self.val_patches,
+                                                                             condition=self.condition))
         self.card_path = self.weights_dir / f"{cfg.name}.json"
         self.card: dict = json.loads(self.card_path.read_text()) if self.card_path.is_file() else {}
         self.leg: dict = {}
@@ -175,8 +200,8 @@ class CampaignTrainer(Trainer):
         legs = self.ledger + [leg]
         cpu = sum(entry["cpu_minutes"] for entry in legs)
         last_val = next((entry["validation"] for entry in reversed(legs) if "validation" in entry), None)
-        campaign = {"note": VERSION_NOTE, "legs": legs, "validation_curve": curve, "cpu_minutes_total": round(cpu, 1),
-                    "resume": "python scripts/train_campaign.py --minutes M  (see CONTRIBUTING.md)"}
+        campaign = {"note": self.note, "legs": legs, "validation_curve": curve, "cpu_minutes_total": round(cpu, 1),
+                    "resume": f"python scripts/train_campaign.py --recipe {self.cfg.name} --minutes M  (see CONTRIBUTING.md)"}
         figures = dict(self.card.get("figures", {}))
         if last_val is not None:
             figures.update({"validation_l_simple": last_val["l_simple"], "validation_l_simple_stderr": last_val["stderr"]})
@@ -189,10 +214,13 @@ class CampaignTrainer(Trainer):
         return path
 
 
-def campaign_config(*, threads: int = 1, minutes: float | None = None, ckpt_dir: str = "ckpt") -> TrainConfig:
+def campaign_config(*, threads: int = 1, minutes: float | None = None, ckpt_dir: str = "ckpt",
+                    recipe: str = NAME) -> TrainConfig:
     from .recipes import RECIPES
 
-    return replace(RECIPES[NAME], max_minutes=minutes, threads=threads, ckpt_dir=ckpt_dir)
+    if recipe not in CAMPAIGNS:
+        raise ValueError(f"no campaign is defined for {recipe!r} (known: {', '.join(CAMPAIGNS)})")
+    return replace(RECIPES[recipe], max_minutes=minutes, threads=threads, ckpt_dir=ckpt_dir)
 
 
-__all__ = ["CampaignTrainer", "campaign_config", "validation_loss", "NAME", "ONLINE"]
+__all__ = ["CAMPAIGNS", "CampaignTrainer", "campaign_config", "online_path", "validation_loss", "NAME", "ONLINE"]

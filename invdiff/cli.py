@@ -116,12 +116,14 @@ def tasks_cmd(json_out: bool = typer.Option(False, "--json", help="machine-reada
     from rich.table import Column, Table
 
     from .tasks import TASKS, solve_preset
+    from .zoo import palette_models
 
-    rows = [{"task": t.name, "description": t.description, "default_method": t.default_method, "palette": t.palette,
+    rows = [{"task": t.name, "description": t.description, "default_method": t.default_method,
+             "palette": ", ".join(palette_models(t.palette)) or None,
              "solve_default": (p.describe() if (p := solve_preset(t.name)) else f"{t.default_method}, its defaults"),
              "measured_needs": _measured_needs(t)} for t in TASKS.values()]
     table = Table("operator", Column("solve default", overflow="fold"), Column("a measured photo needs", overflow="fold"),
-                  "Palette model")
+                  Column("Palette model", overflow="fold"))
     table.columns.insert(0, Column("task", no_wrap=True, min_width=max(len(t) for t in TASKS)))  # names are never cut
     for r in rows:
         table.add_row(r["task"], r["description"], r["solve_default"], r["measured_needs"], r["palette"] or "")

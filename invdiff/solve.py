@@ -181,6 +181,12 @@ def _check_palette_task(prior, prior_name: str, task: Task, req: SolveRequest) -
                              f"--{name.replace('_', '-')} {got}")
 
 
+def _installed(prior: str) -> bool:
+    from .zoo import PRIORS
+
+    return prior in PRIORS and PRIORS[prior].available
+
+
 def prepare(req: SolveRequest) -> Plan:
     """Check the request and load the prior and the method: everything the images share (no image is read)."""
     from .prior import load as load_prior
@@ -196,7 +202,10 @@ def prepare(req: SolveRequest) -> Plan:
         measured.load_mask_file(Path(req.mask))  # a missing or unreadable mask file: stop before the prior loads
     if req.blind and task.blind is None:
         raise ValueError(f"--blind: --task {task.name} has no blind mode (deblur and motion-deblur have)")
-    prior_name = req.prior or DEFAULT_PRIOR
+    preset = solve_preset(task.name) if req.method is None else None
+    if preset is not None and preset.prior is not None and not (req.prior in (None, preset.prior) and _installed(preset.prior)):
+        preset = None  # the preset belongs to a prior that is not installed, or another prior was asked for
+    prior_name = req.prior or (preset.prior if preset is not None and preset.prior else DEFAULT_PRIOR)
     prior = load_prior(prior_name, device=req.device)
     if req.fast:
         prior.accelerate(compile=True)
@@ -210,7 +219,8 @@ def prepare(req: SolveRequest) -> Plan:
         if req.method not in (None, "palette"):
             raise ValueError(f"prior {prior_name!r} is a conditional (Palette) model: it only runs with --method palette")
         _check_palette_task(prior, prior_name, task, req)
-    preset = None if palette or req.method is not None else solve_preset(task.name)
+    if preset is not None and (preset.method == "palette") != palette:
+        preset = None  # a Palette preset needs its Palette model, a plain one an unconditional prior
     method = "palette" if palette else (req.method or (preset.method if preset else task.default_method))
     check_hyper_parameters(method, req.hyper_parameters)
     return Plan(task=task, prior=prior, prior_name=prior_name, method=method, palette=palette, preset=preset)

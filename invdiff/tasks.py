@@ -269,7 +269,8 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          build_phase, "dps", _REFERENCE_HP["phase-retrieval"],
          x_shape=lambda y, o: tuple(ops.PhaseRetrieval(o.oversampling).in_shape(tuple(y))), measurement="fourier",
          options=("oversampling",)),
-    Task("colorize", "colourisation (grey = mean of RGB)", build_colorize, "ddnm", x_shape=lambda y, o: (y[0], 3, *y[2:]),
+    Task("colorize", "colourisation (grey = mean of RGB)", build_colorize, "ddnm", palette="colorize",
+         x_shape=lambda y, o: (y[0], 3, *y[2:]),
          measured_channels=1),
     Task("denoise", "Gaussian denoising (A = identity)", build_denoise, "ddnm"),
 ]}
@@ -279,6 +280,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
 PALETTE_CONDITIONS: dict[str, tuple[str, TaskOptions]] = {
     "sr4": ("sr", TaskOptions(scale=4)),
     "inpaint-box": ("inpaint", TaskOptions(mask="box")),
+    "colorize": ("colorize", TaskOptions()),
 }
 
 
@@ -294,11 +296,15 @@ class Preset:
     method: str
     steps: int
     hyper_parameters: dict
+    #: the bundled prior the preset runs with (a task's Palette model); None: the default prior or --prior. A preset
+    #: with a prior applies only when that prior is installed and no other --prior is given.
+    prior: str | None = None
 
     def describe(self) -> str:
         hp = self.hyper_parameters
         warm = (f", warm start {hp['start']} from {hp.get('init', 'pinv')}" if hp.get("start", 1) < 1 else "")
-        return f"{self.method}, {self.steps} steps{warm}"
+        guided = f", guidance {hp['guidance']:g}" if hp.get("guidance") else ""
+        return (f"{self.method}" + (f" ({self.prior})" if self.prior else "") + f", {self.steps} steps{warm}{guided}")
 
 
 @functools.cache
@@ -313,7 +319,7 @@ def solve_preset(task: str) -> Preset | None:
     p = _presets().get(task)
     if p is None:
         return None
-    return Preset(p["method"], int(p["steps"]), dict(p.get("hyper_parameters", {})))
+    return Preset(p["method"], int(p["steps"]), dict(p.get("hyper_parameters", {})), p.get("prior"))
 
 
 def get_task(name: str) -> Task:

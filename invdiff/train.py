@@ -150,6 +150,7 @@ class Trainer:
         self.images_seen = 0
         self.seconds = 0.0
         self.history: list[tuple[int, float]] = []
+        self.init_from: dict | None = None  # the shipped weights this run started from (load_weights)
         self.batches = batches or make_batches(cfg)
         self.condition = condition or (palette_condition_fn(cfg.condition) if cfg.condition else None)
         model = self.net
@@ -165,7 +166,8 @@ class Trainer:
     # -- checkpoints --
     def state(self) -> dict:
         return {"net": self.net.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
-                "images_seen": self.images_seen, "seconds": self.seconds, "history": self.history, "config": self.cfg.to_dict()}
+                "images_seen": self.images_seen, "seconds": self.seconds, "history": self.history, "config": self.cfg.to_dict(),
+                **({"init_from": self.init_from} if self.init_from else {})}
 
     def save_state(self) -> None:
         if self.rank != 0:
@@ -182,14 +184,34 @@ class Trainer:
         self.opt.load_state_dict(st["opt"])
         self.step, self.images_seen, self.seconds = int(st["step"]), int(st["images_seen"]), float(st["seconds"])
         self.history = [tuple(h) for h in st.get("history", [])]
+        self.init_from = st.get("init_from")
         saved = st.get("config", {})
         if "warmup_from" in saved:  # the learning-rate schedule is part of the state (a re-warmed optimiser)
             self.cfg = replace(self.cfg, warmup=int(saved["warmup"]), warmup_from=int(saved["warmup_from"]))
 
     def load_weights(self, prior: EpsPrior) -> None:
-        """Start (or continue) from shipped weights: both the online and EMA nets take them."""
-        self.net.load_state_dict(prior.net.state_dict())
-        self.ema.load_state_dict(prior.net.state_dict())
+        """Start (or continue) from shipped weights: both the online and EMA nets take them.
+
+        An unconditional prior may seed a conditional network of the same architecture: the label embedding of a
+        class-conditional one, absent from the prior, starts at zero, and so do the input convolution's weights on
+        a Palette model's condition channels. The new network then begins as exactly the old one, whatever the
+        condition, and learns to use it from there. Any other mismatch is an error."""
+        own, theirs = self.net.state_dict(), dict(prior.net.state_dict())
+        w_in, cc = theirs.get("inp.weight"), self.cfg.unet.cond_channels
+        if w_in is not None and cc and own["inp.weight"].shape[1] == w_in.shape[1] + cc:
+            theirs["inp.weight"] = torch.cat([w_in.to(own["inp.weight"]), own["inp.weight"].new_zeros(
+                w_in.shape[0], cc, *w_in.shape[2:])], 1)
+        missing, unexpected = self.net.load_state_dict(theirs, strict=False)
+        extra = [k for k in missing if not k.startswith("label_emb.")]
+        if extra or unexpected:
+            raise ValueError(f"these weights do not fit the {self.cfg.name} network (missing {extra[:3]}, "
+                             f"unexpected {unexpected[:3]})")
+        if missing:
+            with torch.no_grad():
+                self.net.label_emb.weight.zero_()
+        self.ema.load_state_dict(self.net.state_dict())
+        self.init_from = {"name": prior.config.get("name"), "training": {k: prior.config.get("training", {}).get(k)
+                          for k in ("steps", "images_seen", "seconds")}}
 
     # -- one step --
     def _batch(self, n: int, g: torch.Generator) -> tuple[Tensor, Tensor | None]:
@@ -296,7 +318,8 @@ class Trainer:
                 "training": {"steps": self.step, "images_seen": self.images_seen, "batch_size": cfg.batch_size,
                              "seconds": round(self.seconds, 1), "final_loss": self.history[-1][1] if self.history else None,
                              "lr": cfg.lr, "ema_decay": cfg.ema_decay, "config": cfg.to_dict(),
-                             "params": sum(p.numel() for p in self.net.parameters())}}
+                             "params": sum(p.numel() for p in self.net.parameters()),
+                             **({"initialised_from": self.init_from} if self.init_from else {})}}
         for k, v in (extra or {}).items():
             info[k] = {**info.get(k, {}), **v} if isinstance(v, dict) and isinstance(info.get(k), dict) else v
         return self.prior().save(path, dtype=dtype, extra=info)

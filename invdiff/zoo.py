@@ -42,3 +42,10 @@ PRIORS: dict[str, ZooEntry] = {
     ]
 }
 DEFAULT_PRIOR = "natural64"
+
+
+def palette_models(condition: str | None) -> list[str]:
+    """The installed bundled Palette models trained for a Palette condition (``invdiff.tasks.PALETTE_CONDITIONS``)."""
+    if condition is None:
+        return []
+    return [e.name for e in PRIORS.values() if e.available and (e.info().get("data") or {}).get("condition") == condition]

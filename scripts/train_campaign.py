@@ -1,10 +1,13 @@
-"""One leg of the natural-photo prior's training campaign (see invdiff/campaign.py and CONTRIBUTING.md).
+"""One leg of a training campaign: the natural-photo prior, or a model started from it (see invdiff/campaign.py
+and CONTRIBUTING.md).
 
     nice -n 19 nohup python scripts/train_campaign.py --minutes 150 > runs/campaign.log 2>&1 &
+    nice -n 19 nohup python scripts/train_campaign.py --recipe natural-palette-colorize --minutes 150 > runs/colorize.log 2>&1 &
 
-Resumes exactly from ckpt/natural/state.pt, else from the committed compact state, else from natural64. Writes the
-prior (invdiff/weights/natural.safetensors + .json with the ledger) and training/natural/online.safetensors at every
-checkpoint; commit those three files after the leg. SIGTERM or Ctrl-C checkpoints and stops cleanly.
+Resumes exactly from ckpt/NAME/state.pt, else from the committed compact state, else from the campaign's seed prior
+(natural64 for natural; natural for the Palette colouriser). Writes the prior (invdiff/weights/NAME.safetensors +
+.json with the ledger) and training/NAME/online.safetensors at every checkpoint; commit those three files after the
+leg. SIGTERM or Ctrl-C checkpoints and stops cleanly.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import signal
 import sys
 import time
 
-from invdiff.campaign import CampaignTrainer, campaign_config
+from invdiff.campaign import CAMPAIGNS, NAME, CampaignTrainer, campaign_config
 
 
 class LoggingTrainer(CampaignTrainer):
@@ -29,12 +32,13 @@ class LoggingTrainer(CampaignTrainer):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, required=True, help="wall-clock length of this leg")
+    ap.add_argument("--recipe", default=NAME, choices=list(CAMPAIGNS), help="which campaign")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rewarm", type=int, default=200, help="learning-rate warm-up of a re-created optimiser (steps)")
     ap.add_argument("--ckpt-dir", default="ckpt")
     ap.add_argument("--device", default=None)
     a = ap.parse_args()
-    cfg = campaign_config(threads=a.threads, minutes=a.minutes, ckpt_dir=a.ckpt_dir)
+    cfg = campaign_config(threads=a.threads, minutes=a.minutes, ckpt_dir=a.ckpt_dir, recipe=a.recipe)
     if a.device:
         from dataclasses import replace
 

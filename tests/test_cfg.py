@@ -188,3 +188,68 @@ def test_solve_guidance_on_an_unconditional_prior_is_a_clear_error(tmp_path):
     r = CliRunner().invoke(app, ["solve", "--simulate", "--task", "denoise", str(tmp_path / "x.png"), "--prior",
                                  str(tmp_path / "cond.safetensors"), "--out", str(tmp_path / "out2"), "--quiet"])
     assert r.exit_code == 2 and "class-conditional" in r.output and "invdiff sample --label" in r.output
+
+
+def _uncond_prior(seed: int) -> EpsPrior:
+    net = _randomise(UNet(UNetConfig(in_channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                                     attention_levels=(), groups=8)), seed)
+    return EpsPrior(net.eval(), NoiseSchedule.linear(), config={"name": "toy", "training": {"steps": 7, "images_seen": 56}})
+
+
+@pytest.mark.parametrize("extra", [{"num_classes": 3}, {"cond_channels": 2}])
+def test_an_unconditional_prior_seeds_a_conditional_network_that_starts_as_it(tmp_path, extra):
+    """Trainer.load_weights: the label embedding / the condition channels' input weights start at zero, so the new
+    network gives the old one's ε for every condition; the card records where it started."""
+    cfg = TrainConfig(name="toy-c", data="fmnist", ckpt_dir=str(tmp_path), sample_every=0,
+                      unet=UNetConfig(in_channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                                      attention_levels=(), groups=8, **extra))
+    tr = Trainer(cfg, batches=lambda n, g: torch.zeros(n, 1, 8, 8), quiet=True)
+    old = _uncond_prior(3)
+    tr.load_weights(old)
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(4, 1, 8, 8, generator=g), torch.tensor([0, 10, 500, 999])
+    cond = torch.tensor([0, 1, 2, 3]) if "num_classes" in extra else torch.randn(4, 2, 8, 8, generator=g)
+    with torch.no_grad():
+        want = old.net(x, t)
+        for net in (tr.net, tr.ema):
+            _close(net(x, t, cond), want)
+    # the condition does matter once the new weights move away from zero
+    with torch.no_grad():
+        (tr.net.label_emb.weight if "num_classes" in extra else tr.net.inp.weight).add_(0.5)
+        assert not torch.allclose(tr.net(x, t, cond), want, atol=1e-3)
+    assert tr.init_from == {"name": "toy", "training": {"steps": 7, "images_seen": 56, "seconds": None}}
+    card = json.loads(tr.export(tmp_path / "c.safetensors").with_suffix(".json").read_text())
+    assert card["training"]["initialised_from"]["name"] == "toy"
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    cfg = TrainConfig(name="toy-c", data="fmnist", ckpt_dir=str(tmp_path), sample_every=0,
+                      unet=UNetConfig(in_channels=1, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+                                      attention_levels=(), groups=8, num_classes=3))
+    tr = Trainer(cfg, batches=lambda n, g: torch.zeros(n, 1, 8, 8), quiet=True)
+    with pytest.raises((ValueError, RuntimeError)):
+        tr.load_weights(_uncond_prior(3))
+
+
+def test_colourisation_is_a_palette_condition_and_its_validation_uses_the_condition():
+    """The grey image conditions the colouriser, built by the same function at training and restoration time; the
+    campaign's validation passes it to the network."""
+    from invdiff.campaign import validation_loss
+    from invdiff.train import palette_condition_fn
+
+    cond = palette_condition_fn("colorize")
+    x0 = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    c = cond(x0, torch.Generator().manual_seed(1))
+    assert c.shape == (2, 1, 16, 16)
+    grey = x0.mean(1, keepdim=True)
+    assert float((c - grey).abs().mean()) < 0.1  # the grey image plus the task's measurement noise
+    seen = []
+
+    class Net(torch.nn.Module):
+        def forward(self, x, t, *c):
+            seen.append(len(c) and c[0].shape)
+            return torch.zeros_like(x)
+
+    out = validation_loss(Net(), NoiseSchedule.linear(), n_patches=64, condition=cond)
+    assert out["patches"] == 64 and seen and all(s == (8, 1, 64, 64) for s in seen)
+    assert abs(out["l_simple"] - 1.0) < 0.05  # ε predicted as 0: L_simple = E|ε|² = 1

@@ -96,3 +96,36 @@ def test_a_suite_task_can_set_its_own_steps(tmp_path):
     assert own["steps"] == 3 and shared["steps"] == 7
     forced = dataclasses.replace(suite, steps={"ddrm": 5}, steps_override=5)
     assert entry_config(forced, suite.tasks[0], "ddrm", "fmnist32", {"fmnist32": {}})["steps"] == 5
+
+
+def test_a_preset_with_its_own_prior_runs_it_when_installed(files, tmp_path, monkeypatch):
+    """A task's preset may name a bundled Palette model (colourisation): solve runs it when it is installed and no
+    other --prior is given; otherwise the task's default method with the prior asked for (or the default)."""
+    import invdiff.zoo as zoo
+
+    wdir = tmp_path / "weights"
+    net = UNet(UNetConfig(in_channels=3, cond_channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                          attention_levels=()))
+    EpsPrior(net, NoiseSchedule.linear(), config={"name": "tiny-colorize", "data": {
+        "channels": 3, "cond_channels": 1, "condition": "colorize", "cond_dropout": 0.1}}).save(wdir / "tiny-colorize.safetensors")
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", wdir)
+    monkeypatch.setitem(zoo.PRIORS, "tiny-colorize", zoo.ZooEntry("tiny-colorize", "test"))
+    monkeypatch.setattr(tasks_mod, "_presets", lambda: {"colorize": {
+        "method": "palette", "prior": "tiny-colorize", "steps": 3, "hyper_parameters": {"guidance": 1.0, "start": 0.5, "init": "pinv"}}})
+    assert zoo.palette_models("colorize") == ["tiny-colorize"]
+
+    def solve(out, *args):
+        r = runner.invoke(app, ["solve", "--simulate", "--task", "colorize", str(files / "photo.png"), "--out",
+                                str(out), "--quiet", "--json", *args])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.stdout)
+
+    rep = solve(tmp_path / "a")
+    assert rep["prior"] == "tiny-colorize" and rep["method"] == "palette" and rep["palette"]
+    assert rep["steps"] == 3 and rep["hyper_parameters"]["guidance"] == 1.0 and rep["nfe"] == 2 * 3
+    rep = solve(tmp_path / "b", "--prior", str(files / "tiny.safetensors"), "--steps", "2")
+    assert rep["method"] == TASKS["colorize"].default_method and not rep["palette"]
+    (wdir / "tiny-colorize.safetensors").unlink()  # not installed: the preset does not apply
+    assert zoo.palette_models("colorize") == []
+    rep = solve(tmp_path / "c", "--prior", str(files / "tiny.safetensors"), "--steps", "2")
+    assert rep["method"] == TASKS["colorize"].default_method
