@@ -269,7 +269,10 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          build_phase, "dps", _REFERENCE_HP["phase-retrieval"],
          x_shape=lambda y, o: tuple(ops.PhaseRetrieval(o.oversampling).in_shape(tuple(y))), measurement="fourier",
          options=("oversampling",)),
-    Task("colorize", "colourisation (grey = mean of RGB)", build_colorize, "ddnm", palette="colorize",
+    # a Palette colouriser's warm start begins from A⁺y, the grey image in every channel (its condition, the grey
+    # image itself, has one channel where the image has three)
+    Task("colorize", "colourisation (grey = mean of RGB)", build_colorize, "ddnm", {"palette": {"init": "pinv"}},
+         palette="colorize",
          x_shape=lambda y, o: (y[0], 3, *y[2:]),
          measured_channels=1),
     Task("denoise", "Gaussian denoising (A = identity)", build_denoise, "ddnm"),
