@@ -47,6 +47,11 @@ CAMPAIGNS: dict[str, tuple[str, str]] = {
                                             "natural campaign's weights and trained on the same photos with the "
                                             "condition dropped for 10 % of the patches; the version is the number "
                                             "of legs in the ledger"),
+    "natural-palette-sr4": ("natural", "Palette SR x4: the natural prior's U-Net with the bicubic-upsampled "
+                                       "measurement as three more input channels (their weights started at zero), "
+                                       "started from the natural campaign's weights and trained on the same photos "
+                                       "with the condition dropped for 10 % of the patches; the version is the "
+                                       "number of legs in the ledger"),
 }
 
 

@@ -36,6 +36,12 @@ RECIPES: dict[str, TrainConfig] = {
         steps=10_000_000, condition="colorize", cond_dropout=0.1, sample_every=0, ckpt_every=250, ckpt_minutes=10.0,
         unet=UNetConfig(in_channels=3, cond_channels=1, base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
                         attention_levels=(3,))),
+    # Palette SR x4 of photos (condition: the bicubic-upsampled measurement, 3 channels), started the same way
+    "natural-palette-sr4": TrainConfig(
+        name="natural-palette-sr4", data="natural", patch=64, batch_size=16, lr=2e-4, warmup=200, ema_decay=0.999,
+        steps=10_000_000, condition="sr4", cond_dropout=0.1, sample_every=0, ckpt_every=250, ckpt_minutes=10.0,
+        unet=UNetConfig(in_channels=3, cond_channels=3, base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
+                        attention_levels=(3,))),
     "fmnist32-palette-sr4": TrainConfig(
         name="fmnist32-palette-sr4", data="fmnist", batch_size=64, lr=3e-4, warmup=200, ema_decay=0.999, steps=200_000,
         condition="sr4", sample_every=0, ckpt_every=250,
