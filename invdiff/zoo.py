@@ -39,6 +39,9 @@ PRIORS: dict[str, ZooEntry] = {
         ZooEntry("fmnist32", "Fashion-MNIST, grey 32x32, unconditional"),
         ZooEntry("fmnist32-palette-sr4", "Fashion-MNIST, Palette conditional model for x4 super-resolution (8x8 -> 32x32)"),
         ZooEntry("fmnist32-palette-inpaint", "Fashion-MNIST, Palette conditional model for box inpainting"),
+        ZooEntry("fmnist32-cond", "Fashion-MNIST, class-conditional with classifier-free guidance (invdiff sample --label)"),
+        ZooEntry("natural-palette-colorize", "natural photographs, Palette conditional model for colourisation (grey -> "
+                                             "RGB); any image size"),
     ]
 }
 DEFAULT_PRIOR = "natural64"

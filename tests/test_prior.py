@@ -83,7 +83,8 @@ def test_shipped_priors_load(name):
     assert cfg["data"]["range"] == [-1, 1] and cfg["training"]["steps"] > 0 and cfg["training"]["images_seen"] > 0
     c, s = prior.channels, 32
     x = torch.randn(2, c, s, s)
-    cond = torch.randn(2, prior.cond_channels, s, s) if prior.cond_channels else None
+    cond = (torch.randn(2, prior.cond_channels, s, s) if prior.cond_channels
+            else torch.tensor([0, prior.num_classes]) if prior.num_classes else None)  # a class and the null label
     eps = prior.eps(x, torch.tensor([5, 500]), cond)
     assert eps.shape == x.shape and torch.isfinite(eps).all()
 
