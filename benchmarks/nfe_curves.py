@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from tune import CASES, _append, _baselines, _done, _mean, _problem, _run_config
+from tune import CASES, _append, _baselines, _done, _mean, _problem, _run_config, run_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 PATH = ROOT / "benchmarks" / "nfe_curves.jsonl"
@@ -85,10 +85,7 @@ def plot(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run")
-    r.add_argument("--tasks", default=None, help=f"comma-separated, of: {', '.join(c.key for c in CASES)}")
-    r.add_argument("--steps", default="10,20,30")
-    r.add_argument("--threads", type=int, default=1)
+    run_parser(sub).add_argument("--steps", default="10,20,30")
     sub.add_parser("plot")
     a = ap.parse_args()
     (run if a.cmd == "run" else plot)(a)

@@ -33,7 +33,7 @@ PRESETS = ROOT / "invdiff" / "data" / "solve_presets.json"
 PRIOR = "natural-palette-colorize"
 MIN_COLOUR = 0.6
 TIE_DB = 0.05
-GRID = [(steps, start, w) for steps, start in ((20, 1.0), (10, 0.6), (20, 0.6), (10, 0.4)) for w in (0.0, 1.0, 3.0)]
+GRID = [(10, 0.6, 0.0), (10, 0.6, 1.0), (10, 0.6, 3.0), (20, 1.0, 1.0), (20, 1.0, 3.0)]
 
 
 def _scores(xr: torch.Tensor, x: torch.Tensor) -> dict:
@@ -47,11 +47,17 @@ def _mean(v: list[float]) -> float:
     return sum(v) / len(v)
 
 
-def _palette(y, op, prior, steps: int, start: float, w: float, gens, samples: int = 1):
+def _palette(y, op, prior, steps: int, start: float, w: float, gens, samples: int = 1, paste: bool = False):
     from invdiff.samplers import restore
 
-    hp = {"guidance": w, "start": start, "init": "pinv"}
+    hp = {"guidance": w, "start": start, "init": "pinv", "paste": paste}
     return restore(y, op, 0.05, prior, method="palette", steps=steps, samples=samples, generator=gens, **hp)
+
+
+def _pasted(x: torch.Tensor, y: torch.Tensor, op) -> torch.Tensor:
+    """Palette's ``paste=True`` applied to a finished sample: the measured grey level replaces the sample's own,
+    x + A⁺(y − A x), the colour (the part A does not see) kept (then clipped, as ``restore`` clips)."""
+    return (x + op.pinv(y - op(x))).clamp(-1, 1)
 
 
 def _problem(x: torch.Tensor, seed: int, ids=None):
@@ -86,10 +92,12 @@ def tune(args) -> None:
     for steps, start, w in GRID:
         t0 = time.perf_counter()
         r = _palette(y, op, prior, steps, start, w, _sample_gens(0, len(x)))
-        row = {"steps": steps, "start": start, "guidance": w, "nfe": int(r.nfe), "seconds": round(time.perf_counter() - t0, 1),
-               **_scores(r.mean, x)}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        seconds = round(time.perf_counter() - t0, 1)
+        for paste, xr in ((False, r.mean), (True, _pasted(r.mean, y, op))):
+            row = {"steps": steps, "start": start, "guidance": w, "paste": paste, "nfe": int(r.nfe), "seconds": seconds,
+                   **_scores(xr, x)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     ok = [r for r in rows if _mean(r["colourfulness"]) >= MIN_COLOUR * truth] or rows
     best = max(_mean(r["psnr"]) for r in ok)
     chosen = min((r for r in ok if _mean(r["psnr"]) >= best - TIE_DB), key=lambda r: (r["nfe"], -_mean(r["psnr"])))
@@ -97,7 +105,7 @@ def tune(args) -> None:
            "chosen": chosen, "rule": f"best mean PSNR among mean M >= {MIN_COLOUR} x truth's; ties within {TIE_DB} dB: fewer NFE"}
     (OUT / "colorize_tuning.json").write_text(json.dumps(res, indent=1) + "\n")
     spec = json.loads(PRESETS.read_text())
-    hp = {"guidance": chosen["guidance"], "start": chosen["start"], "init": "pinv"}
+    hp = {"guidance": chosen["guidance"], "start": chosen["start"], "init": "pinv", "paste": chosen["paste"]}
     spec["presets"]["colorize"] = {"method": "palette", "prior": args.prior, "steps": chosen["steps"], "hyper_parameters": hp,
                                    "tuning_psnr": round(_mean(chosen["psnr"]), 3),
                                    "tuning_colourfulness": round(_mean(chosen["colourfulness"]), 2)}
@@ -117,7 +125,8 @@ def report(args) -> None:
     x = suite.images()
     op, y = _problem(x, suite.seed)
     preset = solve_preset("colorize")
-    steps, start = (preset.steps, preset.hyper_parameters.get("start", 1.0)) if preset and preset.prior else (20, 1.0)
+    hp = preset.hyper_parameters if preset and preset.prior else {}
+    steps, start, paste = (preset.steps if hp else 20), hp.get("start", 1.0), bool(hp.get("paste", False))
     rows = [{"method": "ground truth", "colourfulness": [round(float(v), 2) for v in colourfulness(x)]}]
     grey = op.pinv(y).clamp(-1, 1)
     rows.append({"method": "grey (A+y, baseline pinv)", "nfe": 0, **_scores(grey, x)})
@@ -131,18 +140,21 @@ def report(args) -> None:
     for w in (0.0, 1.0, 3.0):
         t0 = time.perf_counter()
         r = _palette(y, op, prior, steps, start, w, _sample_gens(suite.seed, len(x)))
-        rows.append({"method": f"palette w={w:g}", "guidance": w, "steps": steps, "start": start, "nfe": int(r.nfe),
-                     "seconds": round(time.perf_counter() - t0, 1), **_scores(r.mean, x)})
-        print(json.dumps(rows[-1]), flush=True)
+        seconds = round(time.perf_counter() - t0, 1)
+        for p, xr in ((False, r.mean), (True, _pasted(r.mean, y, op))):
+            rows.append({"method": f"palette w={w:g}" + (", paste" if p else ""), "guidance": w, "paste": p, "steps": steps,
+                         "start": start, "nfe": int(r.nfe), "seconds": seconds, **_scores(xr, x)})
+            print(json.dumps(rows[-1]), flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     w_fig = preset.hyper_parameters.get("guidance", 1.0) if preset and preset.prior else 1.0
     k = _palette(y[: args.figures], op.select(list(range(args.figures))), prior, steps, start, w_fig,
-                 _sample_gens(suite.seed, args.figures), samples=4)
+                 _sample_gens(suite.seed, args.figures), samples=4, paste=paste)
     for i in range(args.figures):
         items = [("grey input", display(grey[i]), None)]
         items += [(f"Palette sample {j + 1}", display(k.samples[i, j]), None) for j in range(4)]
         items.append(("ground truth", display(x[i]), None))
-        panels(OUT / f"colorize_{i}.png", items, title=f"{PRIOR}: {steps} steps, start {start}, w = {w_fig:g}, K = 4")
+        title = f"{PRIOR}: {steps} steps, start {start}, w = {w_fig:g}" + (", paste" if paste else "") + ", K = 4"
+        panels(OUT / f"colorize_{i}.png", items, title=title)
     res = {"suite": "natural", "photos": len(x), "noise_sigma": 0.05, "prior": args.prior, "rows": rows}
     (OUT / "colorize.json").write_text(json.dumps(res, indent=1) + "\n")
     truth = _mean(rows[0]["colourfulness"])

@@ -274,14 +274,20 @@ def suite(args) -> None:
     print(f"wrote {SUITE}")
 
 
+def run_parser(sub) -> argparse.ArgumentParser:
+    """The ``run`` subcommand with its ``--tasks`` and ``--threads`` options (shared with nfe_curves.py)."""
+    r = sub.add_parser("run")
+    r.add_argument("--tasks", default=None, help=f"comma-separated, of: {', '.join(c.key for c in CASES)}")
+    r.add_argument("--threads", type=int, default=1)
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run")
-    r.add_argument("--tasks", default=None, help=f"comma-separated, of: {', '.join(c.key for c in CASES)}")
+    r = run_parser(sub)
     r.add_argument("--photos", type=int, default=3)
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--threads", type=int, default=1)
     for p in (r, sub.add_parser("choose"), sub.add_parser("suite")):
         p.add_argument("--prior", default="natural64")
     args = ap.parse_args()
