@@ -23,6 +23,7 @@ from invdiff.samplers.params import make_params
 from invdiff.samplers.registry import METHODS, check_method
 from invdiff.schedule import NoiseSchedule
 from invdiff.tasks import TASKS, TaskOptions, solve_preset
+from invdiff.zoo import PRIORS
 
 runner = CliRunner()
 
@@ -42,7 +43,15 @@ def test_the_shipped_presets_are_valid_for_their_tasks():
         params = make_params(METHODS[p.method].params, p.method, hp)
         assert params.steps == p.steps
         op = TASKS[name].operator((1, 3, 64, 64), TaskOptions())
-        check_method(p.method, op, prior)
+        if p.prior is not None:  # a preset with its own prior: a bundled one, the model of the task's Palette condition
+            from invdiff.prior import load
+
+            assert p.prior in PRIORS and PRIORS[p.prior].available, p.prior
+            own = load(p.prior)
+            assert own.config["data"]["condition"] == TASKS[name].palette
+            check_method(p.method, op, own)
+        else:
+            check_method(p.method, op, prior)
 
 
 @pytest.fixture(scope="module")
