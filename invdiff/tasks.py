@@ -254,7 +254,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          build_deblur, "diffpir", {**_DEBLUR_HP, **_REFERENCE_HP["deblur"]}, needs="kernel", blind="gaussian",
          parameters=_kernel_of, options=("kernel", "kernel_size", "blur_sigma", "padding")),
     Task("motion-deblur", "motion deblurring (random motionblur kernel 61x61, intensity 0.5, as DPS)", build_motion, "diffpir", {**_DEBLUR_HP, **_REFERENCE_HP["motion-deblur"]},
-         needs="kernel", parameters=_kernel_of,
+         needs="kernel", blind="motion", parameters=_kernel_of,
          options=("kernel", "kernel_size", "motion_intensity", "motion_model", "padding")),
     Task("nonuniform-deblur", "spatially varying camera-shake blur (kernels blended over the image)", build_nonuniform, "diffpir", {**_DEBLUR_HP, **_REFERENCE_HP["nonuniform-deblur"]},
          needs="kernel-field", parameters=_field_of,
