@@ -34,6 +34,8 @@ SUITE = ROOT / "invdiff" / "bench" / "suites" / "natural-defaults.json"
 MAX_NFE = 30
 STARTS = (1.0, 0.5, 0.35, 0.2)
 TIE_DB = 0.05
+#: hyper-parameter variants tried at the best warm start of 20 steps, after the grid of starts
+HP_VARIANTS = {"diffpir": ({"lam": 2.0}, {"lam": 8.0}), "ddrm": ({"eta": 0.5}, {"eta": 1.0})}
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,10 @@ class Case:
     init: str
     baselines: tuple[str, ...]
     options: dict = field(default_factory=dict)
-    #: several cases may share one task (inpainting: box and random masks): the preset is chosen on their mean
+    #: several cases may share one task (inpainting: box and random masks)
     preset_of: str = ""
+    #: the case tunes the preset's variant for this kind of measurement (``invdiff.tasks.measurement_kind``)
+    variant: str = ""
 
 
 CASES = [
@@ -56,7 +60,7 @@ CASES = [
     Case("motion-deblur", "motion-deblur", "diffpir", "tv", ("wiener", "tv")),
     Case("nonuniform-deblur", "nonuniform-deblur", "diffpir", "tv", ("tv",)),
     Case("sr", "sr", "ddrm", "bicubic", ("bicubic",), {"scale": 4}),
-    Case("inpaint-box", "inpaint", "ddrm", "biharmonic", ("biharmonic",), {"mask": "box"}, "inpaint"),
+    Case("inpaint-box", "inpaint", "ddrm", "biharmonic", ("biharmonic",), {"mask": "box"}, "inpaint", "holes"),
     Case("inpaint-random", "inpaint", "ddrm", "biharmonic", ("biharmonic",), {"mask": "random", "mask_fraction": 0.7},
          "inpaint"),
     Case("denoise", "denoise", "ddrm", "tv-denoise", ("tv-denoise",)),
@@ -80,11 +84,11 @@ def _problem(case: Case, x: torch.Tensor, seed: int):
     return simulate(case.task, x, opts, generator=make_generators(seed, len(x), purpose="degrade"))
 
 
-def _grid(case: Case) -> list[tuple[int, float]]:
-    return [(20, s) for s in STARTS]
+def _grid(case: Case, starts=STARTS) -> list[tuple[int, float]]:
+    return [(20, s) for s in starts]
 
 
-def _run_config(case: Case, x, op, y, steps: int, start: float, seed: int) -> dict:
+def _run_config(case: Case, x, op, y, steps: int, start: float, seed: int, extra: dict | None = None) -> dict:
     from invdiff.metrics import psnr, ssim
     from invdiff.rng import make_generators
     from invdiff.samplers import restore
@@ -94,12 +98,14 @@ def _run_config(case: Case, x, op, y, steps: int, start: float, seed: int) -> di
     hp = dict(get_task(case.task).hyper_parameters.get(case.method, {}))
     if start < 1:
         hp.update(start=start, init=case.init)
+    hp.update(extra or {})
     t0 = time.perf_counter()
     res = restore(y, op, 0.05, prior, method=case.method, steps=steps,
                   generator=make_generators(seed, len(x), purpose="sample"), **hp)
     return {"case": case.key, "method": case.method, "steps": steps, "start": start,
             "init": case.init if start < 1 else None, "nfe": int(res.nfe), "seconds": round(time.perf_counter() - t0, 1),
-            "psnr": [round(float(v), 3) for v in psnr(res.mean, x)], "ssim": [round(float(v), 4) for v in ssim(res.mean, x)]}
+            "psnr": [round(float(v), 3) for v in psnr(res.mean, x)], "ssim": [round(float(v), 4) for v in ssim(res.mean, x)],
+            **({"hp": extra} if extra else {})}
 
 
 _run_config.prior = "natural64"
@@ -130,8 +136,13 @@ def _done(path: Path) -> dict:
     if path.is_file():
         for line in path.read_text().splitlines():
             r = json.loads(line)
-            rows[(r["case"], r["method"], r.get("steps"), r.get("start"))] = r
+            rows[_key(r["case"], r["method"], r.get("steps"), r.get("start"), r.get("hp"))] = r
     return rows
+
+
+def _key(case: str, method: str, steps, start, hp: dict | None = None) -> tuple:
+    """A grid row's key; a row with a hyper-parameter variant has the variant (as JSON) as a fifth element."""
+    return (case, method, steps, start) + ((json.dumps(hp, sort_keys=True),) if hp else ())
 
 
 def _append(path: Path, row: dict) -> None:
@@ -158,16 +169,19 @@ def run(args) -> None:
         if not any(k[0] == case.key and k[1].startswith("baseline:") for k in done):
             for r in _baselines(case, x, op, y):
                 _append(path, r)
-        configs = _grid(case)
+        configs = _grid(case, tuple(float(v) for v in args.starts.split(",")))
         for steps, start in configs:
             if (case.key, case.method, steps, start) not in done:
                 _append(path, _run_config(case, x, op, y, steps, start, args.seed))
         done = _done(path)
-        warm = [r for k, r in done.items() if k[0] == case.key and k[2] == 20 and (k[3] or 1) < 1]
+        warm = [r for k, r in done.items() if len(k) == 4 and k[0] == case.key and k[2] == 20 and (k[3] or 1) < 1]
         best = max(warm, key=_mean)["start"]
         for steps, start in ((10, best), (30, best), (10, 1.0), (30, 1.0)):
             if (case.key, case.method, steps, start) not in _done(path):
                 _append(path, _run_config(case, x, op, y, steps, start, args.seed))
+        for extra in HP_VARIANTS.get(case.method, ()) if args.variants else ():
+            if _key(case.key, case.method, 20, best, extra) not in _done(path):
+                _append(path, _run_config(case, x, op, y, 20, best, args.seed, extra))
 
 
 def _choose(rows: list[dict], cases: list[Case]) -> dict:
@@ -176,32 +190,56 @@ def _choose(rows: list[dict], cases: list[Case]) -> dict:
     for c in cases:
         for r in rows:
             if r["case"] == c.key and not r["method"].startswith("baseline:") and r["nfe"] <= MAX_NFE:
-                by.setdefault((r["steps"], r["start"]), []).append(_mean(r))
+                by.setdefault((r["steps"], r["start"], json.dumps(r.get("hp") or {}, sort_keys=True)), []).append(_mean(r))
     full = {k: sum(v) / len(v) for k, v in by.items() if len(v) == len(cases)}
     top = max(full.values())
     near = [k for k, v in full.items() if v >= top - TIE_DB]
-    steps, start = min(near, key=lambda k: (k[0], -k[1]))
-    return {"steps": steps, "start": start, "psnr": round(full[(steps, start)], 3)}
+    steps, start, extra = min(near, key=lambda k: (k[0], -k[1], k[2] != "{}"))
+    return {"steps": steps, "start": start, "hp": json.loads(extra), "psnr": round(full[(steps, start, extra)], 3)}
 
 
 def choose(args) -> None:
     path = OUT / f"grid-{args.prior}.jsonl"
     rows = list(_done(path).values())
-    presets, lines = {}, []
+    presets = {}
     groups: dict[str, list[Case]] = {}
     for c in CASES:
         if any(r["case"] == c.key for r in rows):
             groups.setdefault(c.preset_of or c.key, []).append(c)
     for task, cases in groups.items():
-        ch = _choose(rows, cases)
-        hp = {"start": ch["start"], "init": cases[0].init} if ch["start"] < 1 else {}
-        presets[task] = {"method": cases[0].method, "steps": ch["steps"], "hyper_parameters": hp,
-                         "tuning_psnr": ch["psnr"]}
-    PRESETS.write_text(json.dumps({"description": "the defaults of `invdiff solve` per task, chosen by benchmarks/tune.py "
-                                   f"on the tuning split (data/tuning, prior {args.prior}); see benchmarks/tuning.md",
-                                   "prior": args.prior, "presets": presets}, indent=1) + "\n")
+        main = [c for c in cases if not c.variant] or cases
+        presets[task] = {"method": main[0].method, **_entry(_choose(rows, main), main[0])}
+        for c in cases:
+            if c.variant and c not in main:
+                presets[task].setdefault("variants", {})[c.variant] = _entry(_choose(rows, [c]), c)
+    _write_presets(args.prior, presets)
     _table(rows, presets, args.prior)
     _plots(rows, args.prior)
+
+
+def _entry(ch: dict, case: Case) -> dict:
+    hp = {**({"start": ch["start"], "init": case.init} if ch["start"] < 1 else {}), **ch["hp"]}
+    return {"steps": ch["steps"], "hyper_parameters": hp, "tuning_psnr": ch["psnr"]}
+
+
+def _write_presets(prior: str, presets: dict) -> None:
+    """Merge into solve_presets.json: the general table when ``prior`` is the one it was tuned with (a task's preset
+    with its own prior, colourisation's, stays), else the table of that prior under ``by_prior``."""
+    spec = json.loads(PRESETS.read_text()) if PRESETS.is_file() else {"prior": prior, "presets": {}}
+    desc = (f"the defaults of `invdiff solve` per task with the prior {prior}, chosen by benchmarks/tune.py on the "
+            f"tuning split (data/tuning); see {_suffixed('benchmarks/tuning', prior, spec)}.md")
+    if spec.get("prior") == prior:
+        spec["description"] = desc
+        spec["presets"].update(presets)
+    else:
+        spec.setdefault("by_prior", {})[prior] = {"description": desc, "presets": presets}
+    PRESETS.write_text(json.dumps(spec, indent=1) + "\n")
+
+
+def _suffixed(stem: str, prior: str, spec: dict | None = None) -> str:
+    """Outputs of the general table's prior keep their names; another prior's get it as a suffix."""
+    spec = spec if spec is not None else (json.loads(PRESETS.read_text()) if PRESETS.is_file() else {})
+    return stem if spec.get("prior", prior) == prior else f"{stem}-{prior}"
 
 
 def _table(rows: list[dict], presets: dict, prior: str) -> None:
@@ -217,15 +255,18 @@ def _table(rows: list[dict], presets: dict, prior: str) -> None:
         out += [f"## {c.key} ({c.method}, warm start from `{c.init}`)", "", "| configuration | NFE | PSNR | SSIM | s |",
                 "|---|---|---|---|---|"]
         for r in sorted(rs, key=lambda r: (r["method"].startswith("baseline:"), r.get("steps") or 0, -(r.get("start") or 0))):
-            name = r["method"] if r["method"].startswith("baseline:") else f"{r['steps']} steps, start {r['start']}"
+            name = r["method"] if r["method"].startswith("baseline:") else f"{r['steps']} steps, start {r['start']}" + (
+                "".join(f", {k} {v}" for k, v in r["hp"].items()) if r.get("hp") else "")
             out.append(f"| {name} | {r['nfe']} | {_mean(r):.2f} | {sum(r['ssim']) / n:.3f} | {r['seconds']} |")
         p = presets.get(c.preset_of or c.key)
+        p = {**p, **p["variants"][c.variant]} if p and c.variant and c.variant in p.get("variants", {}) else p
         if p:
+            hp = p["hyper_parameters"]
             out += ["", f"Preset: {p['method']}, {p['steps']} steps, " + (
-                f"start {p['hyper_parameters']['start']} from `{p['hyper_parameters']['init']}`" if p["hyper_parameters"]
-                else "from pure noise")]
+                f"start {hp['start']} from `{hp['init']}`" if "start" in hp else "from pure noise")
+                + "".join(f", {k} {v}" for k, v in hp.items() if k not in ("start", "init"))]
         out.append("")
-    (ROOT / "benchmarks" / "tuning.md").write_text("\n".join(out))
+    (ROOT / f"{_suffixed('benchmarks/tuning', prior)}.md").write_text("\n".join(out))
 
 
 def _plots(rows: list[dict], prior: str) -> None:
@@ -234,7 +275,7 @@ def _plots(rows: list[dict], prior: str) -> None:
     cases = [c for c in CASES if any(r["case"] == c.key and r.get("start", 1) < 1 for r in rows)]
     fig = Figure(figsize=(3.2 * len(cases), 3.0), layout="constrained")
     for ax, c in zip(fig.subplots(1, len(cases), squeeze=False)[0], cases):
-        rs = [r for r in rows if r["case"] == c.key and not r["method"].startswith("baseline:")]
+        rs = [r for r in rows if r["case"] == c.key and not r["method"].startswith("baseline:") and not r.get("hp")]
         cold = sorted((r["nfe"], _mean(r)) for r in rs if r["start"] == 1.0)
         warm_start = max((r for r in rs if r["steps"] == 20 and r["start"] < 1), key=_mean)["start"]
         warm = sorted((r["nfe"], _mean(r)) for r in rs if r["start"] == warm_start)
@@ -248,30 +289,34 @@ def _plots(rows: list[dict], prior: str) -> None:
         ax.set_xlabel("network evaluations")
         ax.set_ylabel("PSNR (dB)")
         ax.legend(fontsize=7)
-    fig.savefig(ROOT / "benchmarks" / "tuning_psnr_vs_nfe.png", dpi=90)
+    fig.savefig(ROOT / f"{_suffixed('benchmarks/tuning_psnr_vs_nfe', prior)}.png", dpi=90)
 
 
 def suite(args) -> None:
     """The natural suite's photos and degradations, each task run with its solve preset, and the baselines."""
     spec = json.loads(PRESETS.read_text())
+    table = {**spec["presets"], **spec.get("by_prior", {}).get(args.prior, {}).get("presets", {})}
     base = json.loads((SUITE.parent / "natural.json").read_text())
     tasks = []
     for c in CASES:
-        p = spec["presets"].get(c.preset_of or c.key)
+        p = table.get(c.preset_of or c.key)
         if p is None:
             continue
+        p = {**p, **p.get("variants", {}).get(c.variant, {})}
         t = {"task": c.task, "methods": [p["method"]], "baselines": list(c.baselines),
              "steps": {p["method"]: p["steps"]}, "hyper_parameters": {p["method"]: p["hyper_parameters"]}}
         if c.options:
             t["options"] = c.options
         tasks.append(t)
-    out = {"name": "natural-defaults", "description": "the natural suite's photos and degradations, each task restored "
-           "with the defaults of `invdiff solve` (invdiff/data/solve_presets.json, chosen on the tuning split by "
-           "benchmarks/tune.py), against the classical baselines",
-           "dataset": base["dataset"], "count": base["count"], "prior": spec["prior"], "batch_size": base["batch_size"],
+    name = Path(_suffixed("natural-defaults", args.prior, spec))
+    out = {"name": str(name), "description": "the natural suite's photos and degradations, each task restored with "
+           f"the defaults of `invdiff solve` with the prior {args.prior} (invdiff/data/solve_presets.json, chosen on "
+           "the tuning split by benchmarks/tune.py), against the classical baselines",
+           "dataset": base["dataset"], "count": base["count"], "prior": args.prior, "batch_size": base["batch_size"],
            "noise_sigma": base["noise_sigma"], "tasks": tasks}
-    SUITE.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {SUITE}")
+    path = SUITE.parent / f"{name}.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {path}")
 
 
 def run_parser(sub) -> argparse.ArgumentParser:
@@ -288,6 +333,9 @@ def main() -> None:
     r = run_parser(sub)
     r.add_argument("--photos", type=int, default=3)
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--variants", action="store_true", help=f"also the hyper-parameter variants {HP_VARIANTS}")
+    r.add_argument("--starts", default=",".join(map(str, STARTS)),
+                   help="the starts tried at 20 steps (1 = pure noise); a denoiser prior covers start <= 0.167")
     for p in (r, sub.add_parser("choose"), sub.add_parser("suite")):
         p.add_argument("--prior", default="natural64")
     args = ap.parse_args()

