@@ -5,12 +5,18 @@ natural prior nor validation photos of the ``natural`` suite (``invdiff/data/nat
 ``tuning``; ``python scripts/build_natural_data.py --split tuning`` writes them to ``data/tuning``). The natural
 suite is for reporting only: nothing here reads it.
 
-    python benchmarks/tune.py run [--tasks deblur,sr,...] [--photos 3]   # the grid, one JSON line per configuration
-    python benchmarks/tune.py choose                                     # presets + table + PSNR-vs-NFE plots
-    python benchmarks/tune.py suite                                      # the natural-defaults suite from the presets
+    python benchmarks/tune.py run [--prior P] [--tasks deblur,sr,...] [--photos 3] [--starts ...] [--variants]
+    python benchmarks/tune.py choose [--prior P]     # presets (solve_presets.json) + table + PSNR-vs-NFE plots
+    python benchmarks/tune.py suite [--prior P]      # the natural-defaults[-P] suite from the presets
+    python benchmarks/tune.py compare DIR DIR        # a table of natural-defaults runs of two priors
+
+Presets tuned with the file's own prior (natural64) are the general ones; another prior's (``--prior
+ffdnet+natural64``) go under ``by_prior`` and serve that prior only; solve uses the first installed prior of
+``default_priors``.
 
 For each task the grid is: the method at 20 steps from pure noise (start = 1) and warm-started (start < 1) from the
-task's classical estimate, then the best start, and the cold start, at 10 and 30 steps. A configuration is chosen
+task's classical estimate, then the best start, and the cold start, at 10 and 30 steps, and with ``--variants``
+the method's hyper-parameter variants (``HP_VARIANTS``) at the best start of 20 steps. A configuration is chosen
 by its mean PSNR over the tuning photos among those with at most ``MAX_NFE`` network evaluations; ties within
 0.05 dB go to the cheaper one. Every configuration sees the same photos, degradations and noise (per-image streams
 from the seed), so the differences are paired.
@@ -176,7 +182,7 @@ def run(args) -> None:
         done = _done(path)
         warm = [r for k, r in done.items() if len(k) == 4 and k[0] == case.key and k[2] == 20 and (k[3] or 1) < 1]
         best = max(warm, key=_mean)["start"]
-        for steps, start in ((10, best), (30, best), (10, 1.0), (30, 1.0)):
+        for steps, start in ((10, best), (30, best)) + (((10, 1.0), (30, 1.0)) if args.cold else ()):
             if (case.key, case.method, steps, start) not in _done(path):
                 _append(path, _run_config(case, x, op, y, steps, start, args.seed))
         for extra in HP_VARIANTS.get(case.method, ()) if args.variants else ():
@@ -204,7 +210,7 @@ def choose(args) -> None:
     presets = {}
     groups: dict[str, list[Case]] = {}
     for c in CASES:
-        if any(r["case"] == c.key for r in rows):
+        if any(r["case"] == c.key and not r["method"].startswith("baseline:") for r in rows):
             groups.setdefault(c.preset_of or c.key, []).append(c)
     for task, cases in groups.items():
         main = [c for c in cases if not c.variant] or cases
@@ -279,7 +285,8 @@ def _plots(rows: list[dict], prior: str) -> None:
         cold = sorted((r["nfe"], _mean(r)) for r in rs if r["start"] == 1.0)
         warm_start = max((r for r in rs if r["steps"] == 20 and r["start"] < 1), key=_mean)["start"]
         warm = sorted((r["nfe"], _mean(r)) for r in rs if r["start"] == warm_start)
-        ax.plot(*zip(*cold), "o-", label="from pure noise")
+        if cold:
+            ax.plot(*zip(*cold), "o-", label="from pure noise")
         ax.plot(*zip(*warm), "s-", label=f"warm, start {warm_start}")
         for r in rows:
             if r["case"] == c.key and r["method"].startswith("baseline:"):
@@ -319,6 +326,49 @@ def suite(args) -> None:
     print(f"wrote {path}")
 
 
+def compare(args) -> None:
+    """A markdown table of natural-defaults runs of several priors (the ``invdiff bench`` output folders, on the same
+    photos, degradations and streams): per task each run's preset PSNR / SSIM, the best classical baseline, the
+    gain over it, and the paired difference of the first two runs (mean ± standard error over photos)."""
+    import csv
+    import statistics
+
+    runs = [(Path(d), list(csv.DictReader((Path(d) / "results.csv").open()))) for d in args.runs]
+    tasks = list(dict.fromkeys(r["task"] for _, rows in runs for r in rows))
+    head = ["task"] + [f"{d.name}: method (NFE), PSNR / SSIM" for d, _ in runs] + ["best classical", "gains (dB)"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t in tasks:
+        cells, means, per = [t], [], []
+        base = {}
+        for d, rows in runs:
+            rs = [r for r in rows if r["task"] == t]
+            for r in rs:
+                if r["method"].startswith("baseline:"):
+                    base.setdefault(r["method"][9:], {})[r["image"]] = (float(r["psnr"]), float(r["ssim"]))
+            ours = [r for r in rs if not r["method"].startswith("baseline:")]
+            if not ours:
+                cells.append("—")
+                means.append(None)
+                per.append({})
+                continue
+            p = statistics.mean(float(r["psnr"]) for r in ours)
+            cells.append(f"{ours[0]['method']} ({ours[0]['nfe']}), {p:.2f} / "
+                         f"{statistics.mean(float(r['ssim']) for r in ours):.3f}")
+            means.append(p)
+            per.append({r["image"]: float(r["psnr"]) for r in ours})
+        name, b = max(base.items(), key=lambda kv: statistics.mean(v[0] for v in kv[1].values()))
+        bp = statistics.mean(v[0] for v in b.values())
+        cells.append(f"{name} {bp:.2f} / {statistics.mean(v[1] for v in b.values()):.3f}")
+        gains = ", ".join(f"{m - bp:+.2f}" if m is not None else "—" for m in means)
+        if len(per) > 1 and per[0] and per[1]:
+            dif = [per[0][i] - per[1][i] for i in per[0] if i in per[1]]
+            se = statistics.stdev(dif) / len(dif) ** 0.5 if len(dif) > 1 else float("nan")
+            gains += f"; first − second {statistics.mean(dif):+.2f} ± {se:.2f}"
+        cells.append(gains)
+        out.append("| " + " | ".join(cells) + " |")
+    print("\n".join(out))
+
+
 def run_parser(sub) -> argparse.ArgumentParser:
     """The ``run`` subcommand with its ``--tasks`` and ``--threads`` options (shared with nfe_curves.py)."""
     r = sub.add_parser("run")
@@ -333,13 +383,17 @@ def main() -> None:
     r = run_parser(sub)
     r.add_argument("--photos", type=int, default=3)
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--no-cold", dest="cold", action="store_false", help="skip the cold starts at 10 and 30 steps "
+                   "(slow operators: non-uniform blur)")
     r.add_argument("--variants", action="store_true", help=f"also the hyper-parameter variants {HP_VARIANTS}")
     r.add_argument("--starts", default=",".join(map(str, STARTS)),
                    help="the starts tried at 20 steps (1 = pure noise); a denoiser prior covers start <= 0.167")
     for p in (r, sub.add_parser("choose"), sub.add_parser("suite")):
         p.add_argument("--prior", default="natural64")
+    c = sub.add_parser("compare")
+    c.add_argument("runs", nargs="+", help="output folders of `invdiff bench natural-defaults...` runs")
     args = ap.parse_args()
-    {"run": run, "choose": choose, "suite": suite}[args.cmd](args)
+    {"run": run, "choose": choose, "suite": suite, "compare": compare}[args.cmd](args)
 
 
 if __name__ == "__main__":

