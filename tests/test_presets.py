@@ -191,3 +191,20 @@ def test_inpainting_presets_have_a_variant_for_masks_with_holes(monkeypatch):
     assert p.for_operator(ops.Inpainting(box)).steps == 30 and p.for_operator(ops.Inpainting(box)).hyper_parameters == {}
     assert p.for_operator(ops.Inpainting(scattered)) is p
     assert "holes" in p.describe()
+
+
+def test_solve_without_a_prior_runs_the_default_prior_with_its_own_presets(files, tmp_path, monkeypatch):
+    import invdiff.zoo as zoo
+
+    tiny = str(files / "tiny.safetensors")
+    spec = {"prior": "natural64", "presets": PRESET,
+            "by_prior": {tiny: {"presets": {"denoise": {"method": "ddrm", "steps": 2, "hyper_parameters": {"eta": 0.4}}}}}}
+    monkeypatch.setattr(tasks_mod, "_spec", lambda: spec)
+    monkeypatch.setattr(zoo, "default_prior", lambda: tiny)
+    r = runner.invoke(app, ["solve", "--simulate", "--task", "denoise", str(files / "photo.png"), "--out",
+                            str(tmp_path / "a"), "--quiet", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["prior"] == tiny and rep["steps"] == 2 and rep["hyper_parameters"]["eta"] == 0.4
+    spec["by_prior"] = {}  # no presets tuned with that prior: the general ones
+    assert _solve(files, tmp_path / "b")["hyper_parameters"]["eta"] == 0.7
