@@ -31,17 +31,25 @@ runner = CliRunner()
 def test_the_shipped_presets_are_valid_for_their_tasks():
     """Every preset names a task and a method that exist; its steps and hyper-parameters are accepted by the
     method's definition, and the method runs on the task's operator with an RGB prior."""
+    from invdiff.denoisers import DENOISERS
+
     spec = json.loads(tasks_mod.SOLVE_PRESETS.read_text())
     assert spec["presets"], "no presets"
+    for n in spec.get("default_priors", []):  # bundled priors or composites of a named denoiser and a bundled prior
+        left, plus, right = n.partition("+")
+        assert n in PRIORS or (plus and left in DENOISERS and right in PRIORS), n
     prior = EpsPrior(UNet(UNetConfig(in_channels=3, base_channels=8, channel_mult=(1,), num_res_blocks=1,
                                      attention_levels=())), NoiseSchedule.linear(), config={"data": {"channels": 3}})
-    for name in spec["presets"]:
+    tables = [(None, spec["presets"])] + [(k, v["presets"]) for k, v in spec.get("by_prior", {}).items()]
+    for prior_name, name in ((k, n) for k, table in tables for n in table):
         assert name in TASKS, name
-        p = solve_preset(name)
-        assert p.method in METHODS and p.steps >= 1
-        hp = {**TASKS[name].hyper_parameters.get(p.method, {}), **p.hyper_parameters, "steps": p.steps}
-        params = make_params(METHODS[p.method].params, p.method, hp)
-        assert params.steps == p.steps
+        top = solve_preset(name, prior_name)
+        for p in (top, *top.variants.values()):  # the variants run the same method with their own settings
+            assert p.method in METHODS and p.steps >= 1
+            hp = {**TASKS[name].hyper_parameters.get(p.method, {}), **p.hyper_parameters, "steps": p.steps}
+            params = make_params(METHODS[p.method].params, p.method, hp)
+            assert params.steps == p.steps
+        p = top
         op = TASKS[name].operator((1, 3, 64, 64), TaskOptions())
         if p.prior is not None:  # a preset with its own prior: a bundled one, the model of the task's Palette condition
             from invdiff.prior import load
