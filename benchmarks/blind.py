@@ -28,7 +28,7 @@ def _solver(prior_name: str | None, steps: int | None):
     pre = solve_preset("deblur", name) if steps is None else None
     if pre is None:
         return name, task.default_method, steps or 40, dict(task.hyper_parameters.get(task.default_method, {}))
-    return name, pre.method, pre.steps, {**task.hyper_parameters.get(pre.method, {}), **pre.hyper_parameters}
+    return name, pre.method, pre.steps, pre.run_hyper_parameters(task)
 
 
 def run(photos: int, noises: list[float], sigmas: list[float], steps: int | None, out: Path,

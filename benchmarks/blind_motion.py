@@ -69,7 +69,7 @@ def case(x, i: int, j: int, s: float, kernel_size: int, prior, diffusion: bool) 
            "psnr_tv_estimated_unaligned": round(tv(est.kernel), 3), "psnr_tv_true": round(tv(k_true), 3)}
     if diffusion:
         pre = solve_preset("motion-deblur")
-        hp = {**task.hyper_parameters.get(pre.method, {}), **pre.hyper_parameters}
+        hp = pre.run_hyper_parameters(task)
         for name, k in (("estimated", k_al), ("true", k_true)):
             r = restore(y, ops.Blur(k, padding="reflect"), ops.GaussianNoise(s), prior, method=pre.method,
                         steps=pre.steps, generator=make_generators(0, 1, purpose="sample", start=i), **hp)

@@ -104,7 +104,7 @@ def _restore(plan, req, prob, callback):
     from .samplers.registry import METHODS
 
     preset = plan.preset.for_operator(prob.op) if plan.preset is not None else None
-    hp = {**plan.task.hyper_parameters.get(plan.method, {}), **(preset.hyper_parameters if preset else {}),
+    hp = {**(preset.run_hyper_parameters(plan.task) if preset else plan.task.hyper_parameters.get(plan.method, {})),
           **req.hyper_parameters}
     steps = req.steps if req.steps is not None else (preset.steps if preset else None)
     at_once = req.samples if not isinstance(req.batch_size, int) else min(req.samples, req.batch_size)

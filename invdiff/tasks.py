@@ -313,6 +313,10 @@ class Preset:
         extra = "".join(f"; {kind}: {v.describe()}" for kind, v in self.variants.items())
         return (f"{self.method}" + (f" ({self.prior})" if self.prior else "") + f", {self.steps} steps{warm}{guided}{extra}")
 
+    def run_hyper_parameters(self, task: "Task") -> dict:
+        """What ``restore`` runs: the task's hyper-parameters of the method with the preset's on top."""
+        return {**task.hyper_parameters.get(self.method, {}), **self.hyper_parameters}
+
     def for_operator(self, op: Operator) -> "Preset":
         """The variant for this operator's kind of measurement, or this preset."""
         return self.variants.get(measurement_kind(op), self)

@@ -216,3 +216,16 @@ def test_solve_without_a_prior_runs_the_default_prior_with_its_own_presets(files
     assert rep["prior"] == tiny and rep["steps"] == 2 and rep["hyper_parameters"]["eta"] == 0.4
     spec["by_prior"] = {}  # no presets tuned with that prior: the general ones
     assert _solve(files, tmp_path / "b")["hyper_parameters"]["eta"] == 0.7
+
+
+def test_priors_lists_a_composite_default_first(monkeypatch):
+    """`invdiff priors` marks solve's default prior: a bundled one in place, a composite as its own first row."""
+    import invdiff.zoo as zoo
+
+    monkeypatch.setattr(zoo, "default_prior", lambda: "ffdnet+natural64")
+    rows = json.loads(runner.invoke(app, ["priors", "--json"]).stdout)
+    assert rows[0]["name"] == "ffdnet+natural64" and rows[0]["default"]
+    assert [r["name"] for r in rows if r["default"]] == ["ffdnet+natural64"]
+    monkeypatch.setattr(zoo, "default_prior", lambda: "natural64")
+    rows = json.loads(runner.invoke(app, ["priors", "--json"]).stdout)
+    assert [r["name"] for r in rows if r["default"]] == ["natural64"] and len(rows) == len(PRIORS)
