@@ -98,7 +98,7 @@ def _restore(plan, req, prob, callback):
     from .rng import make_generators
     from .samplers import restore
 
-    for w in prob.warnings:
+    for w in [*plan.warnings, *prob.warnings]:
         warnings.warn(w, stacklevel=3)
     from .measured import memory_check
     from .samplers.registry import METHODS
@@ -169,7 +169,7 @@ def run_restoration(plan, req, obs, prob, x_true, callback):
               "measurement_kind": plan.task.measurement, "output_channels": int(res.mean.shape[1]),
               "grey_input": obs.grey_input, "degradation": prob.degradation,
               "operator": operator_parameters(prob.op, prob.opts, req), "versions": _versions(),
-              "warnings": list(prob.warnings)}
+              "warnings": [*plan.warnings, *prob.warnings]}
     if getattr(res, "chosen", None) is not None:
         report["selection"] = {"by": "residual ||y - A(x)||", "chosen": int(res.chosen[0]),
                                "residuals": [round(float(r), 6) for r in res.residuals[0]]}

