@@ -6,6 +6,7 @@ natural prior nor validation photos of the ``natural`` suite (``invdiff/data/nat
 suite is for reporting only: nothing here reads it.
 
     python benchmarks/tune.py run [--prior P] [--tasks deblur,sr,...] [--photos 3] [--starts ...] [--variants]
+                                  [--methods ddrm,diffpir]   # other methods than the case's, on the same grid
     python benchmarks/tune.py choose [--prior P]     # presets (solve_presets.json) + table + PSNR-vs-NFE plots
     python benchmarks/tune.py suite [--prior P]      # the natural-defaults[-P] suite from the presets
     python benchmarks/tune.py compare DIR DIR        # a table of natural-defaults runs of two priors
@@ -28,7 +29,7 @@ import argparse
 import functools
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -168,44 +169,59 @@ def _mean(r: dict) -> float:
 
 def run(args) -> None:
     torch.set_num_threads(args.threads)
+    for case in _selected(args):
+        for method in args.methods.split(",") if args.methods else (case.method,):
+            _run_case(args, replace(case, method=method))
+
+
+def _selected(args) -> list[Case]:
+    keys = args.tasks.split(",") if args.tasks else [c.key for c in CASES]
+    return [c for c in CASES if c.key in keys]
+
+
+def _run_case(args, case: Case) -> None:
+    """The case's grid for its method: the starts at 20 steps, the best start and the cold start at 10 and 30 steps,
+    the method's variants at the best start."""
     _run_config.prior = args.prior
     x = _photos(args.photos)
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"grid-{args.prior}.jsonl"
-    keys = args.tasks.split(",") if args.tasks else [c.key for c in CASES]
-    for case in (c for c in CASES if c.key in keys):
-        op, y = _problem(case, x, args.seed)
-        done = _done(path)
-        if not any(k[0] == case.key and k[1].startswith("baseline:") for k in done):
-            for r in _baselines(case, x, op, y):
-                _append(path, r)
-        configs = _grid(case, tuple(float(v) for v in args.starts.split(",")))
-        for steps, start in configs:
-            if (case.key, case.method, steps, start) not in done:
-                _append(path, _run_config(case, x, op, y, steps, start, args.seed))
-        done = _done(path)
-        warm = [r for k, r in done.items() if len(k) == 4 and k[0] == case.key and k[2] == 20 and (k[3] or 1) < 1]
-        best = max(warm, key=_mean)["start"]
-        for steps, start in ((10, best), (30, best)) + (((10, 1.0), (30, 1.0)) if args.cold else ()):
-            if (case.key, case.method, steps, start) not in _done(path):
-                _append(path, _run_config(case, x, op, y, steps, start, args.seed))
-        for extra in HP_VARIANTS.get(case.method, ()) if args.variants else ():
-            if _key(case.key, case.method, 20, best, extra) not in _done(path):
-                _append(path, _run_config(case, x, op, y, 20, best, args.seed, extra))
+    op, y = _problem(case, x, args.seed)
+    done = _done(path)
+    if not any(k[0] == case.key and k[1].startswith("baseline:") for k in done):
+        for r in _baselines(case, x, op, y):
+            _append(path, r)
+    configs = _grid(case, tuple(float(v) for v in args.starts.split(",")))
+    for steps, start in configs:
+        if (case.key, case.method, steps, start) not in done:
+            _append(path, _run_config(case, x, op, y, steps, start, args.seed))
+    done = _done(path)
+    warm = [r for k, r in done.items() if len(k) == 4 and k[:2] == (case.key, case.method) and k[2] == 20
+            and (k[3] or 1) < 1]
+    best = max(warm, key=_mean)["start"]
+    for steps, start in ((10, best), (30, best)) + (((10, 1.0), (30, 1.0)) if args.cold else ()):
+        if (case.key, case.method, steps, start) not in _done(path):
+            _append(path, _run_config(case, x, op, y, steps, start, args.seed))
+    for extra in HP_VARIANTS.get(case.method, ()) if args.variants else ():
+        if _key(case.key, case.method, 20, best, extra) not in _done(path):
+            _append(path, _run_config(case, x, op, y, 20, best, args.seed, extra))
 
 
 def _choose(rows: list[dict], cases: list[Case]) -> dict:
-    """The configuration with the best mean PSNR over the cases (within MAX_NFE; the cheaper within TIE_DB)."""
+    """The configuration (method, steps, start, hyper-parameters) with the best mean PSNR over the cases (within
+    MAX_NFE; within TIE_DB the cheaper, then the case's own method)."""
     by = {}
     for c in cases:
         for r in rows:
             if r["case"] == c.key and not r["method"].startswith("baseline:") and r["nfe"] <= MAX_NFE:
-                by.setdefault((r["steps"], r["start"], json.dumps(r.get("hp") or {}, sort_keys=True)), []).append(_mean(r))
+                k = (r["method"], r["steps"], r["start"], json.dumps(r.get("hp") or {}, sort_keys=True))
+                by.setdefault(k, []).append(_mean(r))
     full = {k: sum(v) / len(v) for k, v in by.items() if len(v) == len(cases)}
     top = max(full.values())
     near = [k for k, v in full.items() if v >= top - TIE_DB]
-    steps, start, extra = min(near, key=lambda k: (k[0], -k[1], k[2] != "{}"))
-    return {"steps": steps, "start": start, "hp": json.loads(extra), "psnr": round(full[(steps, start, extra)], 3)}
+    method, steps, start, extra = min(near, key=lambda k: (k[1], -k[2], k[0] != cases[0].method, k[3] != "{}"))
+    return {"method": method, "steps": steps, "start": start, "hp": json.loads(extra),
+            "psnr": round(full[(method, steps, start, extra)], 3)}
 
 
 def choose(args) -> None:
@@ -218,7 +234,8 @@ def choose(args) -> None:
             groups.setdefault(c.preset_of or c.key, []).append(c)
     for task, cases in groups.items():
         main = [c for c in cases if not c.variant] or cases
-        presets[task] = {"method": main[0].method, **_entry(_choose(rows, main), main[0])}
+        ch = _choose(rows, main)
+        presets[task] = {"method": ch["method"], **_entry(ch, main[0])}
         for c in cases:
             if c.variant and c not in main:
                 presets[task].setdefault("variants", {})[c.variant] = _entry(_choose(rows, [c]), c)
@@ -262,10 +279,11 @@ def _table(rows: list[dict], presets: dict, prior: str) -> None:
         rs = [r for r in rows if r["case"] == c.key]
         if not rs:
             continue
-        out += [f"## {c.key} ({c.method}, warm start from `{c.init}`)", "", "| configuration | NFE | PSNR | SSIM | s |",
+        out += [f"## {c.key} (warm start from `{c.init}`)", "", "| configuration | NFE | PSNR | SSIM | s |",
                 "|---|---|---|---|---|"]
-        for r in sorted(rs, key=lambda r: (r["method"].startswith("baseline:"), r.get("steps") or 0, -(r.get("start") or 0))):
-            name = r["method"] if r["method"].startswith("baseline:") else f"{r['steps']} steps, start {r['start']}" + (
+        for r in sorted(rs, key=lambda r: (r["method"].startswith("baseline:"), r["method"] != c.method, r["method"],
+                                           r.get("steps") or 0, -(r.get("start") or 0))):
+            name = r["method"] if r["method"].startswith("baseline:") else f"{r['method']}, {r['steps']} steps, start {r['start']}" + (
                 "".join(f", {k} {v}" for k, v in r["hp"].items()) if r.get("hp") else "")
             out.append(f"| {name} | {r['nfe']} | {_mean(r):.2f} | {sum(r['ssim']) / n:.3f} | {r['seconds']} |")
         p = presets.get(c.preset_of or c.key)
@@ -285,7 +303,7 @@ def _plots(rows: list[dict], prior: str) -> None:
     cases = [c for c in CASES if any(r["case"] == c.key and r.get("start", 1) < 1 for r in rows)]
     fig = Figure(figsize=(3.2 * len(cases), 3.0), layout="constrained")
     for ax, c in zip(fig.subplots(1, len(cases), squeeze=False)[0], cases):
-        rs = [r for r in rows if r["case"] == c.key and not r["method"].startswith("baseline:") and not r.get("hp")]
+        rs = [r for r in rows if r["case"] == c.key and r["method"] == c.method and not r.get("hp")]
         cold = sorted((r["nfe"], _mean(r)) for r in rs if r["start"] == 1.0)
         warm_start = max((r for r in rs if r["steps"] == 20 and r["start"] < 1), key=_mean)["start"]
         warm = sorted((r["nfe"], _mean(r)) for r in rs if r["start"] == warm_start)
@@ -389,6 +407,8 @@ def main() -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--no-cold", dest="cold", action="store_false", help="skip the cold starts at 10 and 30 steps "
                    "(slow operators: non-uniform blur)")
+    r.add_argument("--methods", default=None, help="comma-separated methods to tune instead of each case's own "
+                   "(rows carry their method; choose takes the best of all that ran)")
     r.add_argument("--variants", action="store_true", help=f"also the hyper-parameter variants {HP_VARIANTS}")
     r.add_argument("--starts", default=",".join(map(str, STARTS)),
                    help="the starts tried at 20 steps (1 = pure noise); a denoiser prior covers start <= 0.167")

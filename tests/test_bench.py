@@ -91,3 +91,34 @@ def test_torchrun_two_processes_match_one(suite_file, tmp_path):
     for k in one:
         assert abs(one[k][0] - two[k][0]) < 1e-4 and abs(one[k][1] - two[k][1]) < 1e-5, (k, one[k], two[k])
     assert (tmp_path / "two" / "report.md").is_file()
+
+
+def test_samples_in_a_suite_score_their_mean_and_count_every_evaluation(suite_file, tmp_path):
+    """hyper_parameters {"ddrm": {"samples": 3}}: the row scores the mean of the 3 samples that restore draws for the
+    same image and streams, and its NFE counts all three chains."""
+    from invdiff.bench.runner import stream_seed
+    from invdiff.metrics import psnr
+    from invdiff.prior import load
+    from invdiff.samplers import restore
+    from invdiff.tasks import TaskOptions, get_task, simulate
+
+    spec = json.loads(suite_file.read_text())
+    spec["tasks"] = spec["tasks"][:1]
+    spec["tasks"][0].update(methods=["ddrm"], baselines=[], hyper_parameters={"ddrm": {"samples": 3}})
+    path = tmp_path / "k3.json"
+    path.write_text(json.dumps(spec))
+    suite = load_suite(path)
+    rows = sorted(load_results(run_suite(suite, tmp_path / "k3")), key=lambda r: r["image"])
+    assert [r["nfe"] for r in rows] == [3 * 3] * 6  # 3 steps of 3 chains
+
+    x = suite.images()
+    t = suite.tasks[0]
+    opts = TaskOptions(noise_sigma=suite.noise_sigma).with_(**t.options)
+    op, y = simulate(t.task, x, opts, generator=[torch.Generator().manual_seed(stream_seed(suite.seed, "degrade", i))
+                                                 for i in range(len(x))])
+    gens = [torch.Generator().manual_seed(stream_seed(suite.seed, "sample", i)) for i in range(len(x))]
+    r = restore(y, op, get_task(t.task).noise(opts), load(spec["prior"]), method="ddrm", steps=3, generator=gens,
+                samples=3, **get_task(t.task).hyper_parameters.get("ddrm", {}))
+    expected = psnr(r.mean, x)
+    # batches of 4 in the suite against one batch of 6 here: equal up to float32 rounding
+    assert all(abs(row["psnr"] - float(e)) < 1e-3 for row, e in zip(rows, expected))

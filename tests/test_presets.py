@@ -246,3 +246,28 @@ def test_solve_says_when_its_default_prior_is_not_installed(files, tmp_path, mon
     r = runner.invoke(app, ["solve", "--simulate", "--task", "denoise", str(files / "photo.png"), "--out",
                             str(tmp_path / "b"), "--quiet", "--json"])
     assert r.exit_code == 0 and "not installed" not in r.stderr
+
+
+def test_tuning_chooses_across_methods_and_prefers_the_cases_own_on_a_tie(monkeypatch):
+    """benchmarks/tune.py run --methods: rows of several methods for one case; choose takes the best mean PSNR
+    (within MAX_NFE), and within TIE_DB the cheaper, then the case's own method."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "tune.py"
+    spec = importlib.util.spec_from_file_location("tune_under_test", path)
+    tune = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(__import__("sys").modules, spec.name, tune)  # its dataclasses look their module up
+    spec.loader.exec_module(tune)
+    case = next(c for c in tune.CASES if c.key == "sr")
+
+    def row(method, steps, start, psnr, nfe=None):
+        return {"case": "sr", "method": method, "steps": steps, "start": start, "nfe": nfe or steps, "psnr": psnr}
+
+    rows = [row("baseline:bicubic", None, None, [30.0, 30.0], nfe=0), row(case.method, 20, 0.2, [24.0, 25.0]),
+            row("ddnm", 20, 0.2, [24.5, 25.5]), row("ddnm", 40, 0.2, [26.0, 26.0])]  # 40 NFE: over MAX_NFE
+    ch = tune._choose(rows, [case])
+    assert (ch["method"], ch["steps"], ch["start"], ch["psnr"]) == ("ddnm", 20, 0.2, 25.0)
+    tie = [row(case.method, 20, 0.2, [24.0, 25.0]), row("ddnm", 20, 0.2, [24.0, 25.0 + tune.TIE_DB / 2])]
+    assert tune._choose(tie, [case])["method"] == case.method
+    assert tune._entry(ch, case)["hyper_parameters"] == {"start": 0.2, "init": case.init}

@@ -225,8 +225,11 @@ def _restore_chunk(suite: Suite, spec, method: str, prior_for, cfg: dict, ids: l
         prior = prior_for()
         hp, steps = cfg["hyper_parameters"], cfg["steps"]
         sample_gens = [torch.Generator(device=device).manual_seed(stream_seed(suite.seed, "sample", i)) for i in ids]
+        # a suite's hyper-parameters may hold restore's ``samples`` (K) and ``select``: the row scores the mean of the
+        # K samples (or the one chosen by the measurement) and counts the network evaluations of all K
         r = restore(y, op, task.noise(opts), prior, method=method, steps=steps, generator=sample_gens, **hp)
-        xr, nfe, vjps = r.mean, r.nfe, r.vjps
+        k = r.samples.shape[1]
+        xr, nfe, vjps = r.mean, r.nfe * k, r.vjps * k
     seconds = (time.perf_counter() - t0) / len(ids)
     return y, xr, nfe, vjps, seconds
 

@@ -21,7 +21,9 @@ class TaskSpec:
     baselines: tuple[str, ...] = ()
     #: a Palette model solving this task (method "palette" with that prior)
     palette: str | None = None
-    #: per-method hyper-parameters for this task only (over the suite's and the task's presets), e.g. DPS's released ζ
+    #: per-method hyper-parameters for this task only (over the suite's and the task's presets), e.g. DPS's released ζ;
+    #: restore's ``samples`` (K) and ``select`` may be among them: the mean of K samples (or the one chosen by the
+    #: measurement) is scored, and the row counts the network evaluations of all K
     hyper_parameters: dict = field(default_factory=dict)
     #: per-method step counts for this task only (over the suite's)
     steps: dict = field(default_factory=dict)
