@@ -379,3 +379,22 @@ def test_best_of_k_passes_over_a_diverged_sample():
     mean, _, residuals, chosen = _summarise(x, "residual", y, A.unchecked())
     assert chosen.tolist() == [2, 1] and torch.isnan(residuals[0, 0])
     assert torch.equal(mean, torch.stack([x[0, 2], x[1, 1]]))
+
+
+def test_phase_retrieval_can_start_from_hio(priors):
+    """init="hio" (phase retrieval's classical estimate) is invdiff.baselines' HIO run on y, as if passed as x_init;
+    on an operator HIO cannot invert it is a clear error before any network evaluation."""
+    from invdiff.baselines import run_baseline
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 1, 16, 16, generator=g) * 2 - 1
+    A = O.PhaseRetrieval(2.0)
+    y = A(x)
+    prior = priors["plain"]
+    a = restore(y, A, SIGMA, prior, method="dps", steps=3, start=0.5, init="hio", generator=make_generators(1, 2))
+    b = restore(y, A, SIGMA, prior, method="dps", steps=3, start=0.5, x_init=run_baseline("hio", y, A, SIGMA),
+                generator=make_generators(1, 2), x_shape=x.shape)
+    assert torch.equal(a.samples, b.samples) and a.hyper_parameters["init"] == "hio"
+    B, yb = _inpainting(2)
+    with pytest.raises(ValueError, match="init='hio'.*phase-retrieval"):
+        restore(yb, B, SIGMA, prior, method="ddrm", steps=3, start=0.5, init="hio", generator=make_generators(1, 2))

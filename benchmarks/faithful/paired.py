@@ -10,7 +10,7 @@ standard deviation of the per-image differences over √n). Prints markdown tabl
 from __future__ import annotations
 
 import argparse
-import csv
+import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -19,8 +19,8 @@ from pathlib import Path
 def _rows(spec: str) -> tuple[dict, str | None]:
     folder, _, method = spec.partition(":")
     table: dict[tuple[str, str], dict[int, tuple[float, float, int]]] = defaultdict(dict)
-    with open(Path(folder) / "results.csv", newline="") as f:
-        for r in csv.DictReader(f):
+    for part in sorted(Path(folder).glob("results.rank*.jsonl")):  # every row written so far, of every rank
+        for r in map(json.loads, part.read_text().splitlines()):
             if method and r["method"] != method:
                 continue
             table[(r["task"], r["method"])][int(r["image"])] = (float(r["psnr"]), float(r["ssim"]), int(r["nfe"] or 0))

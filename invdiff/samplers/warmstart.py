@@ -10,8 +10,8 @@ evaluations (at most t₀ + 1). ``start = 1`` is the cold start of each method, 
 ``x_init`` is an estimate of x: ``init="pinv"`` (A⁺y, linear operators), ``"measurement"`` (the measurement on
 the image grid: y itself where A keeps the image's shape, else ``Operator.on_grid``'s image channels, e.g. y
 upsampled bicubically for super-resolution), ``"zeros"``, or a classical solver of ``invdiff.baselines`` by name
-(``"wiener"``, ``"tv"``, ``"bicubic"``, ``"biharmonic"``, ``"tv-denoise"``: run on y with the problem's noise σ,
-image by image); or a tensor the caller computed (``restore(...,
+(``"wiener"``, ``"tv"``, ``"bicubic"``, ``"biharmonic"``, ``"tv-denoise"``, ``"hio"`` for phase retrieval: run on y
+with the problem's noise σ, image by image); or a tensor the caller computed (``restore(...,
 x_init=...)``: a classical estimate such as Wiener/TV deconvolution or bicubic upsampling, ``invdiff.baselines``),
 which takes precedence over ``init``."""
 
@@ -27,9 +27,9 @@ from torch import Tensor
 from .. import rng
 from ..operators.base import Capability, Operator
 
-Init = Literal["pinv", "measurement", "zeros", "wiener", "tv", "bicubic", "biharmonic", "tv-denoise"]
+Init = Literal["pinv", "measurement", "zeros", "wiener", "tv", "bicubic", "biharmonic", "tv-denoise", "hio"]
 #: the inits that are classical solvers (``invdiff.baselines``)
-BASELINE_INITS: tuple[str, ...] = ("wiener", "tv", "bicubic", "biharmonic", "tv-denoise")
+BASELINE_INITS: tuple[str, ...] = ("wiener", "tv", "bicubic", "biharmonic", "tv-denoise", "hio")
 INITS: tuple[str, ...] = typing.get_args(Init)
 
 
