@@ -21,16 +21,11 @@ import torch
 import tune
 
 
-def _preset(prior: str, task: str) -> dict:
-    spec = json.loads(tune.PRESETS.read_text())
-    return {**spec["presets"], **spec.get("by_prior", {}).get(prior, {}).get("presets", {})}[task]
-
-
 def main() -> None:
     from invdiff.metrics import psnr, ssim
     from invdiff.rng import make_generators
     from invdiff.samplers import restore
-    from invdiff.tasks import get_task
+    from invdiff.tasks import get_task, solve_preset
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prior", default="ffdnet+natural64")
@@ -49,25 +44,25 @@ def main() -> None:
         if path.is_file() else set()
     for key in args.tasks.split(","):
         case = next(c for c in tune.CASES if c.key == key)
-        p = _preset(args.prior, case.preset_of or case.key)
         op, y = tune._problem(case, x, 0)
-        hp = {**get_task(case.task).hyper_parameters.get(p["method"], {}), **p["hyper_parameters"]}
+        p = solve_preset(case.task, args.prior).for_operator(op)  # what solve runs for this measurement
+        hp = p.run_hyper_parameters(get_task(case.task))
         if args.start is not None:
             hp["start"] = args.start
-        steps = args.steps or p["steps"]
+        steps = args.steps or p.steps
         for k in map(int, args.samples.split(",")):
-            config = {"case": key, "method": p["method"], "steps": steps, "samples": k, "hyper_parameters": hp}
+            config = {"case": key, "method": p.method, "steps": steps, "samples": k, "hyper_parameters": hp}
             if json.dumps(config, sort_keys=True) in done:
                 continue
             t0 = time.perf_counter()
-            r = restore(y, op, 0.05, prior, method=p["method"], steps=steps, samples=k,
+            r = restore(y, op, 0.05, prior, method=p.method, steps=steps, samples=k,
                         generator=make_generators(0, len(x), purpose="sample"), **hp)
             row = {"config": config, "nfe": int(r.nfe) * k, "seconds": round(time.perf_counter() - t0, 1),
                    "psnr": [round(float(v), 3) for v in psnr(r.mean, x)],
                    "ssim": [round(float(v), 4) for v in ssim(r.mean, x)]}
             with path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(key, p["method"], f"steps {steps} start {hp.get('start', 1)} K {k}:",
+            print(key, p.method, f"steps {steps} start {hp.get('start', 1)} K {k}:",
                   f"PSNR {sum(row['psnr']) / len(row['psnr']):.3f}", flush=True)
 
 

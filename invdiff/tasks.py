@@ -251,7 +251,7 @@ _REFERENCE_HP: dict[str, dict[str, dict]] = {
 
 #: DPS's gradient through the raw x̂0 (not the reference's clipped one) for phase retrieval: on 100 fmnist test images
 #: (100 steps, ζ = 1) it measured +2.19 ± 0.68 dB over the clipped gradient, which was neutral on every linear task
-#: (within ±0.03 dB; RESULTS.md, "Faithful methods: the natural suite and 100 fmnist images")
+#: (within ±0.03 dB; RESULTS.md, "Faithful methods: the natural suite, and 100 fmnist images ...")
 _PHASE_DPS = {"dps": {"gradient": "raw"}}
 
 TASKS: dict[str, Task] = {t.name: t for t in [
