@@ -41,7 +41,8 @@ def aligned(k: torch.Tensor, k_true: torch.Tensor) -> torch.Tensor:
     return shift_kernel(k, i, j)
 
 
-def case(x, i: int, j: int, s: float, kernel_size: int, prior, diffusion: bool) -> dict:
+def case(x, i: int, j: int, s: float, kernel_size: int, prior, diffusion: bool, options: dict | None = None,
+         restore_options: dict | None = None, true_psnr: float | None = None) -> dict:
     from invdiff import operators as ops
     from invdiff.baselines import run_baseline
     from invdiff.blind import estimate_motion_kernel, kernel_error
@@ -56,7 +57,7 @@ def case(x, i: int, j: int, s: float, kernel_size: int, prior, diffusion: bool) 
         y = task.noise(opts)(op(x), generator=make_generators(0, 1, purpose=f"blind-motion-noise-{s}", start=3 * i + j))
     k_true = op.kernel.reshape(-1, *op.kernel.shape[-2:])[0]
     t0 = time.perf_counter()
-    est = estimate_motion_kernel(y, prior, s, kernel_size=kernel_size)
+    est = estimate_motion_kernel(y, prior, s, kernel_size=kernel_size, **(options or {}))
     seconds = time.perf_counter() - t0
     k_al = aligned(est.kernel, k_true)
 
@@ -69,10 +70,15 @@ def case(x, i: int, j: int, s: float, kernel_size: int, prior, diffusion: bool) 
            "psnr_tv_estimated_unaligned": round(tv(est.kernel), 3), "psnr_tv_true": round(tv(k_true), 3)}
     if diffusion:
         pre = solve_preset("motion-deblur")
-        hp = pre.run_hyper_parameters(task)
         for name, k in (("estimated", k_al), ("true", k_true)):
-            r = restore(y, ops.Blur(k, padding="reflect"), ops.GaussianNoise(s), prior, method=pre.method,
-                        steps=pre.steps, generator=make_generators(0, 1, purpose="sample", start=i), **hp)
+            if name == "true" and true_psnr is not None:  # the same restoration, run before (--true-from)
+                row["psnr_diffusion_true"] = true_psnr
+                continue
+            op_k = ops.Blur(k, padding="reflect")
+            p = pre.for_operator(op_k, blind=name == "estimated")  # what solve runs: the blind variant for an estimate
+            hp = {**p.run_hyper_parameters(task), **((restore_options or {}) if name == "estimated" else {})}
+            r = restore(y, op_k, ops.GaussianNoise(s), prior, method=p.method, steps=p.steps,
+                        generator=make_generators(0, 1, purpose="sample", start=i), **hp)
             row[f"psnr_diffusion_{name}"] = round(float(psnr(r.mean, x)[0]), 3)
     return row, est.kernel, k_true
 
@@ -91,7 +97,7 @@ translation; the unaligned TV PSNR is in blind_motion.json). Produced by ``bench
 """
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], names: list[str]) -> str:
     diff = all("psnr_diffusion_true" in r for r in rows)
     head = "| photo | σ | kernel | kernel error | blurry | TV est. k | TV true k |"
     sep = "|---|---|---|---|---|---|---|"
@@ -101,11 +107,9 @@ def table(rows: list[dict]) -> str:
     lines = [head, sep]
     cols = ["psnr_blurry", "psnr_tv_estimated", "psnr_tv_true"] + (["psnr_diffusion_estimated", "psnr_diffusion_true"]
                                                                   if diff else [])
-    from invdiff.data import VALIDATION_PHOTOS
-
     for r in rows:
         vals = " | ".join(f"{r[c]:.2f}" for c in cols)
-        lines.append(f"| {VALIDATION_PHOTOS[r['photo']]} | {r['noise_sigma']} | {r['kernel']} | {r['kernel_error']:.3f} | {vals} |")
+        lines.append(f"| {names[r['photo']]} | {r['noise_sigma']} | {r['kernel']} | {r['kernel_error']:.3f} | {vals} |")
     mean = {c: sum(r[c] for r in rows) / len(rows) for c in cols + ["kernel_error"]}
     lines.append(f"| **mean** | | | {mean['kernel_error']:.3f} | " + " | ".join(f"**{mean[c]:.2f}**" for c in cols) + " |")
     lines.append("")
@@ -141,31 +145,52 @@ def figure(kernels: dict, rows: list[dict], path: Path) -> None:
 
 
 def main() -> None:
-    from invdiff.data import validation_photos
     from invdiff.prior import load
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", type=int, default=6)
+    ap.add_argument("--split", choices=("suite", "tuning"), default="suite",
+                    help="the natural suite's photos (report), or the declared tuning split (data/tuning: choose here)")
     ap.add_argument("--noise", type=float, nargs="+", default=[0.02, 0.05])
     ap.add_argument("--kernels", type=int, default=3)
     ap.add_argument("--kernel-size", type=int, default=61, help="side of the estimated kernel")
+    ap.add_argument("--options", type=json.loads, default={}, help="estimate_motion_kernel's keyword options, JSON")
+    ap.add_argument("--restore-options", type=json.loads, default={},
+                    help="extra hyper-parameters of the restoration with the estimated kernel, JSON")
     ap.add_argument("--diffusion", action="store_true", help="also restore with the task's solve preset (slow)")
+    ap.add_argument("--true-from", type=Path, default=None,
+                    help="an earlier blind_motion.json of the same photos: take the true kernel's diffusion PSNR from it "
+                         "(the same restoration: same preset, streams and kernel) instead of running it again")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/blind"))
     a = ap.parse_args()
     prior = load("natural64")
-    xs = validation_photos(256)[: a.photos]
+    xs, names = _photos(a.split, a.photos)
     a.out.mkdir(parents=True, exist_ok=True)
     rows, kernels = [], {}
+    before = {(r["photo"], r["kernel"], r["noise_sigma"]): r.get("psnr_diffusion_true")
+              for r in json.loads(a.true_from.read_text())} if a.true_from else {}
     for j in range(a.kernels):
         for i in range(len(xs)):
             for s in a.noise:
-                row, k, k_true = case(xs[i: i + 1], i, j, s, a.kernel_size, prior, a.diffusion)
+                row, k, k_true = case(xs[i: i + 1], i, j, s, a.kernel_size, prior, a.diffusion, a.options,
+                                      a.restore_options, before.get((i, j, s)))
                 rows.append(row)
                 kernels[(i, j, s)], kernels[("true", j)] = aligned(k, k_true), k_true
                 print(json.dumps(row), flush=True)
                 (a.out / "blind_motion.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (a.out / "blind_motion.md").write_text(HEADER + table(rows))
+    (a.out / "blind_motion.md").write_text(HEADER + table(rows, names))
     figure(kernels, rows, a.out / "blind_motion_kernels.png")
+
+
+def _photos(split: str, n: int) -> tuple[torch.Tensor, list[str]]:
+    from invdiff.data import VALIDATION_PHOTOS, list_images, load_folder, validation_photos
+
+    if split == "suite":
+        return validation_photos(256)[:n], list(VALIDATION_PHOTOS[:n])
+    folder = Path(__file__).resolve().parents[1] / "data" / "tuning"
+    if not folder.is_dir():
+        raise SystemExit("no tuning photos: run `python scripts/build_natural_data.py --split tuning` first")
+    return load_folder(folder, size=256, limit=n), [p.stem for p in list_images(folder)[:n]]
 
 
 if __name__ == "__main__":

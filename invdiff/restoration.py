@@ -103,7 +103,8 @@ def _restore(plan, req, prob, callback):
     from .measured import memory_check
     from .samplers.registry import METHODS
 
-    preset = plan.preset.for_operator(prob.op) if plan.preset is not None else None
+    blind = str(prob.degradation.get("kernel", {}).get("source", "")).startswith("estimated")
+    preset = plan.preset.for_operator(prob.op, blind=blind) if plan.preset is not None else None
     hp = {**(preset.run_hyper_parameters(plan.task) if preset else plan.task.hyper_parameters.get(plan.method, {})),
           **req.hyper_parameters}
     steps = req.steps if req.steps is not None else (preset.steps if preset else None)

@@ -308,13 +308,15 @@ class Preset:
     #: with a prior applies only when that prior is installed and no other --prior is given.
     prior: str | None = None
     #: the same method with other steps / hyper-parameters for a kind of measurement (``measurement_kind``):
-    #: inpainting masks with large holes ("holes") take another preset than scattered missing pixels
+    #: inpainting masks with large holes ("holes") take another preset than scattered missing pixels; a kernel
+    #: that was estimated from the photo ("blind") can take another preset than a known one
     variants: dict = field(default_factory=dict)
 
     def describe(self) -> str:
         hp = self.hyper_parameters
         warm = (f", warm start {hp['start']} from {hp.get('init', 'pinv')}" if hp.get("start", 1) < 1 else "")
         guided = f", guidance {hp['guidance']:g}" if hp.get("guidance") else ""
+        guided += "".join(f", {k} {v:g}" for k, v in hp.items() if k in ("lam", "eta", "zeta"))
         extra = "".join(f"; {kind}: {v.describe()}" for kind, v in self.variants.items())
         return (f"{self.method}" + (f" ({self.prior})" if self.prior else "") + f", {self.steps} steps{warm}{guided}{extra}")
 
@@ -322,8 +324,11 @@ class Preset:
         """What ``restore`` runs: the task's hyper-parameters of the method with the preset's on top."""
         return {**task.hyper_parameters.get(self.method, {}), **self.hyper_parameters}
 
-    def for_operator(self, op: Operator) -> "Preset":
-        """The variant for this operator's kind of measurement, or this preset."""
+    def for_operator(self, op: Operator, *, blind: bool = False) -> "Preset":
+        """The variant for this operator's kind of measurement (``blind``: its kernel was estimated from the
+        measurement), or this preset."""
+        if blind and "blind" in self.variants:
+            return self.variants["blind"]
         return self.variants.get(measurement_kind(op), self)
 
 

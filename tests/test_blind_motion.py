@@ -116,3 +116,16 @@ def test_measured_motion_deblur_runs_blind(tmp_path, blurred):
     arr = np.load(rep["files"]["kernel"])
     assert arr.shape == (31, 31) and abs(arr.sum() - 1) < 1e-4 and (arr >= 0).all()
     assert Path(rep["files"]["kernel_image"]).is_file() and Path(rep["files"]["restored"]).is_file()
+    # an estimated kernel runs the preset's blind variant; the same photo with that kernel given runs the preset
+    from invdiff.tasks import solve_preset
+
+    pre = solve_preset("motion-deblur")
+    blind_hp = pre.variants["blind"].hyper_parameters
+    assert all(rep["hyper_parameters"][k] == v for k, v in blind_hp.items())
+    r2 = CliRunner().invoke(app, ["solve", "--task", "motion-deblur", str(tmp_path / "blurry.png"), "--prior",
+                                  str(tmp_path / "tiny.safetensors"), "--steps", "2", "--kernel", rep["files"]["kernel"],
+                                  "--out", str(tmp_path / "out2"), "--quiet", "--json"])
+    assert r2.exit_code == 0, r2.output
+    known = json.loads(r2.stdout)
+    assert known["degradation"]["kernel"]["source"] == "given"
+    assert known["hyper_parameters"].get("lam") != blind_hp["lam"]

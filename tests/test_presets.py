@@ -199,6 +199,11 @@ def test_inpainting_presets_have_a_variant_for_masks_with_holes(monkeypatch):
     assert p.for_operator(ops.Inpainting(box)).steps == 30 and p.for_operator(ops.Inpainting(box)).hyper_parameters == {}
     assert p.for_operator(ops.Inpainting(scattered)) is p
     assert "holes" in p.describe()
+    assert p.for_operator(ops.Inpainting(box), blind=True) is p.variants["holes"]  # no blind variant: the kind's
+    spec["presets"]["inpaint"]["variants"]["blind"] = {"steps": 5, "hyper_parameters": {"lam": 3.0}}
+    q = solve_preset("inpaint")
+    assert q.for_operator(ops.Inpainting(scattered), blind=True).hyper_parameters == {"lam": 3.0}
+    assert q.for_operator(ops.Inpainting(scattered)) is q
 
 
 def test_solve_without_a_prior_runs_the_default_prior_with_its_own_presets(files, tmp_path, monkeypatch):
@@ -248,17 +253,40 @@ def test_solve_says_when_its_default_prior_is_not_installed(files, tmp_path, mon
     assert r.exit_code == 0 and "not installed" not in r.stderr
 
 
-def test_tuning_chooses_across_methods_and_prefers_the_cases_own_on_a_tie(monkeypatch):
-    """benchmarks/tune.py run --methods: rows of several methods for one case; choose takes the best mean PSNR
-    (within MAX_NFE), and within TIE_DB the cheaper, then the case's own method."""
+@pytest.fixture
+def tune(monkeypatch):
+    """benchmarks/tune.py as a module."""
     import importlib.util
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "tune.py"
     spec = importlib.util.spec_from_file_location("tune_under_test", path)
-    tune = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(__import__("sys").modules, spec.name, tune)  # its dataclasses look their module up
-    spec.loader.exec_module(tune)
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(__import__("sys").modules, spec.name, mod)  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_tuning_keeps_the_variants_chosen_elsewhere(tune, tmp_path, monkeypatch):
+    """A re-tune rewrites a task's preset but keeps a variant another benchmark chose (marked ``chosen_by``, the
+    blind one of motion-deblur); a tuned variant of the same kind replaces the old one."""
+    import json
+
+    path = tmp_path / "presets.json"
+    blind = {"steps": 20, "hyper_parameters": {"lam": 100.0}, "chosen_by": "blind_motion.py"}
+    old = {"method": "diffpir", "steps": 20, "hyper_parameters": {}, "variants": {"blind": blind, "holes": {"steps": 9}}}
+    path.write_text(json.dumps({"prior": "p", "presets": {"motion-deblur": old}}))
+    monkeypatch.setattr(tune, "PRESETS", path)
+    tune._write_presets("p", {"motion-deblur": {"method": "diffpir", "steps": 10, "hyper_parameters": {"start": 0.3}}})
+    new = json.loads(path.read_text())["presets"]["motion-deblur"]
+    assert new["steps"] == 10 and new["variants"] == {"blind": blind}  # the tuned "holes" was tune's own: gone
+    tune._write_presets("p", {"motion-deblur": {"method": "diffpir", "steps": 10, "variants": {"blind": {"steps": 3}}}})
+    assert json.loads(path.read_text())["presets"]["motion-deblur"]["variants"] == {"blind": {"steps": 3}}
+
+
+def test_tuning_chooses_across_methods_and_prefers_the_cases_own_on_a_tie(tune):
+    """benchmarks/tune.py run --methods: rows of several methods for one case; choose takes the best mean PSNR
+    (within MAX_NFE), and within TIE_DB the cheaper, then the case's own method."""
     case = next(c for c in tune.CASES if c.key == "sr")
 
     def row(method, steps, start, psnr, nfe=None):
