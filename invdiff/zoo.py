@@ -42,6 +42,8 @@ PRIORS: dict[str, ZooEntry] = {
         ZooEntry("fmnist32-cond", "Fashion-MNIST, class-conditional with classifier-free guidance (invdiff sample --label)"),
         ZooEntry("natural-palette-colorize", "natural photographs, Palette conditional model for colourisation (grey -> "
                                              "RGB); any image size"),
+        ZooEntry("natural-palette-sr4", "natural photographs, Palette conditional model for x4 super-resolution (the "
+                                        "bicubic upsampling as condition); any image size"),
     ]
 }
 #: the bundled default; ``default_prior()`` may prefer a better prior that is installed (solve_presets.json)
