@@ -90,7 +90,8 @@ The motion-deblur task's own 61×61 kernels (``motionblur`` model, intensity 0.5
 estimated from the blurred photo alone (``invdiff.blind.estimate_motion_kernel``, 61×61) and scored by
 ``kernel_error`` (‖k − k_true‖/‖k_true‖ after the best integer shift). PSNR (dB) of the blurry input and of the
 restorations with the estimated and with the true kernel: TV deconvolution (``invdiff.baselines``) and, where
-present, the task's solve preset (DiffPIR, 20 steps, warm start 0.35 from TV, natural64). The estimated kernel is
+present, the task's solve preset (DiffPIR, 20 steps, warm start 0.35 from TV, natural64; with the estimated kernel
+its blind variant, λ = 100 instead of 28, as ``invdiff solve`` runs it). The estimated kernel is
 moved by the integer shift that best matches the true one before restoring (a blind estimate is defined up to a
 translation; the unaligned TV PSNR is in blind_motion.json). Produced by ``benchmarks/blind_motion.py``.
 

@@ -3,6 +3,7 @@ recognisable, and less diverse?
 
     python benchmarks/cfg_fmnist.py classifier          # train the judge on the train split, test it on the test split
     python benchmarks/cfg_fmnist.py guidance [--n 100]  # sample fmnist32-cond per class and weight, judge, tabulate
+    python benchmarks/cfg_fmnist.py labels              # how much the label lowers the ε loss, per noise level
 
 ``classifier`` trains a small CNN (two conv blocks and a linear layer) on the 60,000 training images with flips
 and one-pixel shifts, and writes ``benchmarks/cfg/fmnist_classifier.safetensors`` with its test accuracy on the
@@ -16,6 +17,10 @@ network evaluations per step when w ≠ 0, batched in one call), from the same i
   confidence, and the diversity: the mean pairwise L2 distance between samples of the same class (in [-1, 1]
   units, per pixel RMS), averaged over classes;
 * ``benchmarks/cfg/guidance_grid.png``: classes (rows) × w (column groups), the same noises in every group.
+
+``labels`` measures how much the model uses its label: on ``--n`` test images, at several t, the ε-MSE with the
+true label, the null label and a wrong one ((label + 3) mod 10), the same x_t for all three
+(``benchmarks/cfg/labels.json``). A model that follows its labels has a clear gap between true and null.
 """
 
 from __future__ import annotations
@@ -173,6 +178,30 @@ def run_guidance(prior_name: str, weights: list[float], n: int, steps: int, seed
     (OUT / "guidance.md").write_text("\n".join(lines))
 
 
+def label_losses(prior_name: str, n: int, seed: int, ts=(100, 300, 500, 700, 900)) -> list[dict]:
+    from invdiff.data import fashion_mnist
+    from invdiff.prior import load
+
+    p = load(prior_name)
+    x, lab = fashion_mnist("test")
+    x, lab = x[:n], torch.as_tensor(lab[:n]).long()
+    g = torch.Generator().manual_seed(seed)
+    ab = p.schedule.alphas_cumprod
+    rows = []
+    for t in ts:
+        e = torch.randn(x.shape, generator=g)
+        xt = ab[t].sqrt() * x + (1 - ab[t]).sqrt() * e
+        with torch.no_grad():
+            loss = {name: float((p.eps(xt, t, c) - e).square().mean()) for name, c in
+                    (("true", lab), ("null", torch.full_like(lab, p.num_classes)), ("wrong", (lab + 3) % 10))}
+        rows.append({"t": t, **{k: round(v, 6) for k, v in loss.items()},
+                     "gain_true_vs_null": round(1 - loss["true"] / loss["null"], 4)})
+        print(json.dumps(rows[-1]), flush=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "labels.json").write_text(json.dumps({"prior": prior_name, "images": n, "seed": seed, "rows": rows}, indent=1) + "\n")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -184,9 +213,15 @@ def main() -> None:
     gd.add_argument("--n", type=int, default=100, help="samples per class")
     gd.add_argument("--steps", type=int, default=50)
     gd.add_argument("--seed", type=int, default=0)
+    lb = sub.add_parser("labels")
+    lb.add_argument("--prior", default="fmnist32-cond")
+    lb.add_argument("--n", type=int, default=1000, help="test images")
+    lb.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     if a.cmd == "classifier":
         train_classifier(a.epochs)
+    elif a.cmd == "labels":
+        label_losses(a.prior, a.n, a.seed)
     else:
         run_guidance(a.prior, [float(v) for v in a.w.split(",")], a.n, a.steps, a.seed)
 

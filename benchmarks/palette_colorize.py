@@ -76,14 +76,12 @@ def _sample_gens(seed: int, n: int):
 
 
 def tune(args) -> None:
-    from invdiff.data import load_folder
     from invdiff.metrics import colourfulness
     from invdiff.prior import load
 
-    folder = ROOT / "data" / "tuning"
-    if not folder.is_dir():
-        raise SystemExit("no tuning photos: run `python scripts/build_natural_data.py --split tuning` first")
-    x = load_folder(folder, size=256, limit=args.photos)
+    from tune import _photos
+
+    x = _photos(args.photos)  # the declared tuning split, 256×256
     op, y = _problem(x, 0)
     prior = load(args.prior)
     truth = float(colourfulness(x).mean())
@@ -172,18 +170,24 @@ def report(args) -> None:
     print("\n".join(lines))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cli(doc: str, prior: str, tune_fn, report_fn, *, figures: int, skip_ddrm: bool = False) -> None:
+    """The ``tune`` / ``report`` command line of a Palette benchmark."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("tune")
     t.add_argument("--photos", type=int, default=3)
-    t.add_argument("--prior", default=PRIOR)
+    t.add_argument("--prior", default=prior)
     r = sub.add_parser("report")
-    r.add_argument("--prior", default=PRIOR)
-    r.add_argument("--figures", type=int, default=3)
-    r.add_argument("--skip-ddrm", action="store_true")
+    r.add_argument("--prior", default=prior)
+    r.add_argument("--figures", type=int, default=figures)
+    if skip_ddrm:
+        r.add_argument("--skip-ddrm", action="store_true")
     a = ap.parse_args()
-    (tune if a.cmd == "tune" else report)(a)
+    (tune_fn if a.cmd == "tune" else report_fn)(a)
+
+
+def main() -> None:
+    cli(__doc__, PRIOR, tune, report, figures=3, skip_ddrm=True)
 
 
 if __name__ == "__main__":
