@@ -170,24 +170,31 @@ def report(args) -> None:
     print("\n".join(lines))
 
 
-def cli(doc: str, prior: str, tune_fn, report_fn, *, figures: int, skip_ddrm: bool = False) -> None:
-    """The ``tune`` / ``report`` command line of a Palette benchmark."""
+def cli(doc: str, prior: str, tune_fn, report_fn, *, photos: int = 3, report_flags: dict | None = None,
+        commands: dict | None = None) -> None:
+    """The ``tune`` / ``report`` command line of a benchmark on the tuning split and the natural suite:
+    ``report_flags`` (flag: ``add_argument`` keywords) go to ``report``; ``commands`` (name: (help, function of
+    the parsed arguments)) are further subcommands."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("tune")
-    t.add_argument("--photos", type=int, default=3)
+    t.add_argument("--photos", type=int, default=photos)
     t.add_argument("--prior", default=prior)
     r = sub.add_parser("report")
     r.add_argument("--prior", default=prior)
-    r.add_argument("--figures", type=int, default=figures)
-    if skip_ddrm:
-        r.add_argument("--skip-ddrm", action="store_true")
+    for flag, kw in (report_flags or {}).items():
+        r.add_argument(flag, **kw)
+    fns = {"tune": tune_fn, "report": report_fn}
+    for name, (help_, fn) in (commands or {}).items():
+        sub.add_parser(name, help=help_)
+        fns[name] = fn
     a = ap.parse_args()
-    (tune_fn if a.cmd == "tune" else report_fn)(a)
+    fns[a.cmd](a)
 
 
 def main() -> None:
-    cli(__doc__, PRIOR, tune, report, figures=3, skip_ddrm=True)
+    cli(__doc__, PRIOR, tune, report, report_flags={"--figures": {"type": int, "default": 3},
+                                                    "--skip-ddrm": {"action": "store_true"}})
 
 
 if __name__ == "__main__":

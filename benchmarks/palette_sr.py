@@ -122,7 +122,7 @@ def report(args) -> None:
 
 
 def main() -> None:
-    cli(__doc__, PRIOR, tune, report, figures=2)
+    cli(__doc__, PRIOR, tune, report, report_flags={"--figures": {"type": int, "default": 2}})
 
 
 if __name__ == "__main__":

@@ -251,13 +251,16 @@ def _entry(ch: dict, case: Case) -> dict:
 
 def _write_presets(prior: str, presets: dict) -> None:
     """Merge into solve_presets.json: the general table when ``prior`` is the one it was tuned with (a task's preset
-    with its own prior, colourisation's, stays), else the table of that prior under ``by_prior``."""
+    with its own prior, colourisation's, stays), else the table of that prior under ``by_prior``. Presets and
+    variants that carry ``chosen_by`` were chosen by another benchmark and stay unless this one tunes them."""
     spec = json.loads(PRESETS.read_text()) if PRESETS.is_file() else {"prior": prior, "presets": {}}
     table = spec.get("presets", {}) if spec.get("prior") == prior else spec.get("by_prior", {}).get(prior, {}).get("presets", {})
     for task, p in presets.items():  # variants chosen elsewhere (the blind one: benchmarks/blind_motion.py) stay
         kept = {k: v for k, v in (table.get(task, {}).get("variants") or {}).items() if "chosen_by" in v}
         if kept:
             p["variants"] = {**kept, **p.get("variants", {})}
+    # and so do the presets of tasks that another benchmark tunes (phase retrieval: benchmarks/phase_retrieval.py)
+    presets = {**{t: p for t, p in table.items() if "chosen_by" in p and t not in presets}, **presets}
     desc = (f"the defaults of `invdiff solve` per task with the prior {prior}, chosen by benchmarks/tune.py on the "
             f"tuning split (data/tuning); see {_suffixed('benchmarks/tuning', prior, spec)}.md")
     if spec.get("prior") == prior:

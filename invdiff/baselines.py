@@ -131,6 +131,23 @@ def tv_denoise(y: Tensor, op, sigma: float) -> Tensor:
                         for i in range(y.shape[0])])
 
 
+def _support(shape, top: int, left: int, h: int, w: int, device) -> Tensor:
+    support = torch.zeros(1, 1, *shape, dtype=torch.bool, device=device)
+    support[..., top : top + h, left : left + w] = True
+    return support
+
+
+def _hio(x: Tensor, y: Tensor, support: Tensor, iters: int, er_iters: int, beta: float) -> Tensor:
+    """Fienup's HIO for ``iters`` iterations, then error reduction, on canvases x with Fourier magnitudes y: the
+    object domain keeps the values inside the support and in [-1, 1]."""
+    for k in range(iters + er_iters):
+        X = torch.fft.fft2(x, norm="ortho")
+        xp = torch.fft.ifft2(y * torch.exp(1j * torch.angle(X)), norm="ortho").real
+        ok = support & (xp >= -1) & (xp <= 1)
+        x = torch.where(ok, xp, x - beta * xp if k < iters else torch.zeros_like(xp))
+    return x
+
+
 def hio(y: Tensor, op, sigma: float, *, iters: int = 300, er_iters: int = 50, beta: float = 0.9, restarts: int = 4,
         seed: int = 0) -> Tensor:
     """Fienup's hybrid input-output (then error reduction) for |F(pad(x))| = y with the support of x known and
@@ -140,17 +157,12 @@ def hio(y: Tensor, op, sigma: float, *, iters: int = 300, er_iters: int = 50, be
     b, c, hp, wp = y.shape
     h, w = op.in_shape(y.shape)[-2:]
     l, r, t, bt = op.pads(h, w)
-    support = torch.zeros(1, 1, hp, wp, dtype=torch.bool, device=y.device)
-    support[..., t : t + h, l : l + w] = True
+    support = _support((hp, wp), t, l, h, w, y.device)
     best, best_err = None, None
     g = torch.Generator().manual_seed(seed)
     for _ in range(restarts):
         x = torch.where(support, torch.rand(b, c, hp, wp, generator=g, dtype=y.dtype).to(y.device) * 2 - 1, torch.zeros(()))
-        for k in range(iters + er_iters):
-            X = torch.fft.fft2(x, norm="ortho")
-            xp = torch.fft.ifft2(y * torch.exp(1j * torch.angle(X)), norm="ortho").real
-            ok = support & (xp >= -1) & (xp <= 1)
-            x = torch.where(ok, xp, x - beta * xp if k < iters else torch.zeros_like(xp))
+        x = _hio(x, y, support, iters, er_iters, beta)
         xc = x[..., t : t + h, l : l + w].clamp(-1, 1)
         err = (op(xc) - y).flatten(1).norm(dim=1)
         if best is None:
@@ -162,9 +174,67 @@ def hio(y: Tensor, op, sigma: float, *, iters: int = 300, er_iters: int = 50, be
     return best
 
 
+def _central(y: Tensor, mh: int, mw: int) -> Tensor:
+    """The central mh×mw frequencies of an (unshifted) spectrum, unshifted again: the spectrum of the canvas
+    downsampled by the ideal low-pass filter."""
+    hp, wp = y.shape[-2:]
+    ys = torch.fft.fftshift(y, dim=(-2, -1))
+    a, b = hp // 2 - mh // 2, wp // 2 - mw // 2
+    return torch.fft.ifftshift(ys[..., a : a + mh, b : b + mw], dim=(-2, -1))
+
+
+def align_channels(x: Tensor) -> Tensor:
+    """Each channel of each image put in the sign and orientation (as it is, or turned by 180°) that correlate
+    best with the image's channel of most variance; that channel is kept as it is. These are the trivial
+    ambiguities that phase retrieval with a known support resolves channel by channel: the magnitude cannot tell
+    x from −x, and the support's point reflection (the twin image, turned inside the support) fits it as well."""
+    out = x.clone()
+    for i in range(x.shape[0]):
+        v = x[i] - x[i].mean((-2, -1), keepdim=True)
+        ref = int(v.pow(2).flatten(1).sum(1).argmax())
+        for c in range(x.shape[1]):
+            if c == ref:
+                continue
+            corr = torch.stack([(v[c] * v[ref]).sum(), (v[c].flip(-2, -1) * v[ref]).sum()])
+            k = int(corr.abs().argmax())
+            chan = x[i, c].flip(-2, -1) if k else x[i, c]
+            out[i, c] = chan if corr[k] >= 0 else -chan
+    return out
+
+
+def hio_multiscale(y: Tensor, op, sigma: float, *, side: int = 32, iters: int = 400, er_iters: int = 50,
+                   beta: float = 0.9, restarts: int = 16, seed: int = 0) -> Tensor:
+    """HIO where the data can carry it: on the central frequencies only, then upsampled. The central m×m of the
+    canvas's magnitudes, scaled by m/M, are the magnitudes of the canvas downsampled by M/m, whose image is the
+    photo downsampled alike inside a support of the same proportions; the measurement noise keeps its σ per
+    coefficient while the low frequencies carry most of the energy, so a coarse level (the image's shorter side
+    downsampled to ``side``) is solved reliably where the full one fits noise. ``restarts`` random starts run as
+    one batch, and the smallest magnitude residual is kept channel by channel; the channels are then aligned
+    (``align_channels``) and the image upsampled bicubically. The global sign and point reflection stay
+    ambiguous: the magnitude cannot tell them apart."""
+    if not isinstance(op, PhaseRetrieval) or op.squared:
+        raise ValueError("HIO needs the magnitude phase-retrieval operator")
+    b, c, hp, wp = y.shape
+    h, w = op.in_shape(y.shape)[-2:]
+    l, r, t, bt = op.pads(h, w)
+    f = max(1.0, min(h, w) / side)
+    mh, mw = round(hp / f), round(wp / f)
+    th, tl = round(t / f), round(l / f)
+    sh, sw = min(round(h / f), mh - th), min(round(w / f), mw - tl)
+    yl = _central(y, mh, mw) * ((mh * mw) / (hp * wp)) ** 0.5
+    support = _support((mh, mw), th, tl, sh, sw, y.device)
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.rand(restarts, b, c, mh, mw, generator=g, dtype=y.dtype).to(y.device) * 2 - 1
+    xs = _hio(torch.where(support, x0, torch.zeros(())), yl.expand(restarts, -1, -1, -1, -1), support, iters, er_iters, beta)
+    err = (torch.fft.fft2(xs, norm="ortho").abs() - yl).flatten(3).norm(dim=3)  # (restarts, B, C)
+    best = torch.gather(xs, 0, err.argmin(0)[None, :, :, None, None].expand(1, b, c, mh, mw))[0]
+    coarse = align_channels(best[..., th : th + sh, tl : tl + sw].clamp(-1, 1))
+    return F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
 BASELINES: dict[str, Callable[..., Tensor]] = {
     "wiener": wiener, "richardson-lucy": richardson_lucy, "tv": tv, "bicubic": bicubic, "biharmonic": biharmonic,
-    "hio": hio, "pinv": pinv, "tv-denoise": tv_denoise,
+    "hio": hio, "hio-multiscale": hio_multiscale, "pinv": pinv, "tv-denoise": tv_denoise,
 }
 
 def run_baseline(name: str, y: Tensor, op, sigma: float, **kw) -> Tensor:
@@ -174,4 +244,4 @@ def run_baseline(name: str, y: Tensor, op, sigma: float, **kw) -> Tensor:
         return BASELINES[name](y, op, sigma, **kw)
 
 
-__all__ = ["BASELINES", "run_baseline", "NonUniformBlur"]
+__all__ = ["BASELINES", "align_channels", "run_baseline", "NonUniformBlur"]

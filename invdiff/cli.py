@@ -326,7 +326,7 @@ def solve_cmd(
     prior: Optional[str] = typer.Option(None, help="bundled prior name or path (default: `invdiff priors`)"),
     steps: Optional[int] = typer.Option(None, help="sampling steps (default: the preset's, else the method's)"),
     seed: int = typer.Option(0, help="random seed (simulated degradation, blind estimate, sampling)"),
-    samples: int = typer.Option(1, "--samples", "-k", help="posterior samples: K>1 also writes the mean and a per-pixel std map"),
+    samples: Optional[int] = typer.Option(None, "--samples", "-k", help="posterior samples (default: the preset's, else 1): K>1 also writes the mean and a per-pixel std map"),
     noise_sigma: Optional[str] = typer.Option(None, help="noise sigma on [-1,1] or 'auto' (default: auto; 0.05 simulated)"),
     kernel: Optional[Path] = typer.Option(None, help="blur kernel (.png or .npy); for nonuniform-deblur a kernel field "
                                           ".npy (G, G, kh, kw). Without it a measured deblur/motion-deblur is blind"),

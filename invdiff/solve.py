@@ -43,7 +43,8 @@ class SolveRequest:
     prior: str | None = None
     steps: int | None = None
     seed: int = 0
-    samples: int = 1
+    #: posterior samples K (None: the preset's, else 1)
+    samples: int | None = None
     #: a number, "auto", or None: estimated from a measured photo (reported), 0.05 in simulate mode
     noise_sigma: str | float | None = None
     kernel: Path | None = None
@@ -68,7 +69,7 @@ class SolveRequest:
     #: a deblurring task has no --kernel / --blur-sigma)
     blind: bool = False
     #: with samples K > 1: "residual" keeps, per image, the sample with the smallest ‖y − A(x)‖ (best-of-K by the
-    #: measurement, never the truth); None writes the posterior mean
+    #: measurement, never the truth); None writes the posterior mean (without --samples: the preset's choice)
     select: str | None = None
 
 
@@ -104,7 +105,7 @@ def _check_request(req: SolveRequest) -> None:
 
     for v, opt in ((req.steps, "--steps"), (req.kernel_size, "--kernel-size")):
         _positive_int(v, opt)
-    _positive_int(req.samples, "--samples", allow_none=False)
+    _positive_int(req.samples, "--samples")
     _positive_int(req.scale, "--scale", allow_none=False)
     finite_positive(req.blur_sigma, "--blur-sigma")
     finite_positive(req.oversampling, "--oversampling")
@@ -231,10 +232,21 @@ def _names(req: SolveRequest, plan: Plan, image: Path) -> dict[str, str]:
     return output_names(image, plan.task.name, samples=req.samples, save_measurement=req.save_measurement, kernel=blind)
 
 
+def with_samples(req: SolveRequest, plan: Plan) -> SolveRequest:
+    """The request with its samples K settled: --samples as given (with --select), else the preset's K and
+    selection (phase retrieval: the best of 4 by the residual), else one sample."""
+    if req.samples is not None:
+        return req
+    p = plan.preset
+    return dataclasses.replace(req, samples=p.samples if p else 1,
+                               select=req.select if req.select is not None or p is None else p.select)
+
+
 def solve(req: SolveRequest, *, callback=None) -> dict:
     """Restore one image file (``req.image``); returns the report (also written as JSON beside the outputs)."""
     image = Path(req.image)
     plan = prepare(req)
+    req = with_samples(req, plan)
     _check_image_file(image)
     return _solve_one(plan, req, image, callback)
 
@@ -444,6 +456,7 @@ def solve_many(req: SolveRequest, paths: list[Path], *, callback=None, on_image=
     others go on. ``on_image(index, total, path, status)`` reports progress over all images."""
     images = list_images(paths)
     plan = prepare(req)
+    req = with_samples(req, plan)
     clean_stale_staging(Path(req.out))
     outcome = BatchOutcome()
     for i, image in enumerate(images):

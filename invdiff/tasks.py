@@ -311,6 +311,10 @@ class Preset:
     #: inpainting masks with large holes ("holes") take another preset than scattered missing pixels; a kernel
     #: that was estimated from the photo ("blind") can take another preset than a known one
     variants: dict = field(default_factory=dict)
+    #: K samples per image when --samples is not given, and how they make one result: None, their mean; "residual",
+    #: the one with the smallest ‖y − A(x)‖ (phase retrieval's best-of-K by the measurement)
+    samples: int = 1
+    select: str | None = None
 
     def describe(self) -> str:
         hp = self.hyper_parameters
@@ -318,7 +322,8 @@ class Preset:
         guided = f", guidance {hp['guidance']:g}" if hp.get("guidance") else ""
         guided += "".join(f", {k} {v:g}" for k, v in hp.items() if k in ("lam", "eta", "zeta"))
         extra = "".join(f"; {kind}: {v.describe()}" for kind, v in self.variants.items())
-        return (f"{self.method}" + (f" ({self.prior})" if self.prior else "") + f", {self.steps} steps{warm}{guided}{extra}")
+        k = (f", best of {self.samples} by residual" if self.select == "residual" else f", mean of {self.samples}") if self.samples > 1 else ""
+        return (f"{self.method}" + (f" ({self.prior})" if self.prior else "") + f", {self.steps} steps{warm}{guided}{k}{extra}")
 
     def run_hyper_parameters(self, task: "Task") -> dict:
         """What ``restore`` runs: the task's hyper-parameters of the method with the preset's on top."""
@@ -372,7 +377,8 @@ def solve_preset(task: str, prior: str | None = None) -> Preset | None:
         return None
     variants = {kind: Preset(p["method"], int(v["steps"]), dict(v.get("hyper_parameters", {})), p.get("prior"))
                 for kind, v in (p.get("variants") or {}).items()}
-    return Preset(p["method"], int(p["steps"]), dict(p.get("hyper_parameters", {})), p.get("prior"), variants)
+    return Preset(p["method"], int(p["steps"]), dict(p.get("hyper_parameters", {})), p.get("prior"), variants,
+                  int(p.get("samples", 1)), p.get("select"))
 
 
 def solve_prior_order() -> list[str]:

@@ -96,6 +96,20 @@ def test_solve_without_a_method_runs_the_preset(files, tmp_path, monkeypatch):
     assert rep["hyper_parameters"]["start"] == 1.0 and rep["hyper_parameters"]["eta"] != 0.7
 
 
+def test_a_preset_can_set_the_samples_and_their_selection(files, tmp_path, monkeypatch):
+    """A preset's K and selection (phase retrieval's best of 4 by the residual) apply when --samples is not given;
+    --samples replaces both (then the mean, unless --select is given too)."""
+    sel = {"denoise": {**PRESET["denoise"], "samples": 3, "select": "residual"}}
+    monkeypatch.setattr(tasks_mod, "_presets", lambda: sel)
+    rep = _solve(files, tmp_path / "a")
+    assert rep["samples"] == 3 and len(rep["selection"]["residuals"]) == 3
+    rep = _solve(files, tmp_path / "b", "--samples", "2")
+    assert rep["samples"] == 2 and "selection" not in rep
+    rep = _solve(files, tmp_path / "c", "-k", "2", "--select", "residual")
+    assert len(rep["selection"]["residuals"]) == 2
+    assert "best of 3 by residual" in solve_preset("denoise").describe()
+
+
 def test_without_a_preset_solve_runs_the_task_default_method(files, tmp_path, monkeypatch):
     monkeypatch.setattr(tasks_mod, "_presets", lambda: {})
     rep = _solve(files, tmp_path, "--steps", "2")
@@ -282,6 +296,24 @@ def test_tuning_keeps_the_variants_chosen_elsewhere(tune, tmp_path, monkeypatch)
     assert new["steps"] == 10 and new["variants"] == {"blind": blind}  # the tuned "holes" was tune's own: gone
     tune._write_presets("p", {"motion-deblur": {"method": "diffpir", "steps": 10, "variants": {"blind": {"steps": 3}}}})
     assert json.loads(path.read_text())["presets"]["motion-deblur"]["variants"] == {"blind": {"steps": 3}}
+
+
+def test_tuning_keeps_the_presets_of_tasks_tuned_elsewhere(tune, tmp_path, monkeypatch):
+    """A re-tune, of the general table or of another prior's, keeps a task preset another benchmark chose
+    (phase retrieval's, marked ``chosen_by``); another prior's table is rewritten, so an unmarked preset that the
+    re-tune did not produce goes."""
+    import json
+
+    path = tmp_path / "presets.json"
+    phase = {"method": "dps", "steps": 20, "hyper_parameters": {"start": 0.2}, "chosen_by": "phase_retrieval.py"}
+    table = {"phase-retrieval": phase, "colorize": {"method": "ddrm", "steps": 5}}
+    path.write_text(json.dumps({"prior": "p", "presets": dict(table), "by_prior": {"q": {"presets": dict(table)}}}))
+    monkeypatch.setattr(tune, "PRESETS", path)
+    sr = {"method": "ddrm", "steps": 30, "hyper_parameters": {}}
+    tune._write_presets("q", {"sr": sr})
+    assert json.loads(path.read_text())["by_prior"]["q"]["presets"] == {"phase-retrieval": phase, "sr": sr}
+    tune._write_presets("p", {"sr": sr})
+    assert json.loads(path.read_text())["presets"]["phase-retrieval"] == phase
 
 
 def test_tuning_chooses_across_methods_and_prefers_the_cases_own_on_a_tie(tune):

@@ -53,6 +53,8 @@ class Operator(nn.Module):
     """The forward model A (noiseless). ``forward(x)`` maps a batch of images to measurements."""
 
     linear: ClassVar[bool] = False
+    #: A(x) = A(−x) for every x (phase retrieval's magnitudes): the measurement cannot give the sign of x
+    sign_blind: ClassVar[bool] = False
     #: names of buffers whose leading dimension is the batch (size B or 1)
     batched: ClassVar[tuple[str, ...]] = ()
     #: check inputs for NaN/inf on every call (one host sync); samplers turn it off inside their loops

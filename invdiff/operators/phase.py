@@ -24,6 +24,8 @@ class PhaseRetrieval(Operator):
     the intensity |F|² instead. Invariant to a global sign of x, to shifts of x inside the padded canvas and to its
     point reflection (the trivial ambiguities)."""
 
+    sign_blind = True
+
     def __init__(self, oversampling: float = 2.0, *, squared: bool = False, canvas: Canvas = "dps") -> None:
         super().__init__()
         if not oversampling >= 1:
@@ -58,6 +60,11 @@ class PhaseRetrieval(Operator):
             return (pw, pw, ph, ph)
         ph, pw = self.padded_size(h) - h, self.padded_size(w) - w
         return (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+
+    def twin(self, x: Tensor) -> Tensor:
+        """x turned by 180°: its canvas is the point reflection of x's, shifted (both trivial ambiguities), so the
+        measurement is the same."""
+        return x.flip(-2, -1)
 
     def pad(self, x: Tensor) -> Tensor:
         return F.pad(x, self.pads(*x.shape[-2:]))

@@ -24,7 +24,7 @@ from .params import (DAPSParams, DDNMParams, DDRMParams, DiffPIRParams, DPSParam
 from .spectral import DDRM, DiffPIR, ddnm, ddnm_nfe
 from .validate import check_restore_inputs
 from .variational import daps, reddiff
-from .warmstart import resolve_warm_start
+from .warmstart import prior_sign, resolve_warm_start
 
 
 @dataclass(frozen=True)
@@ -284,6 +284,25 @@ def _chunk_size(batch_size, prior: EpsPrior, m: Method, xs: tuple, n: int, devic
     return chunk, auto
 
 
+def _warm_start(hp, x_init, y, operator, x_shape, noise, prior, generator, samples: int) -> tuple[Tensor | None, int]:
+    """The warm start's estimate for each of the B·K chains (None for a cold start) and the network evaluations
+    spent on it. The estimate of a sign-blind measurement (phase retrieval), given or computed, takes the sign the
+    prior prefers (``prior_sign``): nothing after it could flip it. Where the operator has a ``twin`` (an image
+    with the same measurement that no prior can tell from it: phase retrieval's 180° turn, for a prior trained
+    with rotations), every other one of an image's K chains starts from the twin, so that the K samples cover
+    both modes of the posterior as chains from pure noise do, instead of collapsing onto the estimate's."""
+    init = resolve_warm_start(hp.start, hp.init, x_init, y, operator, x_shape, _noise_sigma(noise))
+    spent = 0
+    if init is not None and operator.sign_blind and bool(init.any()):  # (zeros have no sign to choose)
+        init, spent = prior_sign(prior, init, generator)
+    if init is not None and samples > 1:
+        init = init.repeat_interleave(samples, 0)
+        if hasattr(operator, "twin"):
+            odd = (torch.arange(init.shape[0], device=init.device) % samples % 2 == 1).reshape(-1, 1, 1, 1)
+            init = torch.where(odd, operator.twin(init), init)
+    return init, spent
+
+
 def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: str = "dps", steps: int | None = None,
             samples: int = 1, generator: rng.Generators = None, callback=None, x_shape=None, clip: bool = True,
             batch_size: int | str | None = None, x_init: Tensor | None = None, select: str | None = None,
@@ -312,9 +331,7 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
     xs = tuple(x_shape) if x_shape is not None else tuple(operator.in_shape(y.shape))
     if prior.channels is not None and xs[1] != prior.channels:
         raise ValueError(f"prior {prior.name!r} works on {prior.channels}-channel images but the operator needs {xs[1]}")
-    init = resolve_warm_start(hp.start, hp.init, x_init, y, operator, xs, _noise_sigma(noise))
-    if init is not None and samples > 1:
-        init = init.repeat_interleave(samples, 0)
+    init, sign_nfe = _warm_start(hp, x_init, y, operator, xs, noise, prior, generator, samples)
     yk = y.repeat_interleave(samples, 0) if samples > 1 else y
     op = operator.repeat_interleave(samples).unchecked()  # copies: the caller's operator is not touched
     gens = rng.repeat(generator, samples)  # derived streams, K = 1 included: the caller's generators are not advanced
@@ -328,5 +345,5 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
     x = x.reshape(B, samples, *xs[1:])
     mean, std, residuals, chosen = _summarise(x, select, y, op)
     used = {**hp.as_dict(), **({"init": "x_init"} if x_init is not None else {})}
-    return Restoration(samples=x, mean=mean, std=std, nfe=nfe, vjps=vjps, seconds=seconds, method=m.name,
+    return Restoration(samples=x, mean=mean, std=std, nfe=nfe + sign_nfe, vjps=vjps, seconds=seconds, method=m.name,
                        hyper_parameters=used, residuals=residuals, chosen=chosen)

@@ -10,7 +10,7 @@ evaluations (at most t₀ + 1). ``start = 1`` is the cold start of each method, 
 ``x_init`` is an estimate of x: ``init="pinv"`` (A⁺y, linear operators), ``"measurement"`` (the measurement on
 the image grid: y itself where A keeps the image's shape, else ``Operator.on_grid``'s image channels, e.g. y
 upsampled bicubically for super-resolution), ``"zeros"``, or a classical solver of ``invdiff.baselines`` by name
-(``"wiener"``, ``"tv"``, ``"bicubic"``, ``"biharmonic"``, ``"tv-denoise"``, ``"hio"`` for phase retrieval: run on y
+(``"wiener"``, ``"tv"``, ``"bicubic"``, ``"biharmonic"``, ``"tv-denoise"``, ``"hio"`` and ``"hio-multiscale"`` for phase retrieval: run on y
 with the problem's noise σ, image by image); or a tensor the caller computed (``restore(...,
 x_init=...)``: a classical estimate such as Wiener/TV deconvolution or bicubic upsampling, ``invdiff.baselines``),
 which takes precedence over ``init``."""
@@ -27,9 +27,9 @@ from torch import Tensor
 from .. import rng
 from ..operators.base import Capability, Operator
 
-Init = Literal["pinv", "measurement", "zeros", "wiener", "tv", "bicubic", "biharmonic", "tv-denoise", "hio"]
+Init = Literal["pinv", "measurement", "zeros", "wiener", "tv", "bicubic", "biharmonic", "tv-denoise", "hio", "hio-multiscale"]
 #: the inits that are classical solvers (``invdiff.baselines``)
-BASELINE_INITS: tuple[str, ...] = ("wiener", "tv", "bicubic", "biharmonic", "tv-denoise", "hio")
+BASELINE_INITS: tuple[str, ...] = ("wiener", "tv", "bicubic", "biharmonic", "tv-denoise", "hio", "hio-multiscale")
 INITS: tuple[str, ...] = typing.get_args(Init)
 
 
@@ -128,6 +128,33 @@ def resolve_warm_start(start: float, init: str, x_init, y: Tensor, op: Operator,
     return initial_estimate(init, y, op, x_shape, sigma)
 
 
+#: the levels (fractions of T) at which ``prior_sign`` compares x with −x
+SIGN_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3)
+
+
+def prior_sign(prior, x: Tensor, generator: rng.Generators = None,
+               levels: tuple[float, ...] = SIGN_LEVELS) -> tuple[Tensor, int]:
+    """x or −x, image by image, whichever the prior finds more likely, for operators blind to the sign of x
+    (``Operator.sign_blind``: a warm start's estimate could be the negative of the photo, and no data step can
+    flip it). The criterion is the denoising loss Σ_t ‖ε_θ(√ᾱ_t s·x + √(1−ᾱ_t) ε, t) − ε‖² at the ``levels``,
+    with the same ε for s = ±1 (drawn from streams derived from the per-image ones, which are not advanced);
+    the smaller loss wins. Returns the oriented x and the network evaluations per image (two per level)."""
+    B = x.shape[0]
+    gens = rng.repeat(generator, 1)
+    T = prior.schedule.num_timesteps
+    loss = torch.zeros(2, B, dtype=torch.float64, device=x.device)
+    with torch.no_grad():
+        for f in levels:
+            t = round(f * (T - 1))
+            a = prior.schedule.alpha_bar(t)
+            e = rng.randn(x.shape, gens, device=x.device, dtype=x.dtype)
+            both = torch.cat([x, -x]) * a**0.5 + (1 - a) ** 0.5 * torch.cat([e, e])
+            err = (prior.eps(both, t) - torch.cat([e, e])).pow(2).flatten(1).sum(1).double()
+            loss += err.reshape(2, B)
+    sign = torch.where(loss[0] <= loss[1], 1.0, -1.0).to(x)
+    return x * sign.reshape(-1, *([1] * (x.ndim - 1))), 2 * len(levels)
+
+
 def warm_state(p, t0: int, init: str = "pinv") -> Tensor:
     """x_{t₀} = √ᾱ_{t₀} x_init + √(1−ᾱ_{t₀}) ε for the problem ``p`` (its ``init`` tensor, else ``init`` by name),
     ε from the problem's per-image streams."""
@@ -150,5 +177,5 @@ def ve_start(p, start: float, init: str, sigma_max: float, sigma_min: float) -> 
     return sigma, x_init + sigma * rng.randn(p.shape, p.generator, device=p.y.device, dtype=p.y.dtype)
 
 
-__all__ = ["BASELINE_INITS", "INITS", "Init", "check_x_init", "initial_estimate", "resolve_warm_start", "start_timestep", "start_timesteps",
+__all__ = ["BASELINE_INITS", "INITS", "Init", "check_x_init", "initial_estimate", "prior_sign", "resolve_warm_start", "start_timestep", "start_timesteps",
            "ve_start", "warm_state", "warm_timesteps"]
