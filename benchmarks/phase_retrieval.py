@@ -7,7 +7,8 @@ DPS, best-of-K by the measurement, and PSNR against network evaluations.
 
 ``tune`` runs on the photos of ``data/tuning`` (``benchmarks/tune.py``; never the suite's), keeps the best mean
 PSNR of one sample (ties within 0.05 dB: fewer network evaluations), scores that configuration's best of K = 4 by
-the residual too, and writes ``benchmarks/phase/tuning.json`` and the ``phase-retrieval`` preset of the prior in
+the residual too, and writes ``benchmarks/phase/tuning.json`` (``tuning-PRIOR.json`` for another prior than
+``ffdnet+natural64``) and the ``phase-retrieval`` preset of the prior in
 ``invdiff/data/solve_presets.json`` (the chosen steps and start, best of 4 by the residual). ``report``
 degrades the suite's six photos exactly as ``invdiff bench natural`` does (its seed and per-image streams) and
 scores, in one run: HIO (Fienup, best of 4 random starts by residual: the suite's baseline), the multiscale HIO
@@ -89,11 +90,15 @@ def tune(args) -> None:
     chosen = min((r for r in dps if _mean(r["psnr"]) >= best - TIE_DB), key=lambda r: (r["nfe"], -_mean(r["psnr"])))
     rows.append(_dps(y, op, prior, x, chosen["steps"], chosen["start"], 0, samples=K, select="residual")[0])
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "tuning.json").write_text(json.dumps({"prior": args.prior, "photos": args.photos, "rows": rows,
+    _tuning_file(args.prior).write_text(json.dumps({"prior": args.prior, "photos": args.photos, "rows": rows,
                                                  "chosen": chosen, "rule": f"best mean PSNR; ties within {TIE_DB} dB: fewer NFE"},
                                                 indent=1) + "\n")
     print("chosen:", json.dumps(chosen))
     _write_preset(args.prior, chosen, _mean(rows[0]["psnr"]))
+
+
+def _tuning_file(prior: str) -> Path:
+    return OUT / ("tuning.json" if prior == PRIOR else f"tuning-{prior}.json")
 
 
 def _write_preset(prior: str, chosen: dict, hio: float) -> None:
@@ -107,7 +112,7 @@ def _write_preset(prior: str, chosen: dict, hio: float) -> None:
         "method": "dps", "steps": chosen["steps"], "hyper_parameters": {"start": chosen["start"], **HP},
         "samples": K, "select": "residual", "tuning_psnr": round(_mean(chosen["psnr"]), 3),
         "chosen_by": f"benchmarks/phase_retrieval.py tune: DPS from the multiscale HIO, the best of {GRID} on the "
-                     f"tuning split (HIO {hio:.2f} dB; benchmarks/phase/tuning.json)"}
+                     f"tuning split (HIO {hio:.2f} dB; benchmarks/phase/{_tuning_file(prior).name})"}
     PRESETS.write_text(json.dumps(spec, indent=1) + "\n")
 
 
@@ -118,7 +123,7 @@ def report(args) -> None:
     suite = load_suite("natural")
     x = suite.images()
     op, y = _problem(x, suite.seed)
-    chosen = json.loads((OUT / "tuning.json").read_text())["chosen"]
+    chosen = json.loads(_tuning_file(args.prior).read_text())["chosen"]
     prior = load(args.prior)
     rows = _baselines(y, op, x)
     one, x1 = _dps(y, op, prior, x, chosen["steps"], chosen["start"], suite.seed)
