@@ -349,3 +349,36 @@ def estimate_motion_kernel(y: Tensor, prior=None, sigma: float = 0.0, *, kernel_
     k = centre_kernel(k)[c: c + kernel_size, c: c + kernel_size]
     return BlindEstimate(kernel=centre_kernel(k).float(), kind="motion", x=x, history=history,
                          seconds=time.perf_counter() - t0)
+
+
+# ---- expectation-maximisation with the diffusion prior ---------------------------------------------------------
+#: the M-step's options (``update_kernel``): every gradient of the restoration (not only the strongest), the
+#: estimator's L2 weight; chosen on the tuning split (benchmarks/blind/tuning_kernel_em.json)
+EM_KERNEL_UPDATE = {"smooth": 0.3, "edges": None, "iters": 100, "prune": 0.02}
+
+
+def refine_kernel_em(y: Tensor, k: Tensor, restore, rounds: int, *, callback=None, **update) -> tuple[Tensor, list[dict]]:
+    """Refine an estimated kernel by expectation-maximisation with the diffusion prior, the outer loop of Laroche et
+    al. 2024 ("Fast Diffusion EM"): ``rounds`` times, the E-step restores the image with the current kernel
+    (``restore(k)``, the solver's own few-step diffusion restoration, its posterior-mean estimate) and the M-step
+    takes the least-squares kernel of y on that image's gradients over the simplex (``update_kernel`` warm-started
+    at k, options ``EM_KERNEL_UPDATE`` overridden by ``update``), centred. The restoration is far sharper than the
+    classical L0 image the first estimate came from, so a kernel that was roughly right gets closer; one that was
+    wrong stays wrong (benchmarks/RESULTS.md, "Kernel EM"). Returns the kernel (its shape kept) and, per round,
+    the relative change of the kernel."""
+    if rounds < 0:
+        raise ValueError(f"rounds must be ≥ 0, got {rounds}")
+    opts = {**EM_KERNEL_UPDATE, **update}
+    k = k.detach().float().cpu().reshape(k.shape[-2:])
+    history = []
+    t0 = time.perf_counter()
+    for r in range(rounds):
+        x = restore(k).detach().float().cpu()
+        k_new = centre_kernel(update_kernel(x, y.detach().float().cpu(), tuple(k.shape), init=k, **opts))
+        change = float((k_new - k).norm() / k.norm().clamp_min(1e-12))
+        k = k_new
+        history.append({"stage": "kernel-em", "round": r + 1, "rounds": rounds, "change": round(change, 4),
+                        "seconds": round(time.perf_counter() - t0, 2)})
+        if callback is not None:
+            callback(dict(history[-1]))
+    return k, history

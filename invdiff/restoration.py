@@ -108,6 +108,8 @@ def _restore(plan, req, prob, callback):
     hp = {**(preset.run_hyper_parameters(plan.task) if preset else plan.task.hyper_parameters.get(plan.method, {})),
           **req.hyper_parameters}
     steps = req.steps if req.steps is not None else (preset.steps if preset else None)
+    if blind and plan.task.blind == "motion":
+        _kernel_em(plan, req, prob, preset, hp, steps, callback)
     at_once = req.samples if not isinstance(req.batch_size, int) else min(req.samples, req.batch_size)
     xs = tuple(plan.task.x_shape(tuple(prob.y.shape), prob.opts))
     memory_check(plan.prior, xs, at_once, req.device, gradient=METHODS[plan.method].network_gradient)
@@ -118,6 +120,36 @@ def _restore(plan, req, prob, callback):
                   method=plan.method, steps=steps, samples=req.samples, callback=callback, batch_size=req.batch_size,
                   generator=make_generators(req.seed, 1, req.device, purpose="sample"), select=req.select, **hp)
     return res, hp, time.perf_counter() - t0
+
+
+def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> None:
+    """Refine a blind motion-kernel estimate by EM with this request's own restoration (one sample, its own seeded
+    stream), ``--kernel-em`` rounds or the preset's; the problem's operator takes the refined kernel and the report
+    records the rounds."""
+    from . import blind
+    from .rng import make_generators
+    from .samplers import restore
+
+    rounds = req.kernel_em if req.kernel_em is not None else (preset.kernel_em if preset is not None else 0)
+    entry = prob.degradation.setdefault("kernel", {})
+    entry["em_rounds"] = rounds
+    if rounds == 0:
+        return
+    xs = tuple(plan.task.x_shape(tuple(prob.y.shape), prob.opts))
+    y, noise = prob.y.to(req.device), plan.task.noise(prob.opts)
+
+    def e_step(k: Tensor) -> Tensor:
+        op = plan.task.operator(xs, prob.opts.with_(kernel=k)).to(req.device)
+        return restore(y, op, noise, plan.prior, method=plan.method, steps=steps, samples=1, callback=callback,
+                       generator=make_generators(req.seed, 1, req.device, purpose="kernel-em"), **hp).mean
+
+    k0 = prob.op.kernel.reshape(-1, *prob.op.kernel.shape[-2:])[0].detach().float().cpu()
+    t0 = time.perf_counter()
+    k, history = blind.refine_kernel_em(prob.y, k0, e_step, rounds, callback=callback)
+    prob.opts = prob.opts.with_(kernel=k)
+    prob.op = plan.task.operator(xs, prob.opts)
+    entry["em_change"] = round(float((k - k0).norm() / k0.norm()), 5)
+    entry["em_seconds"] = round(time.perf_counter() - t0, 2)
 
 
 def _scores(req, plan, prob, res, x_true, obs) -> dict:

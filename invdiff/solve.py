@@ -71,6 +71,8 @@ class SolveRequest:
     #: with samples K > 1: "residual" keeps, per image, the sample with the smallest ‖y − A(x)‖ (best-of-K by the
     #: measurement, never the truth); None writes the posterior mean (without --samples: the preset's choice)
     select: str | None = None
+    #: rounds of kernel EM with the restoration after a blind motion-kernel estimate (None: the preset's)
+    kernel_em: int | None = None
 
 
 if TYPE_CHECKING:
@@ -121,6 +123,9 @@ def _check_request(req: SolveRequest) -> None:
     check_padding(req.padding, "--padding")
     if req.lpips_backbone is not None and not Path(req.lpips_backbone).is_file():
         raise ValueError(f"--lpips-backbone {req.lpips_backbone}: file not found")
+    if req.kernel_em is not None and (isinstance(req.kernel_em, bool) or not isinstance(req.kernel_em, int)
+                                      or req.kernel_em < 0):
+        raise ValueError(f"--kernel-em must be a whole number of rounds ≥ 0, got {req.kernel_em!r}")
     if req.select not in (None, "residual"):
         raise ValueError(f"--select must be 'residual', got {req.select!r}")
     if req.blind and not req.simulate:

@@ -315,6 +315,9 @@ class Preset:
     #: the one with the smallest ‖y − A(x)‖ (phase retrieval's best-of-K by the measurement)
     samples: int = 1
     select: str | None = None
+    #: rounds of kernel EM with the restoration (``invdiff.blind.refine_kernel_em``) when the kernel was estimated
+    #: as a free-form motion kernel; 0: the classical estimate as it is
+    kernel_em: int = 0
 
     def describe(self) -> str:
         hp = self.hyper_parameters
@@ -323,6 +326,7 @@ class Preset:
         guided += "".join(f", {k} {v:g}" for k, v in hp.items() if k in ("lam", "eta", "zeta"))
         extra = "".join(f"; {kind}: {v.describe()}" for kind, v in self.variants.items())
         k = (f", best of {self.samples} by residual" if self.select == "residual" else f", mean of {self.samples}") if self.samples > 1 else ""
+        k += f", {self.kernel_em} rounds of kernel EM" if self.kernel_em else ""
         return (f"{self.method}" + (f" ({self.prior})" if self.prior else "") + f", {self.steps} steps{warm}{guided}{k}{extra}")
 
     def run_hyper_parameters(self, task: "Task") -> dict:
@@ -375,7 +379,8 @@ def solve_preset(task: str, prior: str | None = None) -> Preset | None:
     p = _prior_presets(prior).get(task) or _presets().get(task)
     if p is None:
         return None
-    variants = {kind: Preset(p["method"], int(v["steps"]), dict(v.get("hyper_parameters", {})), p.get("prior"))
+    variants = {kind: Preset(p["method"], int(v["steps"]), dict(v.get("hyper_parameters", {})), p.get("prior"),
+                             kernel_em=int(v.get("kernel_em", 0)))
                 for kind, v in (p.get("variants") or {}).items()}
     return Preset(p["method"], int(p["steps"]), dict(p.get("hyper_parameters", {})), p.get("prior"), variants,
                   int(p.get("samples", 1)), p.get("select"))
