@@ -104,12 +104,9 @@ def _restore(plan, req, prob, callback):
     from .samplers.registry import METHODS
 
     blind = str(prob.degradation.get("kernel", {}).get("source", "")).startswith("estimated")
-    preset = plan.preset.for_operator(prob.op, blind=blind) if plan.preset is not None else None
-    hp = {**(preset.run_hyper_parameters(plan.task) if preset else plan.task.hyper_parameters.get(plan.method, {})),
-          **req.hyper_parameters}
-    steps = req.steps if req.steps is not None else (preset.steps if preset else None)
-    if blind and plan.task.blind == "motion":
-        _kernel_em(plan, req, prob, preset, hp, steps, callback)
+    preset, hp, steps = _run_settings(plan, req, prob, blind)
+    if blind and plan.task.blind == "motion" and _kernel_em(plan, req, prob, preset, hp, steps, callback):
+        preset, hp, steps = _run_settings(plan, req, prob, False)  # the refined kernel is restored as a known one
     at_once = req.samples if not isinstance(req.batch_size, int) else min(req.samples, req.batch_size)
     xs = tuple(plan.task.x_shape(tuple(prob.y.shape), prob.opts))
     memory_check(plan.prior, xs, at_once, req.device, gradient=METHODS[plan.method].network_gradient)
@@ -122,10 +119,21 @@ def _restore(plan, req, prob, callback):
     return res, hp, time.perf_counter() - t0
 
 
-def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> None:
-    """Refine a blind motion-kernel estimate by EM with this request's own restoration (one sample, its own seeded
-    stream), ``--kernel-em`` rounds or the preset's; the problem's operator takes the refined kernel and the report
-    records the rounds."""
+def _run_settings(plan, req, prob, blind: bool):
+    """(preset variant, hyper-parameters, steps) of the restoration: the task's preset for this operator (its blind
+    variant for an estimated kernel) under the request's --hp and --steps."""
+    preset = plan.preset.for_operator(prob.op, blind=blind) if plan.preset is not None else None
+    hp = {**(preset.run_hyper_parameters(plan.task) if preset else plan.task.hyper_parameters.get(plan.method, {})),
+          **req.hyper_parameters}
+    return preset, hp, req.steps if req.steps is not None else (preset.steps if preset else None)
+
+
+def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
+    """Refine a blind motion-kernel estimate by EM with this request's own restoration with the blind settings (one
+    sample, its own seeded stream), ``--kernel-em`` rounds or the preset's; the problem's operator takes the refined
+    kernel and the report records the rounds and the E-step's settings. Returns the rounds. After them the kernel
+    is restored as a known one (the task's preset, not its blind variant: on the tuning split the refined kernel
+    gains more from the known-kernel λ than the blind one; benchmarks/blind/tuning_kernel_em.json)."""
     from . import blind
     from .rng import make_generators
     from .samplers import restore
@@ -134,7 +142,7 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> None:
     entry = prob.degradation.setdefault("kernel", {})
     entry["em_rounds"] = rounds
     if rounds == 0:
-        return
+        return 0
     xs = tuple(plan.task.x_shape(tuple(prob.y.shape), prob.opts))
     y, noise = prob.y.to(req.device), plan.task.noise(prob.opts)
 
@@ -150,6 +158,8 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> None:
     prob.op = plan.task.operator(xs, prob.opts)
     entry["em_change"] = round(float((k - k0).norm() / k0.norm()), 5)
     entry["em_seconds"] = round(time.perf_counter() - t0, 2)
+    entry["em_hyper_parameters"] = {"steps": steps, **hp}
+    return rounds
 
 
 def _scores(req, plan, prob, res, x_true, obs) -> dict:
