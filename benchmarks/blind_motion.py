@@ -80,8 +80,8 @@ def case(x, i: int, j: int, s: float, kernel_size: int, prior, diffusion: bool, 
 
     row.update({"psnr_blurry": round(float(psnr(y.clamp(-1, 1), x)[0]), 3), "psnr_tv_estimated": round(tv(k_al), 3),
                 "psnr_tv_estimated_unaligned": round(tv(k), 3), "psnr_tv_true": round(tv(k_true), 3)})
-    if diffusion:  # after EM the refined kernel is restored as a known one (the preset), as solve does
-        final = solve_preset("motion-deblur") if rounds else pre
+    if diffusion:  # after EM the refined kernel is restored as a known one, as solve does
+        final = solve_preset("motion-deblur").for_operator(op) if rounds else pre
         row["psnr_diffusion_estimated"] = round(float(psnr(_diffpir(y, k_al, s, i, prior, final, restore_options),
                                                            x)[0]), 3)
         # the true kernel runs the preset itself; --true-from: the same restoration, run before
@@ -113,7 +113,7 @@ the blind variant's restoration) as ``invdiff solve`` does, and scored by ``kern
 the EM). PSNR (dB) of the blurry input and of the
 restorations with the estimated and with the true kernel: TV deconvolution (``invdiff.baselines``) and, where
 present, the task's solve preset (DiffPIR, 20 steps, warm start 0.35 from TV, natural64; with the estimated kernel
-its blind variant, λ = 100 instead of 28, as ``invdiff solve`` runs it; after kernel EM the refined kernel is restored
+its blind variant, λ = 100 instead of the preset's 4, as ``invdiff solve`` runs it; after kernel EM the refined kernel is restored
 as a known one, by the preset, as solve does; "classical k, no EM": the blind variant on the first estimate). The
 estimated kernel is
 moved by the integer shift that best matches the true one before restoring (a blind estimate is defined up to a

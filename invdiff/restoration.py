@@ -132,8 +132,8 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
     """Refine a blind motion-kernel estimate by EM with this request's own restoration with the blind settings (one
     sample, its own seeded stream), ``--kernel-em`` rounds or the preset's; the problem's operator takes the refined
     kernel and the report records the rounds and the E-step's settings. Returns the rounds. After them the kernel
-    is restored as a known one (the task's preset, not its blind variant: on the tuning split the refined kernel
-    gains more from the known-kernel λ than the blind one; benchmarks/blind/tuning_kernel_em.json)."""
+    is restored as a known one, by the task's preset: on the tuning split the refined kernel gains from the preset's
+    weight on the data (λ 4) over the blind variant's (λ 100) (benchmarks/blind/tuning_kernel_em.json)."""
     from . import blind
     from .rng import make_generators
     from .samplers import restore
