@@ -126,14 +126,19 @@ def test_kernel_em_moves_a_rough_kernel_towards_the_truth_with_a_sharp_restorati
 
 
 # ---- the CLI: a measured motion-blurred photo without --kernel is deblurred blind ----------------------------------
-def test_measured_motion_deblur_runs_blind(tmp_path, blurred):
+def tiny_prior_and_photo(tmp_path: Path, y: torch.Tensor, h: int, w: int) -> tuple[Path, Path]:
+    """A tiny untrained RGB prior saved as a file, and the top-left h × w of y saved as an 8-bit PNG."""
     torch.manual_seed(0)
     net = UNet(UNetConfig(in_channels=3, base_channels=8, channel_mult=(1, 2, 2), num_res_blocks=1, attention_levels=()))
     prior = EpsPrior(net, NoiseSchedule.linear(), config={"name": "tiny", "data": {"channels": 3}})
     prior.save(tmp_path / "tiny.safetensors")
-    _, _, y = blurred
-    img = ((y[0, :, :60, :52].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    img = ((y[0, :, :h, :w].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
     Image.fromarray(img).save(tmp_path / "blurry.png")
+    return tmp_path / "tiny.safetensors", tmp_path / "blurry.png"
+
+
+def test_measured_motion_deblur_runs_blind(tmp_path, blurred):
+    tiny_prior_and_photo(tmp_path, blurred[2], 60, 52)
     r = CliRunner().invoke(app, ["solve", "--task", "motion-deblur", str(tmp_path / "blurry.png"), "--prior",
                                  str(tmp_path / "tiny.safetensors"), "--steps", "2", "--out", str(tmp_path / "out"),
                                  "--quiet", "--json"])
@@ -165,15 +170,8 @@ def test_measured_motion_deblur_runs_blind(tmp_path, blurred):
 
 
 def test_kernel_em_rounds_are_run_reported_and_checked(tmp_path, blurred):
-    torch.manual_seed(0)
-    net = UNet(UNetConfig(in_channels=3, base_channels=8, channel_mult=(1, 2, 2), num_res_blocks=1, attention_levels=()))
-    prior = EpsPrior(net, NoiseSchedule.linear(), config={"name": "tiny", "data": {"channels": 3}})
-    prior.save(tmp_path / "tiny.safetensors")
-    _, _, y = blurred
-    img = ((y[0, :, :48, :48].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    Image.fromarray(img).save(tmp_path / "blurry.png")
-    base = ["solve", "--task", "motion-deblur", str(tmp_path / "blurry.png"), "--prior", str(tmp_path / "tiny.safetensors"),
-            "--steps", "2", "--kernel-size", "15", "--quiet", "--json"]
+    prior, photo = tiny_prior_and_photo(tmp_path, blurred[2], 48, 48)
+    base = ["solve", "--task", "motion-deblur", str(photo), "--prior", str(prior), "--steps", "2", "--kernel-size", "15", "--quiet", "--json"]
     reps = {}
     for n in (0, 2):
         r = CliRunner().invoke(app, [*base, "--kernel-em", str(n), "--out", str(tmp_path / f"em{n}")])
