@@ -312,19 +312,21 @@ def _check_motion_input(y: Tensor, kernel_size: int) -> None:
 
 
 def estimate_motion_kernel(y: Tensor, prior=None, sigma: float = 0.0, *, kernel_size: int = DEFAULT_MOTION_KERNEL_SIZE,
-                           lam: float = 0.016, iters: int = 5, smooth: float = 0.3, edges: float = 0.1,
+                           lam: float = 0.008, iters: int = 5, smooth: float = 0.3, edges: float = 0.1,
                            margin: float = 1.25, generator=None, callback=None) -> BlindEstimate:
     """A free-form motion (camera-shake) kernel of side ``kernel_size`` from the blurred photo y (1, C, H, W) in
     [−1, 1] alone, by classical coarse-to-fine alternating minimisation (Cho & Lee 2009, Xu & Jia 2010, Pan et al.
     2014) on the grey image. Each level of a √2 pyramid, from a kernel of 5 px to one of ``margin``·kernel_size
     (room for the estimate to move before it is centred and cut to size), runs ``iters`` rounds of: the sharp
-    image under an L0 gradient prior (``l0_deblur``, weight ``lam`` on the [−1, 1] scale); the kernel by least
+    image under an L0 gradient prior (``l0_deblur``, weight ``lam`` on the [−1, 1] scale; 0.008 chosen on the
+    tuning split over 0.004, 0.016 and 0.032, benchmarks/blind/tuning_classical.json); the kernel by least
     squares on the gradients over the simplex (``update_kernel``: the strongest ``edges`` fraction of the sharp
     image's gradients, L2 weight ``smooth``); centring. The kernel is then stretched to the next level.
 
     ``prior``, ``sigma`` and ``generator`` are accepted for the solver's call and not used: the estimate is
     classical and deterministic (a last kernel update on the diffusion prior's restoration was measured and made
-    the kernels worse), and the diffusion prior restores the image afterwards with the kernel. A blind kernel is
+    the kernels worse; refinement by EM is ``refine_kernel_em``), and the diffusion prior restores the image
+    afterwards with the kernel. A blind kernel is
     defined up to a translation of the image. The result's ``x`` is the grey L0 sharp image; the kernel
     (kernel_size, kernel_size), float32, is non-negative and sums to 1. See benchmarks/blind/blind_motion.md."""
     _check_motion_input(y, kernel_size)
