@@ -78,7 +78,7 @@ def case(x, i: int, j: int, s: float, kernel_size: int, prior, diffusion: bool, 
             return _diffpir(y, kk, s, i, prior, pre, restore_options, purpose="kernel-em")
 
         row["kernel_error_classical"], row["kernel_em"] = row["kernel_error"], rounds
-        same = earlier.get("kernel_error_classical", earlier.get("kernel_error")) == row["kernel_error"]
+        same = earlier.get("kernel_error_classical") == row["kernel_error"]  # the same estimate as that run's
         if same and not restore_options and "psnr_diffusion_classical" in earlier:  # the same restoration, run before
             row["psnr_diffusion_classical"] = earlier["psnr_diffusion_classical"]
         elif baseline:  # without EM

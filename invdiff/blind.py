@@ -326,8 +326,7 @@ def estimate_motion_kernel(y: Tensor, prior=None, sigma: float = 0.0, *, kernel_
     ``prior``, ``sigma`` and ``generator`` are accepted for the solver's call and not used: the estimate is
     classical and deterministic (a last kernel update on the diffusion prior's restoration was measured and made
     the kernels worse; refinement by EM is ``refine_kernel_em``), and the diffusion prior restores the image
-    afterwards with the kernel. A blind kernel is
-    defined up to a translation of the image. The result's ``x`` is the grey L0 sharp image; the kernel
+    afterwards with the kernel. A blind kernel is defined up to a translation of the image. The result's ``x`` is the grey L0 sharp image; the kernel
     (kernel_size, kernel_size), float32, is non-negative and sums to 1. See benchmarks/blind/blind_motion.md."""
     _check_motion_input(y, kernel_size)
     t0 = time.perf_counter()
