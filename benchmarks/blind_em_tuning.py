@@ -26,7 +26,7 @@ def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int,
     from invdiff.tasks import solve_preset
 
     op, y, k_true = blurred(x, i, j, s)
-    k0 = estimate_motion_kernel(y, kernel_size=kernel_size).kernel
+    k0 = estimate_motion_kernel(y, None, s, kernel_size=kernel_size).kernel
     preset = solve_preset("motion-deblur")
     blind = preset.for_operator(op, blind=True)
 
@@ -68,7 +68,7 @@ def classical(xs, names: list[str], photos: list[int], kernels: list[int], noise
         rows = []
         for i, j, s in [(i, j, s) for j in kernels for i in photos for s in noise]:
             _, y, k_true = blurred(xs[i: i + 1], i, j, s)
-            k = aligned(estimate_motion_kernel(y, kernel_size=kernel_size, **st).kernel, k_true)
+            k = aligned(estimate_motion_kernel(y, None, s, kernel_size=kernel_size, **st).kernel, k_true)
             x_tv = run_baseline("tv", y, ops.Blur(k, padding="reflect"), s)
             g = _gradients(x_tv.mean(1, keepdim=True)).abs()
             rows.append({"photo": names[i], "kernel": j, "noise_sigma": s,

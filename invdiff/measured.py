@@ -155,8 +155,10 @@ def _blind_kernel(task: Task, req, y: Tensor, sigma: float, prior, gens, callbac
         size = req.kernel_size or blind.DEFAULT_MOTION_KERNEL_SIZE
         est = blind.estimate_motion_kernel(y, prior, sigma, kernel_size=size, generator=gens, callback=callback)
     k = est.kernel.detach().float().cpu()
+    choice = est.history[-1] if est.history and "chosen" in est.history[-1] else {}
     return k, _kernel_entry(f"estimated (blind, {est.kind})", k, blur_sigma=getattr(est, "blur_sigma", None),
-                            seconds=round(float(est.seconds), 2))
+                            seconds=round(float(est.seconds), 2), start=choice.get("chosen"),
+                            start_residuals=choice.get("residuals"))
 
 
 def mask_for(task: Task, req, alpha: Tensor | None, simulate: bool) -> tuple[str | Tensor | None, dict | None]:
