@@ -248,3 +248,37 @@ def test_prefilter_removes_the_noise_and_keeps_the_blur():
     grey = prefiltered(noisy[:, :1], sigma, "ffdnet")
     assert grey.shape == noisy[:, :1].shape
     assert float((grey - clean[:, :1]).square().mean().sqrt()) < 0.5 * sigma
+
+
+def _dark_target_loops(x: np.ndarray, weight: float, beta: float, patch: int) -> np.ndarray:
+    """The authors' dark-channel step (Pan et al. 2016, their dark_channel and assign_dark_channel_to_pixel), pixel
+    by pixel on one grey image on [0, 1]: for each window (the border replicated) its darkest pixel; where that
+    value's square is below weight/beta, the pixel is set to 0 in the padded image; the band within patch // 2 of
+    the border keeps the input."""
+    r = patch // 2
+    h, w = x.shape
+    xp = np.pad(x, r, mode="edge")
+    out = xp.copy()
+    for m in range(h):
+        for n in range(w):
+            win = xp[m: m + patch, n: n + patch]
+            i, j = np.unravel_index(np.argmin(win), win.shape)
+            if win[i, j] ** 2 < weight / beta:
+                out[m + i, n + j] = 0.0
+    res = out[r: r + h, r: r + w]
+    res[:r], res[h - r:], res[:, :r], res[:, w - r:] = x[:r], x[h - r:], x[:, :r], x[:, w - r:]
+    return res
+
+
+def test_dark_target_transcribes_the_authors_loops():
+    from invdiff.blind import dark_target
+
+    g = torch.Generator().manual_seed(4)
+    x01 = torch.rand(2, 13, 17, generator=g, dtype=torch.float64) ** 2  # many dark pixels, some darker than others
+    blacked = []
+    for weight, beta in ((0.004, 0.2), (0.004, 4.0)):
+        got = (dark_target(x01 * 2 - 1, weight, beta, patch=5) + 1) / 2  # float64: the round trip costs ~1e-16
+        want = np.stack([_dark_target_loops(v.numpy(), weight, beta, 5) for v in x01])
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-12, rtol=0)
+        blacked.append(int((want == 0).sum()))
+    assert blacked[0] > blacked[1] > 0  # a larger β lowers the threshold: fewer, but some, pixels go black
