@@ -386,12 +386,6 @@ def _check_motion_input(y: Tensor, kernel_size: int) -> None:
                          "estimate a smaller kernel (--kernel-size)")
 
 
-def _blur_same(x: Tensor, k: Tensor) -> Tensor:
-    """k * x (a convolution) on x (1, 1, H, W), extended by reflection, the same size out."""
-    kh, kw = k.shape
-    return F.conv2d(pad(x, kh // 2, kw // 2, "reflect"), k.flip(0, 1)[None, None].to(x.dtype))
-
-
 def _estimate_from(g: Tensor, start: str, kernel_size: int, work: int, lam: float, iters: int, update: dict, t0: float,
                    callback) -> tuple[Tensor, Tensor, list[dict], float]:
     """One coarse-to-fine run of ``estimate_motion_kernel`` from ``starting_kernel(·, start)`` on the grey image g:
@@ -411,7 +405,9 @@ def _estimate_from(g: Tensor, start: str, kernel_size: int, work: int, lam: floa
             callback(dict(history[-1]))
     c = (work - kernel_size) // 2
     k = centre_kernel(centre_kernel(k)[c: c + kernel_size, c: c + kernel_size]).float()
-    return k, x, history, float((_blur_same(x, k) - g).square().mean())
+    from .operators.blur import Blur
+
+    return k, x, history, float((Blur(k, padding="reflect")(x) - g).square().mean())
 
 
 def estimate_motion_kernel(y: Tensor, prior=None, sigma: float = 0.0, *, kernel_size: int = DEFAULT_MOTION_KERNEL_SIZE,
