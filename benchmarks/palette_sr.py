@@ -27,10 +27,12 @@ from palette_colorize import TIE_DB, _mean, _sample_gens, _scores, cli
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "palette"
 PRIOR = "natural-palette-sr4"
-#: (steps, start, guidance w, K samples averaged): the mean of K samples approaches the posterior mean, which PSNR
-#: rewards (benchmarks/RESULTS.md, "The posterior mean of K samples"); NFE counts all K chains
+#: (steps, start, guidance w, K samples averaged[, symmetry]): the mean of K samples approaches the posterior mean,
+#: which PSNR rewards (benchmarks/RESULTS.md, "The posterior mean of K samples"); NFE counts all K chains. With
+#: "dihedral" chain k restores the measurement turned/mirrored by the k-th element of the square's group and is
+#: turned back (``invdiff.samplers.symmetry``): the same NFE, the network's own errors averaged over the group too
 GRID = [(10, 1.0, 0.0, 1), (20, 1.0, 0.0, 1), (10, 0.5, 0.0, 1), (20, 0.5, 0.0, 1), (10, 0.3, 0.0, 1), (20, 0.5, 1.0, 1),
-        (10, 0.3, 0.0, 4), (10, 0.3, 0.0, 8), (10, 0.5, 0.0, 8), (10, 1.0, 0.0, 8)]
+        (10, 0.3, 0.0, 4), (10, 0.3, 0.0, 8), (10, 0.5, 0.0, 8), (10, 1.0, 0.0, 8), (10, 0.3, 0.0, 8, "dihedral")]
 
 
 def _problem(x: torch.Tensor, seed: int):
@@ -41,11 +43,12 @@ def _problem(x: torch.Tensor, seed: int):
     return simulate("sr", x, TaskOptions(noise_sigma=0.05, scale=4), generator=gens)
 
 
-def _palette(y, op, prior, steps: int, start: float, w: float, gens, samples: int = 1):
+def _palette(y, op, prior, steps: int, start: float, w: float, gens, samples: int = 1, symmetry: str | None = None):
     from invdiff.samplers import restore
 
     hp = {"guidance": w, **({"start": start, "init": "bicubic"} if start < 1 else {})}
-    return restore(y, op, 0.05, prior, method="palette", steps=steps, samples=samples, generator=gens, **hp)
+    return restore(y, op, 0.05, prior, method="palette", steps=steps, samples=samples, generator=gens,
+                   symmetry=symmetry, **hp)
 
 
 def _bicubic(y, op, x) -> dict:
@@ -63,10 +66,11 @@ def tune(args) -> None:
     op, y = _problem(x, 0)
     prior = load(args.prior)
     rows = [_bicubic(y, op, x)]
-    for steps, start, w, k in GRID:
+    for steps, start, w, k, *sym in GRID:
         t0 = time.perf_counter()
-        r = _palette(y, op, prior, steps, start, w, _sample_gens(0, len(x)), samples=k)
-        rows.append({"steps": steps, "start": start, "guidance": w, "samples": k, "nfe": int(r.nfe) * k,
+        r = _palette(y, op, prior, steps, start, w, _sample_gens(0, len(x)), samples=k, symmetry=(sym or [None])[0])
+        rows.append({"steps": steps, "start": start, "guidance": w, "samples": k, **({"symmetry": sym[0]} if sym else {}),
+                     "nfe": int(r.nfe) * k,
                      "seconds": round(time.perf_counter() - t0, 1), **_scores(r.mean, x)})
         print(json.dumps(rows[-1]), flush=True)
     best = max(_mean(r["psnr"]) for r in rows[1:])
@@ -106,8 +110,11 @@ def report(args) -> None:
         print(json.dumps(rows[-1]), flush=True)
     if k_mean > 1:  # the chosen configuration averages K samples: its row, and the single samples' above
         t0 = time.perf_counter()
-        r = _palette(y, op, prior, steps, start, chosen["guidance"], _sample_gens(suite.seed, len(x)), samples=k_mean)
-        rows.append({"method": f"palette w={chosen['guidance']:g}, mean of K = {k_mean}", "guidance": chosen["guidance"],
+        sym = chosen.get("symmetry")
+        r = _palette(y, op, prior, steps, start, chosen["guidance"], _sample_gens(suite.seed, len(x)), samples=k_mean,
+                     symmetry=sym)
+        rows.append({"method": f"palette w={chosen['guidance']:g}, mean of K = {k_mean}" + (f", {sym}" if sym else ""),
+                     "guidance": chosen["guidance"], **({"symmetry": sym} if sym else {}),
                      "steps": steps, "start": start, "samples": k_mean, "nfe": int(r.nfe) * k_mean,
                      "seconds": round(time.perf_counter() - t0, 1), **_scores(r.mean, x)})
         print(json.dumps(rows[-1]), flush=True)

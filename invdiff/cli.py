@@ -335,6 +335,7 @@ def solve_cmd(
     blind: bool = typer.Option(False, "--blind", help="with --simulate: hide the simulated kernel and estimate it"),
     kernel_em: Optional[int] = typer.Option(None, help="blind motion: rounds of kernel EM (default: the preset's)"),
     select: Optional[str] = typer.Option(None, help="with -k K: 'residual' keeps the sample with the smallest ||y-A(x)||"),
+    symmetry: Optional[str] = typer.Option(None, help="with -k K: flips|dihedral, sample k on y flipped/turned and back"),
     padding: str = typer.Option("reflect", help="blur boundary: zeros, reflect, replicate, circular"),
     scale: int = typer.Option(4, help="super-resolution factor"),
     mask: Optional[str] = typer.Option(None, help="inpainting mask image (white = observed); measured photos may carry it "
@@ -369,7 +370,7 @@ def solve_cmd(
                            blur_sigma=blur_sigma, padding=padding, scale=scale, mask=mask, oversampling=oversampling,
                            device=_device(device), batch_size=_batch_size(batch_size), hyper_parameters=_hp(hp, guidance),
                            fast=fast, overwrite=overwrite, save_measurement=save_measurement,
-                           lpips_backbone=lpips_backbone, blind=blind, select=select, kernel_em=kernel_em)
+                           lpips_backbone=lpips_backbone, blind=blind, select=select, kernel_em=kernel_em, symmetry=symmetry)
         one = len(images) == 1 and not images[0].is_dir()
         return _solve_one_cmd(req, quiet, json_out) if one else _solve_many_cmd(req, images, quiet, json_out)
 

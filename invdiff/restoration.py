@@ -115,7 +115,8 @@ def _restore(plan, req, prob, callback):
     t0 = time.perf_counter()
     res = restore(prob.y.to(req.device), prob.op.to(req.device), plan.task.noise(prob.opts), plan.prior,
                   method=plan.method, steps=steps, samples=req.samples, callback=callback, batch_size=req.batch_size,
-                  generator=make_generators(req.seed, 1, req.device, purpose="sample"), select=req.select, **hp)
+                  generator=make_generators(req.seed, 1, req.device, purpose="sample"), select=req.select,
+                  symmetry=req.symmetry, **hp)
     return res, hp, time.perf_counter() - t0
 
 

@@ -71,6 +71,9 @@ class SolveRequest:
     #: with samples K > 1: "residual" keeps, per image, the sample with the smallest ‖y − A(x)‖ (best-of-K by the
     #: measurement, never the truth); None writes the posterior mean (without --samples: the preset's choice)
     select: str | None = None
+    #: with samples K > 1: sample k restores the measurement flipped/turned by the group's element k and is turned
+    #: back ("flips", "dihedral"; ``invdiff.samplers.symmetry``); only for operators that commute with the group
+    symmetry: str | None = None
     #: rounds of kernel EM with the restoration after a blind motion-kernel estimate (None: the preset's)
     kernel_em: int | None = None
 
@@ -128,6 +131,8 @@ def _check_request(req: SolveRequest) -> None:
         raise ValueError(f"--kernel-em must be a whole number of rounds ≥ 0, got {req.kernel_em!r}")
     if req.select not in (None, "residual"):
         raise ValueError(f"--select must be 'residual', got {req.select!r}")
+    if req.symmetry not in (None, "flips", "dihedral"):
+        raise ValueError(f"--symmetry must be 'flips' or 'dihedral', got {req.symmetry!r}")
     if req.blind and not req.simulate:
         raise ValueError("--blind is for --simulate (a measured photo is deblurred blind whenever no --kernel is given)")
 

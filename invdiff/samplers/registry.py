@@ -22,6 +22,7 @@ from .problem import REQUIREMENT_TEXT, Problem, require
 from .params import (DAPSParams, DDNMParams, DDRMParams, DiffPIRParams, DPSParams, MCGParams, PaletteParams, Params,
                      PiGDMParams, ProjectionParams, RedDiffParams, RePaintParams, make_params)
 from .spectral import DDRM, DiffPIR, ddnm, ddnm_nfe
+from .symmetry import check_commutes, group_size, per_chain
 from .validate import check_restore_inputs
 from .variational import daps, reddiff
 from .warmstart import prior_sign, resolve_warm_start
@@ -306,7 +307,7 @@ def _warm_start(hp, x_init, y, operator, x_shape, noise, prior, generator, sampl
 def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: str = "dps", steps: int | None = None,
             samples: int = 1, generator: rng.Generators = None, callback=None, x_shape=None, clip: bool = True,
             batch_size: int | str | None = None, x_init: Tensor | None = None, select: str | None = None,
-            **hyper_parameters) -> Restoration:
+            symmetry: str | None = None, **hyper_parameters) -> Restoration:
     """Restore x from y = A(x) + n with the prior. ``noise``: a noise model or σ (on the [-1, 1] scale).
     ``generator``: one per measurement (``rng.make_generators``) for batch-invariant results; each of the K
     samples of image i gets its own stream derived from image i's, so results do not depend on ``batch_size``
@@ -316,13 +317,18 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
     ``x_init`` (B, C, H, W): the starting estimate of a warm start (hyper-parameter ``start`` < 1; see
     ``invdiff.samplers.warmstart``), e.g. a classical estimate from ``invdiff.baselines``; it takes precedence
     over the hyper-parameter ``init``. ``select="residual"``: best-of-K by the measurement, the sample with the
-    smallest ‖y − A(x)‖ per image (``Restoration.residuals``, ``chosen``); None: the mean of the K samples."""
+    smallest ‖y − A(x)‖ per image (``Restoration.residuals``, ``chosen``); None: the mean of the K samples.
+    ``symmetry`` ("flips", "dihedral"; ``invdiff.samplers.symmetry``): sample k of an image restores g_k(y) and is
+    mapped back by g_k⁻¹ (g_k the group's element k mod |G|), for an operator that commutes with the group (checked;
+    others raise); the callback sees the transformed chains."""
     check_restore_inputs(y, operator, noise, prior, steps=steps, samples=samples, batch_size=batch_size, generator=generator, x_shape=x_shape)
     m = check_method(method, operator, prior)
     if samples < 1:
         raise ValueError("samples must be at least 1")
     if not torch.isfinite(y).all():
         raise ValueError("the measurement contains NaN or infinite values")
+    if symmetry is not None:
+        group_size(symmetry)  # an unknown group raises here
     if select not in SELECTS:
         raise ValueError(f"select must be None (the mean of the samples) or 'residual' (the sample with the smallest "
                          f"measurement residual), got {select!r}")
@@ -333,6 +339,10 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
         raise ValueError(f"prior {prior.name!r} works on {prior.channels}-channel images but the operator needs {xs[1]}")
     init, sign_nfe = _warm_start(hp, x_init, y, operator, xs, noise, prior, generator, samples)
     yk = y.repeat_interleave(samples, 0) if samples > 1 else y
+    if symmetry is not None:
+        check_commutes(operator, xs, symmetry, dtype=y.dtype, device=y.device)
+        yk = per_chain(yk, samples, symmetry)
+        init = None if init is None else per_chain(init, samples, symmetry)
     op = operator.repeat_interleave(samples).unchecked()  # copies: the caller's operator is not touched
     gens = rng.repeat(generator, samples)  # derived streams, K = 1 included: the caller's generators are not advanced
     n = B * samples
@@ -342,8 +352,11 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
                                                  generator=gens, clip=clip, init=init),
                                   chunk=chunk, auto=auto, callback=callback)
     seconds = time.perf_counter() - t0
+    if symmetry is not None:
+        x = per_chain(x, samples, symmetry, inverse=True)
     x = x.reshape(B, samples, *xs[1:])
     mean, std, residuals, chosen = _summarise(x, select, y, op)
-    used = {**hp.as_dict(), **({"init": "x_init"} if x_init is not None else {})}
+    used = {**hp.as_dict(), **({"init": "x_init"} if x_init is not None else {}),
+            **({"symmetry": symmetry} if symmetry is not None else {})}
     return Restoration(samples=x, mean=mean, std=std, nfe=nfe + sign_nfe, vjps=vjps, seconds=seconds, method=m.name,
                        hyper_parameters=used, residuals=residuals, chosen=chosen)
