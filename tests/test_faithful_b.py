@@ -350,3 +350,46 @@ def test_dps_ffhq_suite_is_the_released_protocol():
     assert ((missing > 0.25) & (missing < 0.75)).all() and missing.std() > 0.02
     alone = TASKS["inpaint"].operator((1, 3, 64, 64), opts, generator=make_generators(0, 6)[4:5]).mask
     assert torch.equal(alone[0], m[4])
+
+
+def test_palette_soft_paste_is_the_prox_of_the_unpasted_sample():
+    # paste_rho = ρ: argmin_z ‖y − A z‖² + ρ‖z − x‖² of the sample x the same streams give without the paste; on
+    # A's range this is (s·Uᵀy + ρ·Vᵀx)/(s² + ρ), recomputed here from an explicit SVD of 2× block averaging
+    prior = _tiny_palette_sr()
+    A = O.BlockAverage(2)
+    x0 = torch.rand(2, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    y = A(x0) + 0.05 * torch.randn(2, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+
+    def run(**kw):
+        p = Problem(prior=prior, y=y, op=A, sigma=0.05, shape=(2, 1, 8, 8), generator=make_generators(2, 2), clip=True)
+        return palette(p, steps=5, start=0.5, **kw)
+
+    plain = run()
+    M = torch.func.jacrev(lambda v: A(v.reshape(1, 1, 8, 8)).flatten())(torch.zeros(64, dtype=torch.float64))
+    for rho in (0.05, 1.0):
+        soft = run(paste=True, paste_rho=rho)
+        want = torch.linalg.solve(M.T @ M + rho * torch.eye(64, dtype=torch.float64),
+                                  (M.T @ y.reshape(2, 16).T + rho * plain.reshape(2, 64).T)).T
+        torch.testing.assert_close(soft.reshape(2, 64), want, rtol=1e-9, atol=1e-9)
+    hard = run(paste=True)
+    torch.testing.assert_close(A(hard), y, rtol=0, atol=1e-12)
+    res = [float((A(run(paste=True, paste_rho=r)) - y).norm()) for r in (0.0, 0.05, 1.0, 100.0)]
+    assert res == sorted(res) and res[-1] < float((A(plain) - y).norm())  # softer: further from y, never past x
+
+
+def _tiny_palette_sr():
+    from invdiff.nets.unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(in_channels=1, cond_channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                          attention_levels=())).double()
+    return EpsPrior(net, NoiseSchedule.linear(), config={"name": "tiny-palette-sr"})
+
+
+def test_paste_rho_needs_the_paste_and_is_not_negative():
+    from invdiff.samplers.params import PaletteParams
+
+    with pytest.raises(ValueError, match="paste=True"):
+        PaletteParams(paste_rho=0.1)
+    with pytest.raises(ValueError, match="≥ 0"):
+        PaletteParams(paste=True, paste_rho=-1.0)

@@ -21,7 +21,8 @@ def palette_condition(y: Tensor, op: Operator, shape) -> Tensor:
 
 
 def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.0, paste: bool = False,
-            spacing: str = "uniform", init: str = "measurement", guidance: float = 0.0, callback=None) -> Tensor:
+            paste_rho: float = 0.0, spacing: str = "uniform", init: str = "measurement", guidance: float = 0.0,
+            callback=None) -> Tensor:
     """Sample ε_θ(x_t, t, c): the prior must be a conditional model whose condition channels match c. Network
     evaluations: ``steps`` (at most t_start + 1), twice that with classifier-free guidance (``guidance`` w ≠ 0:
     ε̂ = (1 + w)·ε(x_t, c) − w·ε(x_t, ∅), ``EpsPrior.eps``).
@@ -33,7 +34,9 @@ def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.
     t_start itself); it keeps a briefly trained model from settling on a wrong global layout at the highest noise
     levels, where ε barely depends on the condition. ``paste=True`` replaces the measured part of the result by the
     measurement, x ← x + A⁺(y − A x) (for inpainting: the known pixels are pasted in, as inpainting models are
-    usually deployed); it needs a linear A."""
+    usually deployed); it needs a linear A. ``paste_rho`` ρ > 0 makes it soft: argmin_z ‖y − A z‖² + ρ‖z − x‖²
+    (``Operator.prox``), which with a noisy y keeps the sample where A's singular values are small (measured on
+    SR ×4: benchmarks/RESULTS.md, "soft paste")."""
     from .. import rng
     from ..operators.base import Capability
     from .core import ddim_step, step_coefficients
@@ -63,5 +66,5 @@ def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.
         if callback is not None:
             callback({"step": i, "total": len(ts), "t": t, "x_t": x, "x0": d.x0})
     if paste:
-        x = p.op.prox(x, p.y, 0.0)
+        x = p.op.prox(x, p.y, paste_rho)
     return x

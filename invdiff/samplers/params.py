@@ -198,14 +198,25 @@ class PaletteParams(Params):
     begins at t₀ = round(0.5·(T−1)) from the noised measurement on the image grid (``init="measurement"``: the
     condition's image channels); ``paste``: the measured part of the result replaced by the measurement;
     ``guidance``: the classifier-free guidance weight w (0: the plain conditional model; w ≠ 0 costs two network
-    evaluations per step and needs a model trained with condition dropout)."""
+    evaluations per step and needs a model trained with condition dropout). ``paste_rho`` ρ ≥ 0 (with ``paste``):
+    the paste as the data-consistent point nearest the sample, argmin_z ‖y − A z‖² + ρ‖z − x‖² (``Operator.prox``);
+    0 is the exact paste, which with a noisy measurement copies its noise, amplified where A's singular values are
+    small (SR); ρ > 0 trusts the sample more where A sees little."""
 
     steps: int = 100
     eta: float = 1.0
     start: float = 0.5
     init: Init = "measurement"
     paste: bool = False
+    paste_rho: float = 0.0
     guidance: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.paste_rho < 0:
+            raise ValueError(f"paste_rho must be ≥ 0, got {self.paste_rho!r}")
+        if self.paste_rho > 0 and not self.paste:
+            raise ValueError("paste_rho applies to the paste: give paste=True with it")
 
 
 def make_params(cls: type[Params], method: str, overrides: dict) -> Params:
