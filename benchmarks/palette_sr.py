@@ -52,7 +52,8 @@ def _palette(y, op, prior, steps: int, start: float, w: float, gens, samples: in
              paste_rho: float | None = None):
     from invdiff.samplers import restore
 
-    hp = {"guidance": w, **({"start": start, "init": "bicubic"} if start < 1 else {}),
+    # start is always passed: Palette's own default is a warm start at 0.5, not pure noise
+    hp = {"guidance": w, "start": start, **({"init": "bicubic"} if start < 1 else {}),
           **({"paste": True, "paste_rho": paste_rho} if paste_rho is not None else {})}
     return restore(y, op, 0.05, prior, method="palette", steps=steps, samples=samples, generator=gens,
                    symmetry=symmetry, **hp)
