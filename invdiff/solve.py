@@ -107,6 +107,7 @@ def _positive_int(v, opt, allow_none=True):
 def _check_request(req: SolveRequest) -> None:
     """Every option that can be checked without reading anything: one ValueError naming the option."""
     from .samplers.validate import finite_positive
+    from .samplers.symmetry import SYMMETRIES
 
     for v, opt in ((req.steps, "--steps"), (req.kernel_size, "--kernel-size")):
         _positive_int(v, opt)
@@ -131,8 +132,8 @@ def _check_request(req: SolveRequest) -> None:
         raise ValueError(f"--kernel-em must be a whole number of rounds ≥ 0, got {req.kernel_em!r}")
     if req.select not in (None, "residual"):
         raise ValueError(f"--select must be 'residual', got {req.select!r}")
-    if req.symmetry not in (None, "flips", "dihedral"):
-        raise ValueError(f"--symmetry must be 'flips' or 'dihedral', got {req.symmetry!r}")
+    if req.symmetry not in SYMMETRIES:
+        raise ValueError(f"--symmetry must be {' or '.join(map(repr, SYMMETRIES[1:]))}, got {req.symmetry!r}")
     if req.blind and not req.simulate:
         raise ValueError("--blind is for --simulate (a measured photo is deblurred blind whenever no --kernel is given)")
 

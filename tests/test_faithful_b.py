@@ -236,11 +236,11 @@ def test_palette_start_spaces_its_steps_over_the_noised_range():
     assert start_timesteps(s, 2000, 10) == list(range(10, -1, -1))  # no more steps than timesteps
 
 
-def _tiny_palette():
+def _tiny_palette(cond_channels: int = 2):
     from invdiff.nets.unet import UNet, UNetConfig
 
     torch.manual_seed(0)
-    net = UNet(UNetConfig(in_channels=1, cond_channels=2, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+    net = UNet(UNetConfig(in_channels=1, cond_channels=cond_channels, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
                           attention_levels=())).double()
     return EpsPrior(net, NoiseSchedule.linear(), config={"name": "tiny-palette"})
 
@@ -355,7 +355,7 @@ def test_dps_ffhq_suite_is_the_released_protocol():
 def test_palette_soft_paste_is_the_prox_of_the_unpasted_sample():
     # paste_rho = ρ: argmin_z ‖y − A z‖² + ρ‖z − x‖² of the sample x the same streams give without the paste; on
     # A's range this is (s·Uᵀy + ρ·Vᵀx)/(s² + ρ), recomputed here from an explicit SVD of 2× block averaging
-    prior = _tiny_palette_sr()
+    prior = _tiny_palette(cond_channels=1)  # SR: the upsampled measurement
     A = O.BlockAverage(2)
     x0 = torch.rand(2, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 2 - 1
     y = A(x0) + 0.05 * torch.randn(2, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
@@ -375,15 +375,6 @@ def test_palette_soft_paste_is_the_prox_of_the_unpasted_sample():
     torch.testing.assert_close(A(hard), y, rtol=0, atol=1e-12)
     res = [float((A(run(paste=True, paste_rho=r)) - y).norm()) for r in (0.0, 0.05, 1.0, 100.0)]
     assert res == sorted(res) and res[-1] < float((A(plain) - y).norm())  # softer: further from y, never past x
-
-
-def _tiny_palette_sr():
-    from invdiff.nets.unet import UNet, UNetConfig
-
-    torch.manual_seed(0)
-    net = UNet(UNetConfig(in_channels=1, cond_channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
-                          attention_levels=())).double()
-    return EpsPrior(net, NoiseSchedule.linear(), config={"name": "tiny-palette-sr"})
 
 
 def test_paste_rho_needs_the_paste_and_is_not_negative():

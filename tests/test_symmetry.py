@@ -116,9 +116,11 @@ def test_bad_symmetry_arguments_are_clear_errors():
     y = torch.zeros(1, 1, 4, 6, dtype=torch.float64)
     prior = _tiny_prior()
     with pytest.raises(ValueError, match="symmetry must be one of"):
-        restore(y, A, SIGMA, prior, method="ddrm", steps=2, symmetry="rotations")
+        restore(y, A, SIGMA, prior, method="ddrm", steps=2, samples=2, symmetry="rotations")
     with pytest.raises(ValueError, match="needs a square image"):
-        restore(y, A, SIGMA, prior, method="ddrm", steps=2, symmetry="dihedral")
+        restore(y, A, SIGMA, prior, method="ddrm", steps=2, samples=2, symmetry="dihedral")
+    with pytest.raises(ValueError, match="samples ≥ 2"):  # one sample would silently be the plain run
+        restore(y, A, SIGMA, prior, method="ddrm", steps=2, symmetry="flips")
     r = restore(y, A, SIGMA, prior, method="ddrm", steps=2, samples=4, symmetry="flips",
                 generator=make_generators(0, 1))  # flips keep a non-square shape
     assert r.samples.shape == (1, 4, 1, 8, 12)

@@ -329,6 +329,8 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
         raise ValueError("the measurement contains NaN or infinite values")
     if symmetry is not None:
         group_size(symmetry)  # an unknown group raises here
+        if samples < 2:
+            raise ValueError(f"symmetry={symmetry!r} spreads the K samples over the group: it needs samples ≥ 2")
     if select not in SELECTS:
         raise ValueError(f"select must be None (the mean of the samples) or 'residual' (the sample with the smallest "
                          f"measurement residual), got {select!r}")
