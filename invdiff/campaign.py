@@ -76,13 +76,10 @@ def validation_patches(n_patches: int = 512) -> tuple[Tensor, torch.Generator]:
 
 
 @torch.no_grad()
-def validation_loss(net, schedule: NoiseSchedule, *, n_patches: int = 512, buckets: int = 10, condition=None) -> dict:
-    """L_simple on the validation patches with t uniform, its standard error over patches, and the mean per
-    bucket of t (``buckets`` equal ranges of the schedule's timesteps). ``condition(x0, generator)``: the
-    condition of a Palette model (``invdiff.train.palette_condition_fn``), drawn from its own generator (seeded
-    with 1) so that the patches, noise levels and noises are those of the unconditional figure."""
-    chunks, g = validation_patches(n_patches)
-    g_cond = torch.Generator().manual_seed(1)
+def patch_losses(net, schedule: NoiseSchedule, chunks: list[Tensor], g: torch.Generator, *, condition=None,
+                 g_cond: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Per-patch ε-MSE and t (uniform, then ε, drawn from ``g`` in batches of 8): the validation protocol, whose
+    draws are the same for every network, so the losses of two networks pair up patch by patch."""
     losses, ts = [], []
     for x in chunks:
         for i in range(0, x.shape[0], 8):
@@ -93,7 +90,17 @@ def validation_loss(net, schedule: NoiseSchedule, *, n_patches: int = 512, bucke
             pred = net(schedule.q_sample(x0, t, eps), t, *cond)
             losses.append((pred.float() - eps).pow(2).mean(dim=(1, 2, 3)))
             ts.append(t)
-    loss, t = torch.cat(losses).double(), torch.cat(ts)
+    return torch.cat(losses).double(), torch.cat(ts)
+
+
+@torch.no_grad()
+def validation_loss(net, schedule: NoiseSchedule, *, n_patches: int = 512, buckets: int = 10, condition=None) -> dict:
+    """L_simple on the validation patches with t uniform, its standard error over patches, and the mean per
+    bucket of t (``buckets`` equal ranges of the schedule's timesteps). ``condition(x0, generator)``: the
+    condition of a Palette model (``invdiff.train.palette_condition_fn``), drawn from its own generator (seeded
+    with 1) so that the patches, noise levels and noises are those of the unconditional figure."""
+    chunks, g = validation_patches(n_patches)
+    loss, t = patch_losses(net, schedule, chunks, g, condition=condition, g_cond=torch.Generator().manual_seed(1))
     width = schedule.num_timesteps / buckets
     per = []
     for b in range(buckets):
@@ -228,4 +235,4 @@ def campaign_config(*, threads: int = 1, minutes: float | None = None, ckpt_dir:
     return replace(RECIPES[recipe], max_minutes=minutes, threads=threads, ckpt_dir=ckpt_dir)
 
 
-__all__ = ["CAMPAIGNS", "CampaignTrainer", "campaign_config", "online_path", "validation_loss", "NAME", "ONLINE"]
+__all__ = ["CAMPAIGNS", "CampaignTrainer", "campaign_config", "online_path", "patch_losses", "validation_loss", "NAME", "ONLINE"]

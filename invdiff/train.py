@@ -59,6 +59,21 @@ class TrainConfig:
     compile: bool = False
     threads: int | None = None
     warmup_from: int = 0  # the learning rate warms up over `warmup` steps counted from this step (a re-warmed optimiser)
+    #: after the warm-up: "constant", or "cosine" from lr down to lr_min over lr_decay_steps (counted from warmup_from)
+    lr_schedule: str = "constant"
+    lr_min: float = 0.0
+    lr_decay_steps: int = 0
+    #: the noise levels of training: "uniform" t (DDPM), or "lognormal": ln σ_t ~ N(mean, std²) as in EDM (Karras et
+    #: al. 2022, σ_t = √((1 − ᾱ_t)/ᾱ_t)) mixed with a uniform share of t so that every t of the schedule is trained
+    t_sampling: str = "uniform"
+    t_lognormal: tuple[float, float, float] = (-1.2, 1.2, 0.2)  # (mean, std, uniform share)
+    #: the weight of each level's ε-MSE: "eps" (L_simple), or "min-snr": min(SNR_t, γ)/SNR_t (Hang et al. 2023)
+    loss_weighting: str = "eps"
+    min_snr_gamma: float = 5.0
+    #: natural/folder data: the largest crop scale (a region of up to max_scale·patch pixels resized to the patch)
+    #: and mild colour jitter (saturation and contrast scaled by up to ±colour_jitter)
+    max_scale: float = 2.0
+    colour_jitter: float = 0.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -69,6 +84,8 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         d = dict(d)
         d["unet"] = UNetConfig.from_dict(d["unet"])
+        if "t_lognormal" in d:
+            d["t_lognormal"] = tuple(d["t_lognormal"])
         return cls(**d)
 
 
@@ -95,7 +112,7 @@ def make_batches(cfg: TrainConfig) -> Batches:
             from .io import read_image
 
             photos = [read_image(p, channels=cfg.unet.in_channels)[0] for p in D.list_images(cfg.data[7:])]
-        sampler = D.PatchSampler(photos, patch=cfg.patch)
+        sampler = D.PatchSampler(photos, patch=cfg.patch, max_scale=cfg.max_scale, colour_jitter=cfg.colour_jitter)
         return sampler.sample
     raise ValueError(f"unknown training data {cfg.data!r} (fmnist, natural, folder:PATH)")
 
@@ -105,18 +122,74 @@ def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
 
 
 # ---- the objective -----------------------------------------------------------------------------
-def diffusion_loss(net, schedule: NoiseSchedule, x0: Tensor, g: torch.Generator, *, cond: Tensor | None = None) -> Tensor:
-    """L_simple: E_t,ε ‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖² with t uniform (per-image mean)."""
+def noise_levels(schedule: NoiseSchedule) -> Tensor:
+    """σ_t = √((1 − ᾱ_t)/ᾱ_t): the noise level of x_t/√ᾱ_t (the variance-exploding view of the schedule), float64."""
+    ac = schedule.alphas_cumprod.double().cpu()
+    return ((1 - ac) / ac).sqrt()
+
+
+def timestep_weights(cfg: TrainConfig, schedule: NoiseSchedule) -> tuple[Tensor, Tensor] | None:
+    """(p_t, w_t) over the schedule's timesteps: the probability of drawing t and the weight of its ε-MSE, the
+    weights normalised to E_p[w] = 1 (the learning rate keeps its meaning). None for DDPM's uniform t and L_simple.
+
+    "lognormal": p_t is the N(mean, std²) mass of ln σ between the midpoints of t's neighbours (EDM's
+    distribution of training levels, discretised), mixed with a uniform share. "min-snr": w_t = min(SNR_t, γ)/SNR_t
+    with SNR_t = 1/σ_t², which for ε-prediction turns down only the low-noise levels."""
+    if cfg.t_sampling == "uniform" and cfg.loss_weighting == "eps":
+        return None
+    T = schedule.num_timesteps
+    ln_sigma = noise_levels(schedule).log()
+    if cfg.t_sampling == "uniform":
+        p = torch.full((T,), 1.0 / T, dtype=torch.float64)
+    elif cfg.t_sampling == "lognormal":
+        mean, std, share = cfg.t_lognormal
+        if not (std > 0 and 0 < share <= 1):
+            raise ValueError(f"t_lognormal needs std > 0 and a uniform share in (0, 1], got {cfg.t_lognormal}")
+        mid = (ln_sigma[1:] + ln_sigma[:-1]) / 2
+        edges = torch.cat([ln_sigma.new_tensor([-math.inf]), mid, ln_sigma.new_tensor([math.inf])])
+        cdf = torch.special.ndtr((edges - mean) / std)
+        p = (1 - share) * (cdf[1:] - cdf[:-1]) + share / T
+    else:
+        raise ValueError(f"unknown t_sampling {cfg.t_sampling!r} (uniform, lognormal)")
+    if cfg.loss_weighting == "eps":
+        w = torch.ones(T, dtype=torch.float64)
+    elif cfg.loss_weighting == "min-snr":
+        snr = (-2 * ln_sigma).exp()
+        w = snr.clamp(max=cfg.min_snr_gamma) / snr
+    else:
+        raise ValueError(f"unknown loss_weighting {cfg.loss_weighting!r} (eps, min-snr)")
+    p = p / p.sum()
+    return p, w / (p * w).sum()
+
+
+def diffusion_loss(net, schedule: NoiseSchedule, x0: Tensor, g: torch.Generator, *, cond: Tensor | None = None,
+                   levels: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """L_simple: E_t,ε ‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖² with t uniform (per-image mean); with ``levels`` =
+    (p_t, w_t) from ``timestep_weights``, t ~ p and each image's ε-MSE weighted by w_t."""
     b = x0.shape[0]
-    t = torch.randint(0, schedule.num_timesteps, (b,), generator=g).to(x0.device)
+    if levels is None:
+        t = torch.randint(0, schedule.num_timesteps, (b,), generator=g)
+    else:
+        t = torch.multinomial(levels[0], b, replacement=True, generator=g)
+    t = t.to(x0.device)
     eps = torch.randn(x0.shape, generator=g).to(x0.device)
     x_t = schedule.q_sample(x0, t, eps)
     pred = net(x_t, t, cond) if cond is not None else net(x_t, t)
-    return F.mse_loss(pred.float(), eps)
+    if levels is None:
+        return F.mse_loss(pred.float(), eps)
+    per_image = (pred.float() - eps).pow(2).mean(dim=tuple(range(1, eps.ndim)))
+    return (per_image * levels[1].to(per_image)[t]).mean()
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    return cfg.lr * min(1.0, (step - cfg.warmup_from + 1) / max(1, cfg.warmup))
+    k = step - cfg.warmup_from
+    warm = min(1.0, (k + 1) / max(1, cfg.warmup))
+    if cfg.lr_schedule == "constant":
+        return cfg.lr * warm
+    if cfg.lr_schedule == "cosine":
+        frac = min(1.0, max(0, k) / max(1, cfg.lr_decay_steps))
+        return warm * (cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * frac)))
+    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r} (constant, cosine)")
 
 
 def ema_decay_at(cfg: TrainConfig, step: int) -> float:
@@ -153,6 +226,7 @@ class Trainer:
         self.init_from: dict | None = None  # the shipped weights this run started from (load_weights)
         self.batches = batches or make_batches(cfg)
         self.condition = condition or (palette_condition_fn(cfg.condition) if cfg.condition else None)
+        self.levels = timestep_weights(cfg, self.schedule)
         model = self.net
         if cfg.compile:
             model = torch.compile(model)
@@ -236,7 +310,7 @@ class Trainer:
             group["lr"] = lr_at(cfg, self.step)
         use_bf16 = cfg.bf16 and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = diffusion_loss(self.model, self.schedule, x0, g, cond=cond)
+            loss = diffusion_loss(self.model, self.schedule, x0, g, cond=cond, levels=self.levels)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -349,4 +423,5 @@ def palette_condition_fn(name: str) -> Condition:
     return condition
 
 
-__all__ = ["TrainConfig", "Trainer", "diffusion_loss", "make_batches", "step_generator", "replace"]
+__all__ = ["TrainConfig", "Trainer", "diffusion_loss", "make_batches", "noise_levels", "step_generator", "timestep_weights",
+           "replace"]

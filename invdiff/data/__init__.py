@@ -100,12 +100,16 @@ class PatchSampler:
 
     Each patch: pick a photo (probability ∝ area), a scale s ~ logU[1, max_scale] (a region of s·patch pixels
     is taken and resized to the patch size: multi-scale statistics), a random crop, a random flip and a random
-    multiple of 90° rotation. Deterministic given the generator."""
+    multiple of 90° rotation; with ``colour_jitter`` = j > 0, also the saturation and the contrast (about the patch's
+    mean) each scaled by a factor drawn uniformly from [1 − j, 1 + j]. Deterministic given the generator."""
 
-    def __init__(self, images: list[Tensor], *, patch: int = 64, max_scale: float = 2.0):
+    def __init__(self, images: list[Tensor], *, patch: int = 64, max_scale: float = 2.0, colour_jitter: float = 0.0):
         self.images = [im if im.dtype == torch.uint8 else im.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8) for im in images]
         self.patch = patch
         self.max_scale = max_scale
+        if not 0 <= colour_jitter < 1:
+            raise ValueError(f"colour_jitter must be in [0, 1), got {colour_jitter}")
+        self.colour_jitter = colour_jitter
         areas = torch.tensor([float(im.shape[-1] * im.shape[-2]) for im in self.images])
         self.weights = areas / areas.sum()
         if min(min(im.shape[-2:]) for im in self.images) < patch:
@@ -132,6 +136,11 @@ class PatchSampler:
                 crop = crop.flip(-1)
             crop = torch.rot90(crop, int(u[i, 4] * 4) % 4, dims=(-2, -1))
             out[i] = crop
+        if self.colour_jitter > 0:  # drawn after the crops: without jitter the stream is unchanged
+            j = 1 + self.colour_jitter * (2 * torch.rand(n, 2, 1, 1, 1, generator=generator) - 1)
+            grey = out.mean(dim=1, keepdim=True)
+            out = grey + j[:, 0] * (out - grey)  # saturation
+            out = out.mean(dim=(1, 2, 3), keepdim=True) + j[:, 1] * (out - out.mean(dim=(1, 2, 3), keepdim=True))
         return out.clamp(-1, 1)
 
 
