@@ -59,9 +59,10 @@ def paired(a: torch.Tensor, b: torch.Tensor) -> list[float]:
 def prior_files(run: Path, name: str, which: str) -> Path:
     """A loadable prior (safetensors + JSON card) of an arm's weights, the card taken from the campaign prior's."""
     src = run / name / f"{which}.safetensors"
-    card = json.loads((REPO / "invdiff" / "weights" / "natural.json").read_text())
-    card["name"] = f"natural-ab-{name}-{which}"
-    (run / name / f"{which}.json").write_text(json.dumps(card))
+    if not src.with_suffix(".json").is_file():  # written once: the suite's results are keyed to the files' hash
+        card = json.loads((REPO / "invdiff" / "weights" / "natural.json").read_text())
+        card["name"] = f"natural-ab-{name}-{which}"
+        src.with_suffix(".json").write_text(json.dumps(card))
     return src
 
 

@@ -4,10 +4,12 @@ to the recipe, and the same random streams (step k draws from the same generator
 
     nice -n 19 nohup python scripts/campaign_ab.py --from ckpt/natural/state.pt --cpu-minutes 16 \\
         --arms base,anneal,lognormal,min-snr,data,patch128 --out runs/ab > runs/ab.log 2>&1 &
-    python benchmarks/campaign_ab.py --out runs/ab      # scores the arms (validation, tuning split)
+    python benchmarks/campaign_ab.py --runs runs/ab     # scores the arms (validation, tuning split)
+    python scripts/campaign_ab.py --adopt lognormal --out runs/ab    # the chosen arm becomes the campaign's next leg
 
-Each arm writes OUT/ARM/ema.safetensors (a loadable prior), OUT/ARM/online.safetensors and OUT/ARM/arm.json (its
-recipe change, steps, images, CPU and wall minutes). Arms already written are skipped, so a rerun continues.
+Each arm writes OUT/ARM/ema.safetensors (a loadable prior), OUT/ARM/online.safetensors, OUT/ARM/state.pt (the full
+training state, to continue the campaign from the chosen arm) and OUT/ARM/arm.json (its recipe change, steps, images,
+CPU and wall minutes). Arms already written are skipped, so a rerun continues.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def run_arm(name: str, change: dict, seed_state: dict, minutes: float, out: Path
     d.mkdir(parents=True, exist_ok=True)
     for which, net in (("online", tr.net), ("ema", tr.ema)):
         save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(d / f"{which}.safetensors"))
+    torch.save(tr.state(), d / "state.pt")  # the full state: the campaign can continue from the chosen arm
     info = {"arm": name, "change": {k: list(v) if isinstance(v, tuple) else v for k, v in change.items()},
             "from_step": step0, "steps": tr.step - step0, "images": tr.images_seen - int(seed_state["images_seen"]),
             "pixels": (tr.images_seen - int(seed_state["images_seen"])) * cfg.patch ** 2,
@@ -69,14 +72,64 @@ def run_arm(name: str, change: dict, seed_state: dict, minutes: float, out: Path
     print(f"{name} done: {info['steps']} steps, {info['images']} patches, {info['cpu_minutes']} CPU-min", flush=True)
 
 
+def adopt(name: str, out: Path, ckpt_dir: str = "ckpt") -> None:
+    """Make an arm the campaign's next leg: its training goes into the card's ledger (as a leg of its own, with its
+    recipe change and validation figures) and its full state becomes ckpt/natural/state.pt, so that the next
+    `train_campaign.py` leg resumes exactly from it. The card and weights are rewritten at that leg's first
+    checkpoint; the recipe change itself belongs in invdiff/recipes.py."""
+    import datetime as _dt
+
+    from invdiff.campaign import validation_loss
+    from invdiff.prior import load
+    from invdiff.zoo import WEIGHTS_DIR
+
+    info = json.loads((out / name / "arm.json").read_text())
+    seed = json.loads((out / "seed.json").read_text())
+    card_path = WEIGHTS_DIR / "natural.json"
+    card = json.loads(card_path.read_text())
+    if int(card["training"]["steps"]) != info["from_step"]:
+        raise SystemExit(f"the arm started at step {info['from_step']}, the committed prior is at step "
+                         f"{card['training']['steps']}: adopt only an arm of the committed state")
+    st = torch.load(out / name / "state.pt", map_location="cpu", weights_only=True)
+    st["seconds"] = float(card["training"]["seconds"]) + 60 * info["wall_minutes"]
+    tr = Trainer(replace(RECIPES["natural"], ckpt_dir=str(out / "_none")), quiet=True)
+    tr.ema.load_state_dict(st["ema"])
+    val = validation_loss(tr.ema.eval(), tr.schedule)
+    legs = card["campaign"]["legs"]
+    legs.append({"leg": len(legs), "what": f"recipe A/B arm '{name}' ({json.dumps(info['change'])}), adopted; "
+                 "see benchmarks/RESULTS.md", "started": _dt.datetime.fromtimestamp((out / name / "arm.json").stat().st_mtime
+                 - 60 * info["wall_minutes"], _dt.timezone.utc).isoformat(timespec="seconds"),
+                 "from": f"exact resume from ckpt at step {info['from_step']}",
+                 "steps": [info["from_step"], info["from_step"] + info["steps"]],
+                 "images_seen": [seed["images_seen"], seed["images_seen"] + info["images"]],
+                 "wall_minutes": info["wall_minutes"], "cpu_minutes": round(info["wall_minutes"] * info["threads"], 1),
+                 "process_cpu_minutes": info["cpu_minutes"], "threads": info["threads"], "validation": val,
+                 **{k: info["config"][k] for k in ("patch", "batch_size", "lr")}})
+    card["campaign"]["validation_curve"].append([seed["images_seen"] + info["images"], val["l_simple"], val["stderr"]])
+    card["training"].update(steps=info["from_step"] + info["steps"], images_seen=seed["images_seen"] + info["images"],
+                            seconds=round(st["seconds"], 1))
+    ck = Path(ckpt_dir) / "natural"
+    ck.mkdir(parents=True, exist_ok=True)
+    torch.save(st, ck / "state.pt.tmp")
+    (ck / "state.pt.tmp").replace(ck / "state.pt")
+    card_path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    print(f"adopted {name}: leg {len(legs) - 1}, step {card['training']['steps']}, validation {val['l_simple']:.5f} ± "
+          f"{val['stderr']:.5f}; the next leg resumes from {ck / 'state.pt'}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--from", dest="seed", required=True, help="a full training state (ckpt/natural/state.pt)")
+    ap.add_argument("--from", dest="seed", help="a full training state (ckpt/natural/state.pt)")
+    ap.add_argument("--adopt", default=None, help="make this (finished) arm the campaign's next leg, then stop")
     ap.add_argument("--arms", default=",".join(ARMS))
-    ap.add_argument("--cpu-minutes", type=float, required=True, help="process CPU time of each arm")
+    ap.add_argument("--cpu-minutes", type=float, default=16.0, help="process CPU time of each arm")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="runs/ab")
     a = ap.parse_args()
+    if a.adopt:
+        return adopt(a.adopt, Path(a.out))
+    if not a.seed:
+        raise SystemExit("--from STATE is needed to run arms")
     names = [n.strip() for n in a.arms.split(",") if n.strip()]
     unknown = [n for n in names if n not in ARMS]
     if unknown:
