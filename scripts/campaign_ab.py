@@ -25,7 +25,8 @@ import torch
 from invdiff.recipes import RECIPES
 from invdiff.train import Trainer
 
-#: the recipe changes under test (over the campaign's recipe "natural"); see benchmarks/RESULTS.md for the outcome
+#: the recipe changes under test, each over the campaign's current recipe RECIPES["natural"] (round 1, from leg 10: log-normal
+#: levels were not yet in it); see benchmarks/RESULTS.md for the outcome
 ARMS: dict[str, dict] = {
     "base": {},
     # the learning rate annealed (cosine) to a tenth over about the arm's length (~780 steps of 16 patches)
@@ -39,6 +40,8 @@ ARMS: dict[str, dict] = {
     "data": {"data": "folder:data/natural1024", "max_scale": 5.3, "colour_jitter": 0.1},
     # 128×128 patches, 4 per step (the same pixels per step as 16 of 64×64)
     "patch128": {"patch": 128, "batch_size": 4},
+    # the same with DDPM's uniform levels (the recipe before leg 11)
+    "patch128-uniform": {"patch": 128, "batch_size": 4, "t_sampling": "uniform"},
 }
 
 
