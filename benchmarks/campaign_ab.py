@@ -29,7 +29,7 @@ torch.set_num_threads(1)
 from invdiff.bench.runner import _rows, run_suite  # noqa: E402
 from invdiff.bench.suite import load_suite  # noqa: E402
 from invdiff.campaign import patch_losses, validation_patches  # noqa: E402
-from invdiff.data import PatchSampler, load_folder  # noqa: E402
+from invdiff.data import load_folder  # noqa: E402
 from invdiff.prior import load  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,9 +38,7 @@ BANDS = ((0, 100), (100, 500), (500, 1000))
 
 
 def tuning_patches(n: int = 512):
-    sampler = PatchSampler(list(load_folder(str(REPO / "data" / "tuning"), size=256)), patch=64, max_scale=1.0)
-    g = torch.Generator().manual_seed(0)
-    return [sampler.sample(64, g) for _ in range(n // 64)], g
+    return validation_patches(n, load_folder(str(REPO / "data" / "tuning"), size=256))
 
 
 def losses(prior) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

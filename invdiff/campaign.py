@@ -64,13 +64,14 @@ ONLINE = online_path(NAME)
 
 
 # ---- validation ------------------------------------------------------------------------------
-def validation_patches(n_patches: int = 512) -> tuple[Tensor, torch.Generator]:
+def validation_patches(n_patches: int = 512, photos: Tensor | None = None) -> tuple[Tensor, torch.Generator]:
     """The validation patches of the natural prior's card: 64×64 crops of the validation photos (256×256, no
     rescaling), drawn from a generator seeded with 0. Returns the patches and the generator, whose stream then
-    continues with the noise levels and noises (as ``natural64``'s figure drew them)."""
+    continues with the noise levels and noises (as ``natural64``'s figure drew them). ``photos``: other photos
+    (N, 3, H, W) cropped the same way (the tuning split's, for recipe decisions)."""
     from .data import PatchSampler, validation_photos
 
-    sampler = PatchSampler(list(validation_photos(256)), patch=64, max_scale=1.0)
+    sampler = PatchSampler(list(validation_photos(256) if photos is None else photos), patch=64, max_scale=1.0)
     g = torch.Generator().manual_seed(0)
     return [sampler.sample(64, g) for _ in range(n_patches // 64)], g
 
