@@ -1,0 +1,114 @@
+"""The recipe A/B (scripts/campaign_ab.py): an arm continues a full training state with one change to the recipe,
+and `--adopt` makes a finished arm the campaign's next leg: its training goes into the card's ledger and the next
+leg resumes exactly from its state. Run here on a toy recipe in place of RECIPES["natural"]."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+
+import invdiff.campaign
+import invdiff.zoo
+from invdiff.campaign import CampaignTrainer
+from invdiff.train import Trainer
+
+from test_campaign import _cfg, _toy_validator
+from test_train import toy_batches
+
+_SPEC = importlib.util.spec_from_file_location("campaign_ab", Path(__file__).resolve().parents[1] / "scripts" / "campaign_ab.py")
+campaign_ab = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(campaign_ab)
+
+
+@pytest.fixture
+def toy_campaign(tmp_path, monkeypatch):
+    """A toy 'natural' recipe, its committed card in a weights folder of its own, and a seed state at step 6."""
+    toy = replace(_cfg(tmp_path / "seed-ckpt", 6), name="natural")
+    monkeypatch.setitem(campaign_ab.RECIPES, "natural", toy)
+    monkeypatch.setattr(campaign_ab, "Trainer", partial(Trainer, batches=toy_batches))
+    monkeypatch.setattr(invdiff.zoo, "WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setattr(invdiff.campaign, "validation_loss", _toy_validator)
+    seed = Trainer(toy, batches=toy_batches, quiet=True).run()
+    (tmp_path / "weights").mkdir()
+    card = {"training": {"steps": seed.step, "images_seen": seed.images_seen, "seconds": 60.0},
+            "campaign": {"legs": [{"leg": 0, "steps": [0, seed.step], "cpu_minutes": 1.0}], "validation_curve": [[seed.images_seen, 0.5, 0.01]]}}
+    (tmp_path / "weights" / "natural.json").write_text(json.dumps(card))
+    torch.save(seed.state(), tmp_path / "seed.pt")
+    state = torch.load(tmp_path / "seed.pt", weights_only=True)
+    out = tmp_path / "ab"
+    out.mkdir()
+    (out / "seed.json").write_text(json.dumps({"step": int(state["step"]), "images_seen": int(state["images_seen"])}))
+    return tmp_path, toy, state, out
+
+
+def test_arms_continue_the_same_state_with_their_change(toy_campaign):
+    tmp_path, toy, state, out = toy_campaign
+    campaign_ab.run_arm("base", {}, state, 0.002, out, 1)
+    campaign_ab.run_arm("wide", {"batch_size": 4}, state, 0.002, out, 1)
+    for name, batch in (("base", toy.batch_size), ("wide", 4)):
+        info = json.loads((out / name / "arm.json").read_text())
+        st = torch.load(out / name / "state.pt", weights_only=True)
+        assert info["from_step"] == state["step"] and info["steps"] >= 1
+        assert info["images"] == info["steps"] * batch  # the change is in force: patches per step
+        assert int(st["step"]) == state["step"] + info["steps"]
+        assert st["config"]["warmup_from"] == state["step"]  # continues at full learning rate, no re-warm
+    # every arm starts from the seed's weights: the first step of each moved them, the seed's are untouched
+    seed_w = state["net"]["inp.weight"]
+    for name in ("base", "wide"):
+        assert not torch.equal(torch.load(out / name / "state.pt", weights_only=True)["net"]["inp.weight"], seed_w)
+
+
+def test_adopt_writes_the_ledger_and_the_next_leg_resumes_exactly(toy_campaign):
+    tmp_path, toy, state, out = toy_campaign
+    campaign_ab.run_arm("wide", {"batch_size": 4}, state, 0.002, out, 1)
+    info = json.loads((out / "wide" / "arm.json").read_text())
+    campaign_ab.adopt("wide", out, ckpt_dir=str(tmp_path / "ckpt"))
+
+    card = json.loads((tmp_path / "weights" / "natural.json").read_text())
+    leg = card["campaign"]["legs"][-1]
+    end_step, end_images = state["step"] + info["steps"], state["images_seen"] + info["images"]
+    assert leg["leg"] == 1 and "'wide'" in leg["what"] and '"batch_size": 4' in leg["what"]
+    assert leg["steps"] == [state["step"], end_step] and leg["images_seen"] == [state["images_seen"], end_images]
+    assert leg["batch_size"] == 4 and leg["process_cpu_minutes"] == info["cpu_minutes"]
+    assert card["training"]["steps"] == end_step and card["training"]["images_seen"] == end_images
+    arm_state = torch.load(out / "wide" / "state.pt", weights_only=True)
+    assert card["campaign"]["validation_curve"][-1][:2] == [end_images, leg["validation"]["l_simple"]]
+    # the validation is the arm's EMA weights'
+    ema = Trainer(toy, batches=toy_batches, quiet=True).ema
+    ema.load_state_dict(arm_state["ema"])
+    assert leg["validation"]["l_simple"] == pytest.approx(_toy_validator(ema.eval(), Trainer(toy, batches=toy_batches,
+                                                                                             quiet=True).schedule)["l_simple"])
+
+    # the next leg: an exact resume from the arm's state, with the adopted leg kept in its ledger
+    nxt = CampaignTrainer(replace(toy, ckpt_dir=str(tmp_path / "ckpt"), batch_size=4, steps=end_step + 2),
+                          batches=toy_batches, quiet=True, weights_dir=tmp_path / "weights",
+                          online=tmp_path / "online.safetensors", validator=_toy_validator)
+    nxt.begin_leg(rewarm=200, threads=1)
+    assert nxt.leg["from"] == f"exact resume from ckpt at step {end_step}" and nxt.leg["leg"] == 2
+    assert (nxt.step, nxt.images_seen) == (end_step, end_images)
+    for k, v in arm_state["net"].items():
+        assert torch.equal(nxt.net.state_dict()[k], v)
+    assert nxt.cfg.warmup_from == state["step"] and nxt.cfg.warmup == 1  # no re-warm after an adopted arm
+    nxt.run()
+    nxt.export_compact(validate=True)
+    legs = json.loads((tmp_path / "weights" / "natural.json").read_text())["campaign"]["legs"]
+    assert [entry["leg"] for entry in legs] == [0, 1, 2] and legs[2]["steps"] == [end_step, end_step + 2]
+
+
+def test_adopt_refuses_an_arm_of_another_state(toy_campaign):
+    tmp_path, toy, state, out = toy_campaign
+    campaign_ab.run_arm("base", {}, state, 0.002, out, 1)
+    path = tmp_path / "weights" / "natural.json"
+    card = json.loads(path.read_text())
+    card["training"]["steps"] += 1  # the committed prior has moved on since the seed was taken
+    path.write_text(json.dumps(card))
+    with pytest.raises(SystemExit, match="adopt only an arm of the committed state"):
+        campaign_ab.adopt("base", out, ckpt_dir=str(tmp_path / "ckpt"))
+    assert not (tmp_path / "ckpt" / "natural" / "state.pt").exists()
+    assert json.loads(path.read_text()) == card
