@@ -17,10 +17,11 @@ RECIPES: dict[str, TrainConfig] = {
         unet=UNetConfig(in_channels=3, base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_levels=(3,)),
         sample_every=1000, ckpt_every=250),
     # the natural-photo prior's training campaign (invdiff.campaign): natural64's architecture and data, continued in legs;
-    # from leg 11 on, EDM's log-normal training levels with a 20 % uniform share (chosen by the recipe A/B of
-    # benchmarks/RESULTS.md, scripts/campaign_ab.py)
+    # from leg 11 on, EDM's log-normal training levels with a 20 % uniform share; from leg 14 on, 128×128 patches, 4 a
+    # step (the same pixels per step as 16 of 64×64); each chosen by a round of the recipe A/B of benchmarks/RESULTS.md
+    # (scripts/campaign_ab.py). The validation figure stays on the 512 64×64 patches.
     "natural": TrainConfig(
-        name="natural", data="natural", patch=64, batch_size=16, lr=2e-4, warmup=200, ema_decay=0.999, steps=10_000_000,
+        name="natural", data="natural", patch=128, batch_size=4, lr=2e-4, warmup=200, ema_decay=0.999, steps=10_000_000,
         t_sampling="lognormal", t_lognormal=(-1.2, 1.2, 0.2),
         unet=UNetConfig(in_channels=3, base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_levels=(3,)),
         sample_every=2000, ckpt_every=250, ckpt_minutes=10.0),

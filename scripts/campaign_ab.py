@@ -25,11 +25,13 @@ import torch
 from invdiff.recipes import RECIPES
 from invdiff.train import Trainer
 
-#: the recipe changes under test, each over the campaign's current recipe RECIPES["natural"] (round 1, from leg 10: log-normal
-#: levels were not yet in it); see benchmarks/RESULTS.md for the outcome
+#: the recipe changes under test, each over the campaign's current recipe RECIPES["natural"]; an arm that the recipe
+#: has since adopted is the same as "base". Round 1 (from leg 10, 64×64 patches and uniform levels): every arm down
+#: to patch128, log-normal levels adopted; round 2 (from leg 13, log-normal levels): base, patch128 and
+#: patch128-uniform, 128×128 patches adopted (leg 14). See benchmarks/RESULTS.md for both.
 ARMS: dict[str, dict] = {
     "base": {},
-    # the learning rate annealed (cosine) to a tenth over about the arm's length (~780 steps of 16 patches)
+    # the learning rate annealed (cosine) to a tenth over about the arm's length (~780 steps of 16 64×64 patches, ~720 of 4 128×128)
     "anneal": {"lr_schedule": "cosine", "lr_min": 2e-5, "lr_decay_steps": 780},
     # EDM's log-normal training levels (ln σ ~ N(-1.2, 1.2²)) with a 20 % uniform share, L_simple's ε-MSE
     "lognormal": {"t_sampling": "lognormal", "t_lognormal": (-1.2, 1.2, 0.2)},
@@ -40,6 +42,8 @@ ARMS: dict[str, dict] = {
     "data": {"data": "folder:data/natural1024", "max_scale": 5.3, "colour_jitter": 0.1},
     # 128×128 patches, 4 per step (the same pixels per step as 16 of 64×64)
     "patch128": {"patch": 128, "batch_size": 4},
+    # 64×64 patches, 16 per step (the recipe of legs 1-13)
+    "patch64": {"patch": 64, "batch_size": 16},
     # the same with DDPM's uniform levels (the recipe before leg 11)
     "patch128-uniform": {"patch": 128, "batch_size": 4, "t_sampling": "uniform"},
 }
