@@ -59,8 +59,9 @@ def main() -> None:
     ap.add_argument("--baseline-from", type=Path, default=None, help="natural64's rows from an earlier JSON of this protocol")
     ap.add_argument("--work", type=Path, default=Path("runs/suite_bar"))
     ap.add_argument("--json", type=Path, required=True)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (results agree to float32 rounding across thread counts)")
     a = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     card = json.loads(a.weights.with_suffix(".json").read_text())
     seen = int(card["training"]["images_seen"])
     prior_dir = a.work / f"natural-{seen}"
@@ -77,7 +78,7 @@ def main() -> None:
     new = suite_rows(str(copy), prior_dir / "bench")
     legs = card["campaign"]["legs"]
     res = {"protocol": "invdiff bench natural --tasks deblur,sr,inpaint --methods diffpir,ddrm, with natural64 and with "
-                       "the campaign prior's weights, same code, seeds and degradations, one thread; PSNR (dB) per image "
+                       "the campaign prior's weights, same code, seeds and degradations; PSNR (dB) per image "
                        "of the suite's 6 photos; inpainting with DDRM 30 steps (benchmarks/suite_bar.py)"
                        + (f"; natural64's rows from {a.baseline_from.name}" if a.baseline_from else ""),
            "natural_images_seen": seen, "natural_leg": legs[-1]["leg"], "rows": compare(base, new)}

@@ -15,6 +15,26 @@ from matplotlib.figure import Figure
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def equivalent_64(legs: list[dict]):
+    """A function from a count of training images seen (the card's unit: patches of whatever size each leg used) to
+    the same training in 64×64-patch equivalents (pixels / 64²), from each leg's recorded patch size (64 where a leg
+    does not record one)."""
+    spans = []
+    for leg in legs:
+        (a, b), f = leg["images_seen"], (leg.get("patch", 64) / 64) ** 2
+        spans.append((a, b, f))
+
+    def convert(n: float) -> float:
+        total = 0.0
+        for a, b, f in spans:
+            if n <= a:
+                break
+            total += (min(n, b) - a) * f
+        return total + (n - spans[-1][1] if spans and n > spans[-1][1] else 0)
+
+    return convert
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--card", default=str(ROOT / "invdiff" / "weights" / "natural.json"))
@@ -28,11 +48,12 @@ def main() -> None:
     curve = camp["validation_curve"]
     fig = Figure(figsize=(11, 4))
     ax, bx = fig.subplots(1, 2)
-    xs = [c[0] / 1000 for c in curve]
+    eq = equivalent_64(camp["legs"])
+    xs = [eq(c[0]) / 1000 for c in curve]
     ax.errorbar(xs, [c[1] for c in curve], yerr=[c[2] or 0 for c in curve], marker="o", capsize=3)
     for leg in camp["legs"][1:]:
-        ax.axvline(leg["images_seen"][0] / 1000, color="0.8", lw=0.8)
-    ax.set_xlabel("training images seen (thousands of 64×64 patches)")
+        ax.axvline(eq(leg["images_seen"][0]) / 1000, color="0.8", lw=0.8)
+    ax.set_xlabel("training seen (thousands of 64×64 patches, or their pixels in larger ones)")
     ax.set_ylabel("validation L_simple (512 patches, uniform t)")
     cpu = camp.get("process_cpu_minutes_total", camp["cpu_minutes_total"])
     ax.set_title(f"{card['name']} v{card.get('version')}: {cpu:.0f} CPU-minutes of training in all")
