@@ -26,7 +26,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from invdiff.bench.runner import _rows, run_suite  # noqa: E402
+from invdiff.bench.runner import psnr_rows, run_suite  # noqa: E402
 from invdiff.bench.suite import load_suite  # noqa: E402
 from invdiff.campaign import patch_losses, validation_patches  # noqa: E402
 from invdiff.data import load_folder  # noqa: E402
@@ -100,10 +100,7 @@ def main() -> None:
             out = run / name / "bench"
             suite = replace(load_suite(SUITE), prior=str(prior_files(run, name, "ema")))
             run_suite(suite, out, limit=a.limit)
-            rows = {}
-            for r in _rows(out / "results.rank0.jsonl"):
-                rows.setdefault(f"{r['task']} {r['method']}", {})[int(r["image"])] = r["psnr"]
-            entry["psnr"] = {k: [round(v[i], 3) for i in sorted(v)] for k, v in rows.items()}
+            entry["psnr"] = psnr_rows(out)
         result["arms"][name] = entry
         print(name, json.dumps({k: entry[k] for k in ("ema", "online")}), flush=True)
     base = result["arms"]["base"]

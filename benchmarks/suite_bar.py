@@ -28,17 +28,12 @@ ROWS = {"deblur diffpir": ("deblur", "diffpir"), "sr[scale=4] ddrm": ("sr", "ddr
 
 def suite_rows(prior: str, out: Path) -> dict[str, list[float]]:
     """PSNR per image of the natural suite's restoration rows (ROWS) with ``prior`` (a bundled name or a path)."""
-    from invdiff.bench.runner import _rows, run_suite
+    from invdiff.bench.runner import psnr_rows, run_suite
     from invdiff.bench.suite import load_suite
 
     suite = replace(load_suite("natural"), prior=prior)
     run_suite(suite, out, tasks=["deblur", "sr", "inpaint"], methods=["diffpir", "ddrm"])
-    rows: dict[str, dict[int, float]] = {}
-    for r in _rows(out / "results.rank0.jsonl"):
-        key = f"{r['task']} {r['method']}"
-        if key in ROWS:
-            rows.setdefault(key, {})[int(r["image"])] = r["psnr"]
-    return {k: [round(v[i], 3) for i in sorted(v)] for k, v in rows.items()}
+    return {k: v for k, v in psnr_rows(out).items() if k in ROWS}
 
 
 def compare(base: dict[str, list[float]], new: dict[str, list[float]]) -> dict:

@@ -112,3 +112,26 @@ def test_adopt_refuses_an_arm_of_another_state(toy_campaign):
         campaign_ab.adopt("base", out, ckpt_dir=str(tmp_path / "ckpt"))
     assert not (tmp_path / "ckpt" / "natural" / "state.pt").exists()
     assert json.loads(path.read_text()) == card
+
+
+def test_psnr_rows_reads_a_suite_run_per_row_and_image(tmp_path):
+    from invdiff.bench.runner import psnr_rows
+
+    lines = [json.dumps({"task": "deblur", "method": "diffpir", "image": i, "psnr": 20.0 + i + 1e-4}) for i in (2, 0, 1)]
+    lines += [json.dumps({"task": "inpaint[mask=box]", "method": "ddrm", "image": 0, "psnr": 18.5}),
+              '{"task": "deblur", "method": "dif',  # a line cut by an interruption is skipped
+              json.dumps({"note": "not a result row"})]
+    (tmp_path / "results.rank0.jsonl").write_text("\n".join(lines) + "\n")
+    assert psnr_rows(tmp_path) == {"deblur diffpir": [20.0, 21.0, 22.0], "inpaint[mask=box] ddrm": [18.5]}
+
+
+def test_the_campaign_figure_counts_larger_patches_by_their_pixels():
+    spec = importlib.util.spec_from_file_location("plot_campaign", Path(__file__).resolve().parents[1] / "scripts" / "plot_campaign.py")
+    plot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot)
+    legs = [{"images_seen": [0, 100]}, {"images_seen": [100, 150], "patch": 64},
+            {"images_seen": [150, 160], "patch": 128}, {"images_seen": [160, 170], "patch": 32}]
+    eq = plot.equivalent_64(legs)
+    assert [eq(n) for n in (0, 50, 100, 150)] == [0, 50, 100, 150]  # 64×64 legs (recorded or not) count as they are
+    assert eq(155) == 150 + 5 * 4 and eq(160) == 150 + 10 * 4  # a 128×128 patch holds four 64×64 patches' pixels
+    assert eq(170) == 190 + 10 / 4

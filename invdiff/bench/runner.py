@@ -65,6 +65,15 @@ def _rows(path: Path) -> list[dict]:
     return rows
 
 
+def psnr_rows(out: str | Path) -> dict[str, list[float]]:
+    """The PSNR per image of a finished suite run in ``out`` (rank 0's results), keyed "task method" as the rows'
+    labels read (e.g. "inpaint[mask=box] ddrm"), images in order, rounded to 1e-3 dB."""
+    rows: dict[str, dict[int, float]] = {}
+    for r in _rows(Path(out) / "results.rank0.jsonl"):
+        rows.setdefault(f"{r['task']} {r['method']}", {})[int(r["image"])] = r["psnr"]
+    return {k: [round(v[i], 3) for i in sorted(v)] for k, v in rows.items()}
+
+
 def _done(path: Path) -> set[tuple]:
     return {(r["task"], r["method"], r["image"], r.get("config_id")) for r in _rows(path)}
 
