@@ -46,6 +46,9 @@ ARMS: dict[str, dict] = {
     "patch64": {"patch": 64, "batch_size": 16},
     # the same with DDPM's uniform levels (the recipe before leg 11)
     "patch128-uniform": {"patch": 128, "batch_size": 4, "t_sampling": "uniform"},
+    # one 256×256 patch a step (the same pixels): the size the suite restores (RESULTS: "The loss at the size the
+    # suite restores")
+    "patch256": {"patch": 256, "batch_size": 1},
 }
 
 
