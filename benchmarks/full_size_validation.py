@@ -39,12 +39,12 @@ def summary(loss: torch.Tensor, t: torch.Tensor, buckets: int, num_timesteps: in
     def stat(v: torch.Tensor) -> list[float]:
         return [round(float(v.mean()), 6), round(float(v.std() / math.sqrt(len(v))), 6) if len(v) > 1 else None]
 
-    width = num_timesteps / buckets
+    from invdiff.campaign import t_buckets
+
     out = {"l_simple": stat(loss), "buckets": []}
     out.update({f"minus_{k}": stat(loss - r) for k, r in refs.items()})
-    for b in range(buckets):
-        sel = (t >= b * width) & (t < (b + 1) * width)
-        row = {"t": [int(b * width), int((b + 1) * width) - 1], "n": int(sel.sum()), "l_simple": stat(loss[sel])}
+    for span, sel in t_buckets(t, buckets, num_timesteps):
+        row = {"t": span, "n": int(sel.sum()), "l_simple": stat(loss[sel])}
         row.update({f"minus_{k}": stat(loss[sel] - r[sel]) for k, r in refs.items()})
         out["buckets"].append(row)
     return out
@@ -71,7 +71,7 @@ def main() -> None:
     first = prev = None
     for w, label in zip(a.weights, labels):
         loss, t = losses(w, photos, a.draws)
-        refs = {k: r for k, r in (("first", first), ("previous", prev)) if r is not None and (k == "first" or prev is not first)}
+        refs = {} if first is None else {"first": first} if prev is first else {"first": first, "previous": prev}
         s = summary(loss, t, a.buckets, 1000, refs)
         first, prev = (loss if first is None else first), loss
         result["weights"][label] = {"weights": w, **s}

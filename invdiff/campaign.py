@@ -95,6 +95,12 @@ def patch_losses(net, schedule: NoiseSchedule, chunks: list[Tensor], g: torch.Ge
     return torch.cat(losses).double(), torch.cat(ts)
 
 
+def t_buckets(t: Tensor, buckets: int, num_timesteps: int) -> list[tuple[list[int], Tensor]]:
+    """``buckets`` equal ranges of the schedule's timesteps: for each, its first and last t and the mask of ``t`` in it."""
+    width = num_timesteps / buckets
+    return [([int(b * width), int((b + 1) * width) - 1], (t >= b * width) & (t < (b + 1) * width)) for b in range(buckets)]
+
+
 @torch.no_grad()
 def validation_loss(net, schedule: NoiseSchedule, *, n_patches: int = 512, buckets: int = 10, condition=None) -> dict:
     """L_simple on the validation patches with t uniform, its standard error over patches, and the mean per
@@ -103,12 +109,10 @@ def validation_loss(net, schedule: NoiseSchedule, *, n_patches: int = 512, bucke
     with 1) so that the patches, noise levels and noises are those of the unconditional figure."""
     chunks, g = validation_patches(n_patches)
     loss, t = patch_losses(net, schedule, chunks, g, condition=condition, g_cond=torch.Generator().manual_seed(1))
-    width = schedule.num_timesteps / buckets
     per = []
-    for b in range(buckets):
-        sel = (t >= b * width) & (t < (b + 1) * width)
+    for span, sel in t_buckets(t, buckets, schedule.num_timesteps):
         v = loss[sel]
-        per.append({"t": [int(b * width), int((b + 1) * width) - 1], "n": int(sel.sum()),
+        per.append({"t": span, "n": int(sel.sum()),
                     "l_simple": round(float(v.mean()), 5) if len(v) else None,
                     "stderr": round(float(v.std() / math.sqrt(len(v))), 5) if len(v) > 1 else None})
     return {"l_simple": round(float(loss.mean()), 5), "stderr": round(float(loss.std() / math.sqrt(len(loss))), 5),
