@@ -44,12 +44,22 @@ def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int,
             errors.append(round(kernel_error(kk, k_true), 4))
             return _diffpir(y, kk, s, i, prior, blind, None, purpose="kernel-em")
 
-        k, hist = refine_kernel_em(y, k0, e_step, rounds, **st)
+        m_step = _resolved(st)
+        if "kernel_prior" in m_step:  # update_kernel's name for it
+            m_step["prior"] = m_step.pop("kernel_prior")
+        k, hist = refine_kernel_em(y, k0, e_step, rounds, **m_step)
         errors.append(round(kernel_error(k, k_true), 4))
         row["settings"].append({"setting": st, "kernel_error_rounds": errors[1:],
                                 "change": [h["change"] for h in hist], "em": score(aligned(k, k_true), preset),
                                 "seconds": round(time.perf_counter() - t0, 1)})
     return row
+
+
+def _resolved(setting: dict) -> dict:
+    """A setting with its ``kernel_prior`` spec (``invdiff.kernel_prior.from_spec``) loaded."""
+    from invdiff.kernel_prior import from_spec
+
+    return {**setting, "kernel_prior": from_spec(setting.get("kernel_prior"))}
 
 
 def classical(xs, names: list[str], photos: list[int], kernels: list[int], noise: list[float], settings: list[dict],
@@ -68,7 +78,7 @@ def classical(xs, names: list[str], photos: list[int], kernels: list[int], noise
         rows = []
         for i, j, s in [(i, j, s) for j in kernels for i in photos for s in noise]:
             _, y, k_true = blurred(xs[i: i + 1], i, j, s)
-            k = aligned(estimate_motion_kernel(y, None, s, kernel_size=kernel_size, **st).kernel, k_true)
+            k = aligned(estimate_motion_kernel(y, None, s, kernel_size=kernel_size, **_resolved(st)).kernel, k_true)
             x_tv = run_baseline("tv", y, ops.Blur(k, padding="reflect"), s)
             g = _gradients(x_tv.mean(1, keepdim=True)).abs()
             rows.append({"photo": names[i], "kernel": j, "noise_sigma": s,

@@ -61,13 +61,19 @@ def case(x, i: int, j: int, s: float, kernel_size: int, prior, diffusion: bool, 
     from invdiff import operators as ops
     from invdiff.baselines import run_baseline
     from invdiff.blind import estimate_motion_kernel, kernel_error, refine_kernel_em
+    from invdiff.kernel_prior import from_spec
     from invdiff.metrics import psnr
     from invdiff.tasks import solve_preset
 
     earlier = earlier or {}
     op, y, k_true = blurred(x, i, j, s)
     t0 = time.perf_counter()
-    k = estimate_motion_kernel(y, prior, s, kernel_size=kernel_size, **(options or {})).kernel
+    options = dict(options or {})
+    # the learned kernel prior, for the estimate and the EM: as given, else the blind variant's (what solve runs)
+    blind_variant = solve_preset("motion-deblur").variants.get("blind")
+    kp = from_spec(options.pop("kernel_prior") if "kernel_prior" in options else
+                   ({"path": None, **blind_variant.kernel_prior} if blind_variant and blind_variant.kernel_prior else None))
+    k = estimate_motion_kernel(y, prior, s, kernel_size=kernel_size, kernel_prior=kp, **options).kernel
     seconds = time.perf_counter() - t0
     row = {"photo": i, "noise_sigma": s, "kernel": j, "kernel_size": kernel_size,
            "kernel_error": round(kernel_error(k, k_true), 4), "estimate_seconds": round(seconds, 2)}
@@ -85,7 +91,7 @@ def case(x, i: int, j: int, s: float, kernel_size: int, prior, diffusion: bool, 
             row["psnr_diffusion_classical"] = round(float(psnr(_diffpir(
                 y, aligned(k, k_true), s, i, prior, pre, restore_options), x)[0]), 3)
         t0 = time.perf_counter()
-        k, _ = refine_kernel_em(y, k, e_step, rounds)
+        k, _ = refine_kernel_em(y, k, e_step, rounds, prior=kp)
         row["kernel_error"], row["em_seconds"] = round(kernel_error(k, k_true), 4), round(time.perf_counter() - t0, 2)
     k_al = aligned(k, k_true)
 

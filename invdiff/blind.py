@@ -118,11 +118,18 @@ def _fast_size(n: int) -> int:
 
 
 def update_kernel(x: Tensor, y: Tensor, size: int | tuple[int, int], *, padding: str = "reflect", smooth: float = 1e-3,
-                  iters: int = 150, prune: float = 0.05, init: Tensor | None = None, edges: float | None = None) -> Tensor:
+                  iters: int = 150, prune: float = 0.05, init: Tensor | None = None, edges: float | None = None,
+                  prior=None) -> Tensor:
     """The kernel that best explains y = k * pad(x) in the gradient domain:
     argmin_k ½‖∇y − k * ∇pad(x)‖²/N + ½ smooth·E‖k‖² over the simplex {k ≥ 0, Σk = 1}, by accelerated projected
     gradient (FISTA), E the mean gradient energy per pixel; then entries below ``prune``·max are cut and the
-    kernel renormalised."""
+    kernel renormalised.
+
+    With a learned kernel prior (``invdiff.kernel_prior.KernelPrior``), plug-and-play half-quadratic splitting as
+    in Laroche et al.'s M-step: ``prior.rounds`` times, the least-squares kernel with the extra term
+    ½ α‖k − z‖² (α = ``prior.weight``·E; ``iters`` FISTA iterations split over the rounds, warm-started), then
+    z = the prior's denoised k; the result is the last z (then pruned). Their data step is a closed form in the
+    Fourier domain on the image (circular); ours keeps the gradient domain, the padding and the simplex."""
     kh, kw = (size, size) if isinstance(size, int) else size
     xp = pad(x.float().mean(1, keepdim=True), kh // 2, kw // 2, padding)
     X = _gradients(xp)
@@ -139,17 +146,28 @@ def update_kernel(x: Tensor, y: Tensor, size: int | tuple[int, int], *, padding:
     beta = smooth * energy
     step = 1.0 / (float(Xf.abs().square().sum(0).max()) / n + beta)
     k = init.float() if init is not None else torch.full((kh, kw), 1.0 / (kh * kw))
-    z, t = k.clone(), 1.0
-    for _ in range(iters):
-        kf = torch.fft.rfft2(z, s=(hp, wp))
-        r = torch.fft.irfft2(Xf * kf, s=(hp, wp))[..., kh - 1: kh - 1 + yh, kw - 1: kw - 1 + yw] - Y
-        rf = torch.fft.rfft2(F.pad(r, (0, wp - r.shape[-1], 0, hp - r.shape[-2])))
-        c = torch.fft.irfft2((Xf * rf.conj()).sum(0), s=(hp, wp))[:kh, :kw]
-        g = c.flip(0, 1) / n + beta * z
-        k_new = project_simplex((z - step * g).reshape(1, -1)).reshape(kh, kw)
-        t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
-        z = k_new + (t - 1) / t_new * (k_new - k)
-        k, t = k_new, t_new
+    rounds = 1 if prior is None else max(1, int(prior.rounds))
+    alpha = 0.0 if prior is None else prior.weight * energy
+    anchor = None
+    for rnd in range(rounds):
+        z, t = k.clone(), 1.0
+        if rnd == 1:  # the splitting term's curvature joins the step's bound
+            step = 1.0 / (1.0 / step + alpha)
+        for _ in range(iters // rounds if rnd < rounds - 1 else iters - (rounds - 1) * (iters // rounds)):
+            kf = torch.fft.rfft2(z, s=(hp, wp))
+            r = torch.fft.irfft2(Xf * kf, s=(hp, wp))[..., kh - 1: kh - 1 + yh, kw - 1: kw - 1 + yw] - Y
+            rf = torch.fft.rfft2(F.pad(r, (0, wp - r.shape[-1], 0, hp - r.shape[-2])))
+            c = torch.fft.irfft2((Xf * rf.conj()).sum(0), s=(hp, wp))[:kh, :kw]
+            g = c.flip(0, 1) / n + beta * z
+            if anchor is not None:
+                g = g + alpha * (z - anchor)
+            k_new = project_simplex((z - step * g).reshape(1, -1)).reshape(kh, kw)
+            t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
+            z = k_new + (t - 1) / t_new * (k_new - k)
+            k, t = k_new, t_new
+        if prior is not None:
+            anchor = prior.denoise(k)
+            k = anchor
     if prune > 0:
         k = torch.where(k >= prune * k.max(), k, torch.zeros_like(k))
     return (k / k.sum()).float()
@@ -413,7 +431,7 @@ def _estimate_from(g: Tensor, start: str, kernel_size: int, work: int, lam: floa
 def estimate_motion_kernel(y: Tensor, prior=None, sigma: float = 0.0, *, kernel_size: int = DEFAULT_MOTION_KERNEL_SIZE,
                            lam: float = 0.008, iters: int = 5, smooth: float = 0.3, edges: float = 0.1,
                            margin: float = 1.25, dark: float = 0.0, prefilter: str | None = None,
-                           starts: tuple[str, ...] = ("horizontal",),
+                           starts: tuple[str, ...] = ("horizontal",), kernel_prior=None,
                            generator=None, callback=None) -> BlindEstimate:
     """A free-form motion (camera-shake) kernel of side ``kernel_size`` from the blurred photo y (1, C, H, W) in
     [−1, 1] alone, by classical coarse-to-fine alternating minimisation (Cho & Lee 2009, Xu & Jia 2010, Pan et al.
@@ -431,6 +449,8 @@ def estimate_motion_kernel(y: Tensor, prior=None, sigma: float = 0.0, *, kernel_
     kernels as drawn and transposed (benchmarks/RESULTS.md, "Restarts"). ``prefilter`` names a pretrained
     denoiser applied to y at ``sigma`` first (``prefiltered``), and ``dark`` > 0 adds Pan et al.'s dark channel
     prior to the sharp image (``l0_deblur``): both measured on the same split, and neither the default.
+    ``kernel_prior`` (``invdiff.kernel_prior.KernelPrior``) regularises every kernel update with the learned
+    kernel denoiser (``update_kernel``).
 
     ``prior`` and ``generator`` are accepted for the solver's call and not used: the estimate is classical and
     deterministic (a last kernel update on the diffusion prior's restoration was measured and made the kernels
@@ -444,7 +464,7 @@ def estimate_motion_kernel(y: Tensor, prior=None, sigma: float = 0.0, *, kernel_
     t0 = time.perf_counter()
     g = prefiltered(y.detach().float().cpu(), sigma, prefilter).mean(1, keepdim=True)
     work = max(kernel_size, min(_odd(kernel_size * margin), 2 * ((min(g.shape[-2:]) - 1) // 2) + 1))
-    update = {"smooth": smooth, "edges": edges, "iters": 60, "prune": 0.02, "dark": dark}
+    update = {"smooth": smooth, "edges": edges, "iters": 60, "prune": 0.02, "dark": dark, "prior": kernel_prior}
     runs = {s: _estimate_from(g, s, kernel_size, work, lam, iters, update, t0, callback) for s in starts}
     best = min(runs, key=lambda s: runs[s][3])
     k, x, _, _ = runs[best]

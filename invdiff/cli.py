@@ -334,6 +334,8 @@ def solve_cmd(
     blur_sigma: Optional[float] = typer.Option(None, help="Gaussian blur sigma in pixels (measured: else estimated)"),
     blind: bool = typer.Option(False, "--blind", help="with --simulate: hide the simulated kernel and estimate it"),
     kernel_em: Optional[int] = typer.Option(None, help="blind motion: rounds of kernel EM (default: the preset's)"),
+    kernel_prior: Optional[str] = typer.Option(None, help="blind motion: the learned kernel prior, 'none' or a "
+                                               ".safetensors file (default: the preset's, bundled)"),
     select: Optional[str] = typer.Option(None, help="with -k K: 'residual' keeps the sample with the smallest ||y-A(x)||"),
     symmetry: Optional[str] = typer.Option(None, help="with -k K: flips|dihedral, sample k on y flipped/turned and back"),
     padding: str = typer.Option("reflect", help="blur boundary: zeros, reflect, replicate, circular"),
@@ -370,7 +372,8 @@ def solve_cmd(
                            blur_sigma=blur_sigma, padding=padding, scale=scale, mask=mask, oversampling=oversampling,
                            device=_device(device), batch_size=_batch_size(batch_size), hyper_parameters=_hp(hp, guidance),
                            fast=fast, overwrite=overwrite, save_measurement=save_measurement,
-                           lpips_backbone=lpips_backbone, blind=blind, select=select, kernel_em=kernel_em, symmetry=symmetry)
+                           lpips_backbone=lpips_backbone, blind=blind, select=select, kernel_em=kernel_em, symmetry=symmetry,
+                           kernel_prior=kernel_prior)
         one = len(images) == 1 and not images[0].is_dir()
         return _solve_one_cmd(req, quiet, json_out) if one else _solve_many_cmd(req, images, quiet, json_out)
 

@@ -125,7 +125,26 @@ def _kernel_entry(source: str, k: Tensor, **extra) -> dict:
     return {"source": source, "shape": shape, **{k_: v for k_, v in extra.items() if v is not None}}
 
 
-def kernel_for(task: Task, req, y: Tensor, sigma: float, prior, gens, callback=None) -> tuple[Tensor | None, dict | None]:
+def kernel_prior_for(task: Task, req, preset) -> tuple[object | None, dict | None]:
+    """The learned kernel prior of a blind motion estimate and its report entry: --kernel-prior none (off), a file
+    (with the preset's settings), or the blind variant's settings with the bundled weights; (None, None) when
+    there is none."""
+    from .kernel_prior import WEIGHTS, load_kernel_prior
+
+    if task.blind != "motion" or getattr(req, "kernel_prior", None) == "none":
+        return None, None
+    variant = (preset.variants.get("blind") if preset is not None else None) or preset
+    settings = dict(getattr(variant, "kernel_prior", None) or {})
+    path = getattr(req, "kernel_prior", None)
+    if path is None and not settings:
+        return None, None
+    kp = load_kernel_prior(path or WEIGHTS, **settings)
+    return kp, {"weights": str(path) if path else WEIGHTS.name, "sigma": kp.sigma, "weight": kp.weight,
+                "rounds": kp.rounds}
+
+
+def kernel_for(task: Task, req, y: Tensor, sigma: float, prior, gens, callback=None,
+               preset=None) -> tuple[Tensor | None, dict | None]:
     """The measured photo's kernel: given (--kernel, --blur-sigma), or a blind estimate, or a clear error."""
     from . import operators as ops
 
@@ -143,22 +162,26 @@ def kernel_for(task: Task, req, y: Tensor, sigma: float, prior, gens, callback=N
         return k, _kernel_entry("given (--blur-sigma)", k, blur_sigma=float(req.blur_sigma))
     if task.blind is None:
         raise ValueError(f"--task {task.name} on a measured photo needs its kernel: give --kernel FILE")
-    return _blind_kernel(task, req, y, sigma, prior, gens, callback)
+    return _blind_kernel(task, req, y, sigma, prior, gens, callback, preset)
 
 
-def _blind_kernel(task: Task, req, y: Tensor, sigma: float, prior, gens, callback) -> tuple[Tensor, dict]:
+def _blind_kernel(task: Task, req, y: Tensor, sigma: float, prior, gens, callback, preset=None) -> tuple[Tensor, dict]:
     from . import blind
 
+    kp_entry = None
     if task.blind == "gaussian":
         est = blind.estimate_gaussian_blur(y, sigma, kernel_size=req.kernel_size, padding=req.padding, callback=callback)
     else:
         size = req.kernel_size or blind.DEFAULT_MOTION_KERNEL_SIZE
-        est = blind.estimate_motion_kernel(y, prior, sigma, kernel_size=size, generator=gens, callback=callback)
+        kp, kp_entry = kernel_prior_for(task, req, preset)
+        est = blind.estimate_motion_kernel(y, prior, sigma, kernel_size=size, kernel_prior=kp, generator=gens,
+                                           callback=callback)
     k = est.kernel.detach().float().cpu()
     choice = est.history[-1] if est.history and "chosen" in est.history[-1] else {}
     return k, _kernel_entry(f"estimated (blind, {est.kind})", k, blur_sigma=getattr(est, "blur_sigma", None),
                             seconds=round(float(est.seconds), 2), start=choice.get("chosen"),
-                            start_residuals=choice.get("residuals"))
+                            start_residuals=choice.get("residuals"),
+                            kernel_prior=kp_entry)
 
 
 def mask_for(task: Task, req, alpha: Tensor | None, simulate: bool) -> tuple[str | Tensor | None, dict | None]:

@@ -154,7 +154,10 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
 
     k0 = prob.op.kernel.reshape(-1, *prob.op.kernel.shape[-2:])[0].detach().float().cpu()
     t0 = time.perf_counter()
-    k, _ = blind.refine_kernel_em(prob.y, k0, e_step, rounds, callback=callback)
+    from .measured import kernel_prior_for
+
+    kp, _ = kernel_prior_for(plan.task, req, plan.preset)
+    k, _ = blind.refine_kernel_em(prob.y, k0, e_step, rounds, callback=callback, prior=kp)
     prob.opts = prob.opts.with_(kernel=k)
     prob.op = plan.task.operator(xs, prob.opts)
     entry["em_change"] = round(float((k - k0).norm() / k0.norm()), 5)

@@ -76,6 +76,9 @@ class SolveRequest:
     symmetry: str | None = None
     #: rounds of kernel EM with the restoration after a blind motion-kernel estimate (None: the preset's)
     kernel_em: int | None = None
+    #: blind motion: the learned kernel prior ("none", or a .safetensors file of ``invdiff.kernel_prior``); None:
+    #: the preset's (the bundled prior with the blind variant's settings)
+    kernel_prior: str | None = None
 
 
 if TYPE_CHECKING:
@@ -130,6 +133,8 @@ def _check_request(req: SolveRequest) -> None:
     if req.kernel_em is not None and (isinstance(req.kernel_em, bool) or not isinstance(req.kernel_em, int)
                                       or req.kernel_em < 0):
         raise ValueError(f"--kernel-em must be a whole number of rounds ≥ 0, got {req.kernel_em!r}")
+    if req.kernel_prior not in (None, "none") and not Path(req.kernel_prior).is_file():
+        raise ValueError(f"--kernel-prior: no such file {req.kernel_prior} (give a kernel prior's .safetensors or none)")
     if req.select not in (None, "residual"):
         raise ValueError(f"--select must be 'residual', got {req.select!r}")
     if req.symmetry not in SYMMETRIES:
@@ -360,7 +365,7 @@ def problem_for(plan: Plan, req: SolveRequest, obs: Observation, callback=None):
     _check_method_fits(plan, task, opts, y)
     if task.needs in ("kernel", "kernel-field") and "kernel" not in given:
         gens = make_generators(req.seed, 1, purpose="blind")
-        k, entry = measured.kernel_for(task, req, y, sigma, plan.prior, gens, callback)
+        k, entry = measured.kernel_for(task, req, y, sigma, plan.prior, gens, callback, preset=plan.preset)
         given["kernel"], degradation["kernel"] = k, {**degradation.get("kernel", {}), **entry}
     degradation["noise_sigma"] = {"value": sigma, "source": sigma_source, "scale": "[-1, 1]"}
     prob = measured.build_problem(task, req, plan.prior, y, opts, given)

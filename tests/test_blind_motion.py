@@ -226,6 +226,32 @@ def test_kernel_em_rounds_are_run_reported_and_checked(tmp_path, blurred):
     assert r.exit_code != 0 and "--kernel-em" in r.output
 
 
+def test_kernel_prior_option_is_reported_and_checked(tmp_path, blurred):
+    """--kernel-prior: the blind estimate and the EM's M-step use the learned kernel prior (a file here, with the
+    preset's settings or the card's), the report names it; 'none' turns it off; a missing file is a clear error
+    before any work."""
+    from invdiff.kernel_prior import KernelDenoiser
+    from safetensors.torch import save_file
+
+    prior, photo = tiny_prior_and_photo(tmp_path, blurred[2], 48, 48)
+    torch.manual_seed(0)
+    net = KernelDenoiser(channels=4, dilations=(1, 2, 1))
+    save_file(net.state_dict(), str(tmp_path / "kp.safetensors"))
+    (tmp_path / "kp.json").write_text(json.dumps({"config": net.config(), "use": {"sigma": 0.04, "weight": 2.0,
+                                                                                  "rounds": 2}}))
+    base = ["solve", "--task", "motion-deblur", str(photo), "--prior", str(prior), "--steps", "2", "--kernel-size", "15",
+            "--kernel-em", "1", "--quiet", "--json"]
+    r = CliRunner().invoke(app, [*base, "--kernel-prior", str(tmp_path / "kp.safetensors"), "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    entry = json.loads(r.stdout)["degradation"]["kernel"]["kernel_prior"]
+    assert entry["weights"] == str(tmp_path / "kp.safetensors") and entry["rounds"] >= 1
+    r = CliRunner().invoke(app, [*base, "--kernel-prior", "none", "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    assert "kernel_prior" not in json.loads(r.stdout)["degradation"]["kernel"]
+    r = CliRunner().invoke(app, [*base, "--kernel-prior", str(tmp_path / "nothing.safetensors"), "--out", str(tmp_path / "c")])
+    assert r.exit_code != 0 and "--kernel-prior" in r.output and not (tmp_path / "c").exists()
+
+
 def test_prefilter_removes_the_noise_and_keeps_the_blur():
     """``prefilter``: the blurred photo through FFDNet at the noise's σ. A blurred piecewise-constant image is easy
     for a denoiser: the error left is well under half the noise (measured: 0.14σ in colour, 0.20σ grey, where the
