@@ -220,7 +220,11 @@ def main() -> None:
                          "(the same restoration: same preset, streams and kernel) instead of running it again, and the "
                          "classical estimate's (no EM) where that estimate is the same (its kernel error agrees)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/blind"))
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="only merge the outputs of earlier runs (folders) over disjoint cases into --out")
     a = ap.parse_args()
+    if a.merge:
+        return merge(a.merge, a.out, _photos(a.split, a.photos)[1])
     prior = load("natural64")
     xs, names = _photos(a.split, a.photos)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -237,8 +241,22 @@ def main() -> None:
                 kernels[(i, j, s)], kernels[("true", j)] = aligned(k, k_true), k_true
                 print(json.dumps(row), flush=True)
                 (a.out / "blind_motion.json").write_text(json.dumps(rows, indent=1) + "\n")
+    torch.save(kernels, a.out / "blind_motion_kernels.pt")  # for --merge
     (a.out / "blind_motion.md").write_text(HEADER + table(rows, names))
     figure(kernels, rows, a.out / "blind_motion_kernels.png")
+
+
+def merge(parts: list[Path], out: Path, names: list[str]) -> None:
+    """One table and figure from runs over disjoint cases (e.g. one per noise level, run side by side)."""
+    rows, kernels = [], {}
+    for p in parts:
+        rows += json.loads((p / "blind_motion.json").read_text())
+        kernels.update(torch.load(p / "blind_motion_kernels.pt", weights_only=False))
+    rows.sort(key=lambda r: (r["kernel"], r["photo"], r["noise_sigma"]))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "blind_motion.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (out / "blind_motion.md").write_text(HEADER + table(rows, names))
+    figure(kernels, rows, out / "blind_motion_kernels.png")
 
 
 def _photos(split: str, n: int) -> tuple[torch.Tensor, list[str]]:
