@@ -334,15 +334,13 @@ def solve_cmd(
     blur_sigma: Optional[float] = typer.Option(None, help="Gaussian blur sigma in pixels (measured: else estimated)"),
     blind: bool = typer.Option(False, "--blind", help="with --simulate: hide the simulated kernel and estimate it"),
     kernel_em: Optional[int] = typer.Option(None, help="blind motion: rounds of kernel EM (default: the preset's)"),
-    kernel_prior: Optional[str] = typer.Option(None, help="blind motion: the learned kernel prior, 'none' or a "
-                                               ".safetensors file (default: the preset's, bundled)"),
+    kernel_prior: Optional[str] = typer.Option(None, help="blind motion: 'none' or a kernel prior file (default: bundled)"),
     select: Optional[str] = typer.Option(None, help="with -k K: 'residual' keeps the sample with the smallest ||y-A(x)||"),
     symmetry: Optional[str] = typer.Option(None, help="with -k K: flips|dihedral, sample k on y flipped/turned and back"),
     padding: str = typer.Option("reflect", help="blur boundary: zeros, reflect, replicate, circular"),
     scale: int = typer.Option(4, help="super-resolution factor"),
-    mask: Optional[str] = typer.Option(None, help="inpainting mask image (white = observed); measured photos may carry it "
-                                       "as their alpha channel; --simulate also takes the presets box (default), random, "
-                                       "freeform"),
+    mask: Optional[str] = typer.Option(None, help="inpainting mask image (white = observed), or a measured photo's alpha "
+                                       "channel; --simulate also takes the presets box (default), random, freeform"),
     oversampling: float = typer.Option(2.0, help="phase retrieval oversampling"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)"),
     batch_size: Optional[str] = typer.Option(None, help="posterior samples computed together: a number, or 'auto' for as "
@@ -360,10 +358,9 @@ def solve_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     json_out: bool = typer.Option(False, "--json", help="print the report as JSON (a list for several images)"),
 ):
-    """Restore images: each IMAGE is a measurement, or with --simulate a clean image to degrade first.
-
-    A measured photo is never given an invented degradation: deblurring without --kernel is blind, inpainting needs
-    --mask FILE or an alpha channel, the noise level is estimated unless given (see `invdiff tasks`)."""
+    """Restore images: each IMAGE is a measurement, or with --simulate a clean image to degrade first. A measured
+    photo is never given an invented degradation: deblurring without --kernel is blind, inpainting needs --mask FILE
+    or an alpha channel, the noise level is estimated unless given (see `invdiff tasks`)."""
     from .solve import SolveRequest
 
     def go():
@@ -372,8 +369,8 @@ def solve_cmd(
                            blur_sigma=blur_sigma, padding=padding, scale=scale, mask=mask, oversampling=oversampling,
                            device=_device(device), batch_size=_batch_size(batch_size), hyper_parameters=_hp(hp, guidance),
                            fast=fast, overwrite=overwrite, save_measurement=save_measurement,
-                           lpips_backbone=lpips_backbone, blind=blind, select=select, kernel_em=kernel_em, symmetry=symmetry,
-                           kernel_prior=kernel_prior)
+                           lpips_backbone=lpips_backbone, blind=blind, select=select, kernel_em=kernel_em,
+                           symmetry=symmetry, kernel_prior=kernel_prior)
         one = len(images) == 1 and not images[0].is_dir()
         return _solve_one_cmd(req, quiet, json_out) if one else _solve_many_cmd(req, images, quiet, json_out)
 
