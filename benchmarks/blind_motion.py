@@ -62,17 +62,17 @@ def case(x, i: int, j: int, s: float, kernel_size: int, prior, diffusion: bool, 
     from invdiff.baselines import run_baseline
     from invdiff.blind import estimate_motion_kernel, kernel_error, refine_kernel_em
     from invdiff.kernel_prior import from_spec
+    from invdiff.measured import kernel_prior_for
     from invdiff.metrics import psnr
-    from invdiff.tasks import solve_preset
+    from invdiff.tasks import get_task, solve_preset
 
     earlier = earlier or {}
     op, y, k_true = blurred(x, i, j, s)
     t0 = time.perf_counter()
     options = dict(options or {})
     # the learned kernel prior, for the estimate and the EM: as given, else the blind variant's (what solve runs)
-    blind_variant = solve_preset("motion-deblur").variants.get("blind")
-    kp = from_spec(options.pop("kernel_prior") if "kernel_prior" in options else
-                   ({"path": None, **blind_variant.kernel_prior} if blind_variant and blind_variant.kernel_prior else None))
+    kp = (from_spec(options.pop("kernel_prior")) if "kernel_prior" in options else
+          kernel_prior_for(get_task("motion-deblur"), solve_preset("motion-deblur"))[0])
     k = estimate_motion_kernel(y, prior, s, kernel_size=kernel_size, kernel_prior=kp, **options).kernel
     seconds = time.perf_counter() - t0
     row = {"photo": i, "noise_sigma": s, "kernel": j, "kernel_size": kernel_size,

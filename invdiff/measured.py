@@ -125,17 +125,17 @@ def _kernel_entry(source: str, k: Tensor, **extra) -> dict:
     return {"source": source, "shape": shape, **{k_: v for k_, v in extra.items() if v is not None}}
 
 
-def kernel_prior_for(task: Task, req, preset) -> tuple[object | None, dict | None]:
-    """The learned kernel prior of a blind motion estimate and its report entry: --kernel-prior none (off), a file
-    (with the preset's settings), or the blind variant's settings with the bundled weights; (None, None) when
-    there is none."""
+def kernel_prior_for(task: Task, preset, choice: str | None = None) -> tuple[object | None, dict | None]:
+    """The learned kernel prior of a blind motion estimate and its report entry: ``choice`` (--kernel-prior)
+    "none" (off) or a file (with the preset's settings), else the preset's blind variant's settings with the
+    bundled weights; (None, None) when there is none."""
     from .kernel_prior import WEIGHTS, load_kernel_prior
 
-    if task.blind != "motion" or getattr(req, "kernel_prior", None) == "none":
+    if task.blind != "motion" or choice == "none":
         return None, None
     variant = (preset.variants.get("blind") if preset is not None else None) or preset
     settings = dict(getattr(variant, "kernel_prior", None) or {})
-    path = getattr(req, "kernel_prior", None)
+    path = choice
     if path is None and not settings:
         return None, None
     kp = load_kernel_prior(path or WEIGHTS, **settings)
@@ -173,7 +173,7 @@ def _blind_kernel(task: Task, req, y: Tensor, sigma: float, prior, gens, callbac
         est = blind.estimate_gaussian_blur(y, sigma, kernel_size=req.kernel_size, padding=req.padding, callback=callback)
     else:
         size = req.kernel_size or blind.DEFAULT_MOTION_KERNEL_SIZE
-        kp, kp_entry = kernel_prior_for(task, req, preset)
+        kp, kp_entry = kernel_prior_for(task, preset, req.kernel_prior)
         est = blind.estimate_motion_kernel(y, prior, sigma, kernel_size=size, kernel_prior=kp, generator=gens,
                                            callback=callback)
     k = est.kernel.detach().float().cpu()

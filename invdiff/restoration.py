@@ -156,7 +156,7 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
     t0 = time.perf_counter()
     from .measured import kernel_prior_for
 
-    kp, _ = kernel_prior_for(plan.task, req, plan.preset)
+    kp, _ = kernel_prior_for(plan.task, plan.preset, req.kernel_prior)
     k, _ = blind.refine_kernel_em(prob.y, k0, e_step, rounds, callback=callback, prior=kp)
     prob.opts = prob.opts.with_(kernel=k)
     prob.op = plan.task.operator(xs, prob.opts)

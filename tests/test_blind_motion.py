@@ -190,6 +190,11 @@ def test_measured_motion_deblur_runs_blind(tmp_path, blurred):
     blind_hp = pre.variants["blind"].hyper_parameters
     em = pre.variants["blind"].kernel_em
     assert k["em_rounds"] == em
+    # the blind variant's learned kernel prior (bundled weights, the preset's settings) is used and reported
+    kp = pre.variants["blind"].kernel_prior
+    if kp:
+        assert k["kernel_prior"]["weights"] == "motion-kernel-prior.safetensors"
+        assert {n: k["kernel_prior"][n] for n in kp} == kp
     # the blind variant restores with the estimate: in the EM rounds when there are, else in the end
     used = k["em_hyper_parameters"] if em else rep["hyper_parameters"]
     assert all(used[n] == v for n, v in blind_hp.items())
