@@ -20,14 +20,17 @@ from pathlib import Path
 from blind_motion import _diffpir, _photos, aligned, blurred
 
 
-def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int, kernel_size: int) -> dict:
+def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int, kernel_size: int,
+          score_rounds: list[int]) -> dict:
     from invdiff.blind import estimate_motion_kernel, kernel_error, refine_kernel_em
+    from invdiff.measured import kernel_prior_for
     from invdiff.metrics import psnr
-    from invdiff.tasks import solve_preset
+    from invdiff.tasks import get_task, solve_preset
 
     op, y, k_true = blurred(x, i, j, s)
-    k0 = estimate_motion_kernel(y, None, s, kernel_size=kernel_size).kernel
     preset = solve_preset("motion-deblur")
+    kp = kernel_prior_for(get_task("motion-deblur"), preset)[0]  # the classical estimate as solve makes it
+    k0 = estimate_motion_kernel(y, None, s, kernel_size=kernel_size, kernel_prior=kp).kernel
     blind = preset.for_operator(op, blind=True)
 
     def score(k, pre, purpose="sample"):
@@ -38,10 +41,11 @@ def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int,
            "no_em": score(aligned(k0, k_true), blind), "settings": []}
     for st in settings:
         t0 = time.perf_counter()
-        errors = []
+        errors, kernels = [], []
 
         def e_step(kk):
             errors.append(round(kernel_error(kk, k_true), 4))
+            kernels.append(kk.clone())
             return _diffpir(y, kk, s, i, prior, blind, None, purpose="kernel-em")
 
         m_step = _resolved(st)
@@ -49,8 +53,11 @@ def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int,
             m_step["prior"] = m_step.pop("kernel_prior")
         k, hist = refine_kernel_em(y, k0, e_step, rounds, **m_step)
         errors.append(round(kernel_error(k, k_true), 4))
+        kernels.append(k)
         row["settings"].append({"setting": st, "kernel_error_rounds": errors[1:],
                                 "change": [h["change"] for h in hist], "em": score(aligned(k, k_true), preset),
+                                "em_rounds": {str(r): score(aligned(kernels[r], k_true), preset)
+                                              for r in score_rounds if 0 < r < rounds},
                                 "seconds": round(time.perf_counter() - t0, 1)})
     return row
 
@@ -105,6 +112,8 @@ def main() -> None:
     ap.add_argument("--classical", action="store_true",
                     help="compare options of the classical estimator alone (kernel error, TV), every σ of --noise")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--score-rounds", type=int, nargs="*", default=[],
+                    help="also restore (by the preset) the kernel after each of these rounds < --rounds")
     ap.add_argument("--kernel-size", type=int, default=61)
     ap.add_argument("--prior", default="natural64")
     ap.add_argument("--previous", type=Path, default=None,
@@ -118,7 +127,8 @@ def main() -> None:
     rows = [json.loads(line) for line in a.previous.read_text().splitlines() if line.strip()] if a.previous else []
     for i, j in [(i, j) for j in a.kernels for i in a.photos][len(rows):]:
         s = a.noise[(i + j) % 2]
-        rows.append({"name": names[i], **_case(xs[i: i + 1], i, j, s, prior, a.settings, a.rounds, a.kernel_size)})
+        rows.append({"name": names[i], **_case(xs[i: i + 1], i, j, s, prior, a.settings, a.rounds, a.kernel_size,
+                                                 a.score_rounds)})
         print(json.dumps(rows[-1]), flush=True)
         _write(a, rows)
     _write(a, rows)
@@ -135,6 +145,8 @@ def _means(rows: list[dict]) -> dict:
     for r in rows:
         for st in r["settings"]:
             cols.setdefault(json.dumps(st["setting"]), []).append(st["em"])
+            for r, v in st.get("em_rounds", {}).items():
+                cols.setdefault(f"{json.dumps(st['setting'])} after {r} rounds", []).append(v)
     return {k: round(sum(v) / len(v), 3) for k, v in cols.items() if len(v) == len(rows)}
 
 

@@ -60,6 +60,9 @@ def prior_files(run: Path, name: str, which: str) -> Path:
     if not src.with_suffix(".json").is_file():  # written once: the suite's results are keyed to the files' hash
         card = json.loads((REPO / "invdiff" / "weights" / "natural.json").read_text())
         card["name"] = f"natural-ab-{name}-{which}"
+        arm = run / name / "arm.json"
+        if arm.is_file():  # an arm that grew the network: its own U-Net
+            card["unet"] = json.loads(arm.read_text())["config"]["unet"]
         src.with_suffix(".json").write_text(json.dumps(card))
     return src
 

@@ -49,17 +49,44 @@ ARMS: dict[str, dict] = {
     # one 256×256 patch a step (the same pixels): the size the suite restores (RESULTS: "The loss at the size the
     # suite restores")
     "patch256": {"patch": 256, "batch_size": 1},
+    # depth: the trained network grown by two residual blocks at the end of each decoder stage, each starting as the
+    # identity (invdiff.nets.unet.grow_state), so the arm starts from exactly the seed's function with +25 % of
+    # parameters and ~20 % more time a step; the new parameters' Adam moments start at zero. Width cannot grow
+    # the same way: the 32 groups of the GroupNorms and the time embedding's width are tied to the channel count.
+    "deeper": {"grow": {"extra_res_blocks": (2, 2, 2, 2)}},
 }
+
+
+def grown(cfg, grow: dict | None):
+    """The recipe with its U-Net grown as ``grow`` says (UNetConfig fields), or unchanged."""
+    if not grow:
+        return cfg
+    return replace(cfg, unet=replace(cfg.unet, **{k: tuple(v) if isinstance(v, list) else v for k, v in grow.items()}))
+
+
+def load_seed(tr, seed_state: dict) -> None:
+    """The seed's full state into a trainer whose network is the seed's or the seed's grown deeper: weights and EMA
+    (new blocks as the identity), and Adam's moments for every parameter the seed had (the new ones start at zero:
+    they come last in the parameter order, so the seed's indices stay valid)."""
+    from invdiff.nets.unet import grow_state
+
+    new = grow_state(tr.net, seed_state["net"])
+    grow_state(tr.ema, seed_state["ema"])
+    opt = seed_state["opt"]
+    if new:
+        n = sum(1 for _ in tr.net.parameters())
+        opt = {"state": opt["state"], "param_groups": [{**opt["param_groups"][0], "params": list(range(n))}]}
+    tr.opt.load_state_dict(opt)
 
 
 def run_arm(name: str, change: dict, seed_state: dict, minutes: float, out: Path, threads: int) -> None:
     step0 = int(seed_state["step"])
-    cfg = replace(RECIPES["natural"], name=f"natural-ab-{name}", threads=threads, sample_every=0, ckpt_dir=str(out / "_none"),
-                  warmup=1, warmup_from=step0, **change)
+    change = dict(change)
+    grow = change.pop("grow", None)
+    cfg = grown(replace(RECIPES["natural"], name=f"natural-ab-{name}", threads=threads, sample_every=0,
+                        ckpt_dir=str(out / "_none"), warmup=1, warmup_from=step0, **change), grow)
     tr = Trainer(cfg, quiet=True)
-    tr.net.load_state_dict(seed_state["net"])
-    tr.ema.load_state_dict(seed_state["ema"])
-    tr.opt.load_state_dict(seed_state["opt"])
+    load_seed(tr, seed_state)
     tr.step, tr.images_seen = step0, int(seed_state["images_seen"])
     c0, w0, losses = time.process_time(), time.perf_counter(), []
     while time.process_time() - c0 < 60 * minutes:
@@ -73,7 +100,7 @@ def run_arm(name: str, change: dict, seed_state: dict, minutes: float, out: Path
     for which, net in (("online", tr.net), ("ema", tr.ema)):
         save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(d / f"{which}.safetensors"))
     torch.save(tr.state(), d / "state.pt")  # the full state: the campaign can continue from the chosen arm
-    info = {"arm": name, "change": {k: list(v) if isinstance(v, tuple) else v for k, v in change.items()},
+    info = {"arm": name, "change": json.loads(json.dumps({**change, **({"grow": grow} if grow else {})})),
             "from_step": step0, "steps": tr.step - step0, "images": tr.images_seen - int(seed_state["images_seen"]),
             "pixels": (tr.images_seen - int(seed_state["images_seen"])) * cfg.patch ** 2,
             "cpu_minutes": round((time.process_time() - c0) / 60, 2), "wall_minutes": round((time.perf_counter() - w0) / 60, 2),
@@ -102,7 +129,7 @@ def adopt(name: str, out: Path, ckpt_dir: str = "ckpt") -> None:
                          f"{card['training']['steps']}: adopt only an arm of the committed state")
     st = torch.load(out / name / "state.pt", map_location="cpu", weights_only=True)
     st["seconds"] = float(card["training"]["seconds"]) + 60 * info["wall_minutes"]
-    tr = Trainer(replace(RECIPES["natural"], ckpt_dir=str(out / "_none")), quiet=True)
+    tr = Trainer(grown(replace(RECIPES["natural"], ckpt_dir=str(out / "_none")), info["change"].get("grow")), quiet=True)
     tr.ema.load_state_dict(st["ema"])
     val = validation_loss(tr.ema.eval(), tr.schedule)
     legs = card["campaign"]["legs"]

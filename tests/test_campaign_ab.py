@@ -135,3 +135,35 @@ def test_the_campaign_figure_counts_larger_patches_by_their_pixels():
     assert [eq(n) for n in (0, 50, 100, 150)] == [0, 50, 100, 150]  # 64×64 legs (recorded or not) count as they are
     assert eq(155) == 150 + 5 * 4 and eq(160) == 150 + 10 * 4  # a 128×128 patch holds four 64×64 patches' pixels
     assert eq(170) == 190 + 10 / 4
+
+
+def test_a_grown_network_starts_as_the_seed_and_keeps_its_adam_moments(toy_campaign):
+    from invdiff.nets.unet import UNet, grow_state
+
+    tmp_path, toy, state, out = toy_campaign
+    extra = tuple(1 for _ in toy.unet.channel_mult)
+    big = UNet(replace(toy.unet, extra_res_blocks=extra)).eval()
+    small = UNet(toy.unet).eval()
+    small.load_state_dict(state["net"])
+    new = grow_state(big, state["net"])
+    assert new and all(k.startswith("extra.") for k in new)
+    assert sum(p.numel() for p in big.parameters()) > sum(p.numel() for p in small.parameters())
+    x, t = torch.randn(2, toy.unet.in_channels, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([3, 70])
+    with torch.no_grad():  # the new blocks start as the identity: the same function, to float32 rounding
+        assert torch.allclose(big(x, t), small(x, t), atol=1e-6, rtol=0)
+        for p in big.extra.parameters():  # and they are real blocks: perturbed, the output moves
+            p.add_(0.05)
+        assert not torch.allclose(big(x, t), small(x, t), atol=1e-3)
+    with pytest.raises(ValueError, match="not the same network"):
+        grow_state(UNet(replace(toy.unet, base_channels=2 * toy.unet.base_channels)), state["net"])
+
+    campaign_ab.run_arm("deeper", {"grow": {"extra_res_blocks": extra}}, state, 0.002, out, 1)
+    info = json.loads((out / "deeper" / "arm.json").read_text())
+    st = torch.load(out / "deeper" / "state.pt", weights_only=True)
+    assert info["change"] == {"grow": {"extra_res_blocks": list(extra)}} and info["steps"] >= 1
+    assert tuple(info["config"]["unet"]["extra_res_blocks"]) == extra
+    n_seed = len(state["opt"]["state"])
+    assert len(st["opt"]["state"]) > n_seed  # the seed's moments carried on; the new parameters got their own
+    campaign_ab.adopt("deeper", out, ckpt_dir=str(tmp_path / "ckpt"))
+    card = json.loads((tmp_path / "weights" / "natural.json").read_text())
+    assert '"extra_res_blocks"' in card["campaign"]["legs"][-1]["what"]

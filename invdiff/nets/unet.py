@@ -31,6 +31,10 @@ class UNetConfig:
     num_heads: int = 4
     dropout: float = 0.0
     groups: int = 32
+    #: per level, extra residual blocks at the end of the decoder's stage of that level (before its upsampling),
+    #: each starting as the identity (its last convolution at zero): a trained network grows deeper with its
+    #: function unchanged (``grow_state``); () for none
+    extra_res_blocks: tuple[int, ...] = ()
 
     @property
     def output_channels(self) -> int:
@@ -40,6 +44,7 @@ class UNetConfig:
         d = asdict(self)
         d["channel_mult"] = list(self.channel_mult)
         d["attention_levels"] = list(self.attention_levels)
+        d["extra_res_blocks"] = list(self.extra_res_blocks)
         return d
 
     @classmethod
@@ -47,6 +52,7 @@ class UNetConfig:
         d = dict(d)
         d["channel_mult"] = tuple(d.get("channel_mult", (1, 2, 2)))
         d["attention_levels"] = tuple(d.get("attention_levels", ()))
+        d["extra_res_blocks"] = tuple(d.get("extra_res_blocks", ()))
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
@@ -156,6 +162,12 @@ class UNet(nn.Module):
         self.out = nn.Sequential(_norm(cur, cfg.groups), nn.SiLU(), nn.Conv2d(cur, cfg.output_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
+        if len(cfg.extra_res_blocks) not in (0, n_levels) or any(n < 0 for n in cfg.extra_res_blocks):
+            raise ValueError(f"extra_res_blocks needs one count ≥ 0 per level ({n_levels}), got {cfg.extra_res_blocks}")
+        # registered last, so that a grown network's parameters extend the original's in order (grow_state)
+        self.extra = nn.ModuleDict({str(level): nn.ModuleList([ResBlock(mult * ch, mult * ch, emb_dim, cfg.dropout, cfg.groups)
+                                                               for _ in range(n)])
+                                    for level, (mult, n) in enumerate(zip(cfg.channel_mult, cfg.extra_res_blocks)) if n})
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         """``cond``: the condition channels (B, cond_channels, H, W) of a Palette model, or the class labels (B,)
@@ -187,11 +199,20 @@ class UNet(nn.Module):
         h = self.mid[0](h, emb)
         h = self.mid[1](h)
         h = self.mid[2](h, emb)
-        for blk in self.up:
+        per_level = cfg.num_res_blocks + 1
+        for b, blk in enumerate(self.up):
             h = torch.cat([h, hs.pop()], dim=1)
+            level, last = len(cfg.channel_mult) - 1 - b // per_level, b % per_level == per_level - 1
             for layer in blk:
+                if last and isinstance(layer, _Upsample):
+                    h = self._extra(h, emb, level)
                 h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
-        return self.out(h)
+        return self.out(self._extra(h, emb, 0))
+
+    def _extra(self, h: Tensor, emb: Tensor, level: int) -> Tensor:
+        for block in self.extra[str(level)] if str(level) in self.extra else ():
+            h = block(h, emb)
+        return h
 
 
 class _Upsample(nn.Module):
@@ -201,3 +222,17 @@ class _Upsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def grow_state(net: UNet, state: dict[str, Tensor]) -> list[str]:
+    """Load the state dict of the same network without (some of) its ``extra_res_blocks`` into ``net``: every
+    parameter it has is copied, and the new blocks keep their identity start, so ``net`` computes exactly what the
+    smaller network did. Returns the names of the new parameters; anything else missing or unexpected is an error."""
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a shape that differs
+        raise ValueError(f"not the same network grown deeper: {str(e).splitlines()[-1].strip()}") from None
+    wrong = [k for k in missing if not k.startswith("extra.")] + list(unexpected)
+    if wrong:
+        raise ValueError(f"not the same network grown deeper: {wrong[:4]} do not match")
+    return list(missing)
