@@ -2,14 +2,15 @@
 
 The campaign keeps an exponential moving average of the weights (decay 0.999: an average over the last ~1000 steps
 of 4 patches). With batches that small the online weights jitter, and a longer average may sit lower in the loss
-(stochastic weight averaging, Izmailov et al. 2018; post-hoc EMA, Karras et al. 2024). A leg run with
-``--snapshots`` keeps the online and EMA weights of every checkpoint under ``ckpt/<name>/snapshots``; this script
+(stochastic weight averaging, Izmailov et al. 2018; post-hoc EMA, Karras et al. 2024). The snapshots are copies of
+a leg's full state (``ckpt/natural/state.pt``, rewritten at every checkpoint) taken as the leg runs, one file
+``snap_<step>.pt`` each with its "net" (online) and "ema" weights; this script
 builds uniform averages of the last K snapshots (of the online weights, and of the EMAs) and measures each with
 the campaign's own protocol (``invdiff.campaign.patch_losses``): the 512 tuning-split crops (the decision) and the
 512 validation crops (the card's figure), every network on the same patches, levels and noises, so the differences
 pair up patch by patch.
 
-    python benchmarks/weight_averaging.py --snapshots ckpt/natural/snapshots --out benchmarks/campaign/averaging.json
+    python benchmarks/weight_averaging.py --snapshots runs/swa --windows 3 6 --out benchmarks/campaign/averaging.json
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def main() -> None:
     from invdiff.prior import load
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--snapshots", type=Path, default=REPO / "ckpt" / "natural" / "snapshots")
+    ap.add_argument("--snapshots", type=Path, required=True, help="a folder of snap_<step>.pt")
     ap.add_argument("--prior", default="natural", help="the prior whose network the snapshots are of")
     ap.add_argument("--windows", type=int, nargs="+", default=[2, 4, 8, 16],
                     help="average the last K snapshots, for each K (K larger than the count: all)")

@@ -167,3 +167,17 @@ def test_a_grown_network_starts_as_the_seed_and_keeps_its_adam_moments(toy_campa
     campaign_ab.adopt("deeper", out, ckpt_dir=str(tmp_path / "ckpt"))
     card = json.loads((tmp_path / "weights" / "natural.json").read_text())
     assert '"extra_res_blocks"' in card["campaign"]["legs"][-1]["what"]
+
+
+def test_weight_averaging_takes_the_uniform_mean_of_the_snapshots():
+    spec = importlib.util.spec_from_file_location("weight_averaging",
+                                                  Path(__file__).resolve().parents[1] / "benchmarks" / "weight_averaging.py")
+    wa = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wa)
+    g = torch.Generator().manual_seed(0)
+    snaps = [{"net": {"w": torch.randn(3, 4, generator=g), "b": torch.randn(2, generator=g)}} for _ in range(3)]
+    avg = wa.averaged(snaps, "net")
+    for k in ("w", "b"):
+        assert avg[k].dtype == torch.float32
+        assert torch.allclose(avg[k], (snaps[0]["net"][k] + snaps[1]["net"][k] + snaps[2]["net"][k]) / 3, atol=1e-6)
+    assert torch.equal(wa.averaged(snaps[:1], "net")["w"], snaps[0]["net"]["w"])
