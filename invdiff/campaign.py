@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: the campaigns: recipe name → (the shipped prior its first leg starts from, the card's note)
 CAMPAIGNS: dict[str, tuple[str, str]] = {
     "natural": ("natural64", "continues natural64 (same 2.41M-parameter U-Net, same data) with more training; from "
-                             "leg 11 on with log-normal training levels, from leg 14 on with 128x128 patches, 4 a step "
+                             "leg 11 on with log-normal training levels, from leg 14 on with 128x128 patches, 4 a step, "
+                             "from leg 20 on grown deeper (two more residual blocks per decoder stage, 3.00M parameters) "
                              "(each leg records its patch and batch size); the version is the number of legs in the ledger"),
     "natural-palette-colorize": ("natural", "Palette colourisation: the natural prior's U-Net with the grey image as "
                                             "one more input channel (its weights started at zero), started from the "

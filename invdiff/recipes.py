@@ -23,7 +23,10 @@ RECIPES: dict[str, TrainConfig] = {
     "natural": TrainConfig(
         name="natural", data="natural", patch=128, batch_size=4, lr=2e-4, warmup=200, ema_decay=0.999, steps=10_000_000,
         t_sampling="lognormal", t_lognormal=(-1.2, 1.2, 0.2),
-        unet=UNetConfig(in_channels=3, base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_levels=(3,)),
+        # from leg 20 on (A/B round 4, arm 'deeper'): two identity-initialised residual blocks more at the end of
+        # each decoder stage, grown from leg 19's network (invdiff.nets.unet.grow_state)
+        unet=UNetConfig(in_channels=3, base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_levels=(3,),
+                        extra_res_blocks=(2, 2, 2, 2)),
         sample_every=2000, ckpt_every=250, ckpt_minutes=10.0),
     # class-conditional Fashion-MNIST with classifier-free guidance: fmnist32's network plus a label embedding, the
     # label dropped to the null label for 10 % of the images (Ho & Salimans 2022 use 10-20 %)
