@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -36,13 +35,8 @@ def averaged(snaps: list[dict], key: str) -> dict[str, torch.Tensor]:
     return {k: (v / len(snaps)).float() for k, v in out.items()}
 
 
-def paired(a: torch.Tensor, b: torch.Tensor) -> list[float]:
-    d = (a - b).double()
-    return [round(float(d.mean()), 6), round(float(d.std() / math.sqrt(len(d))), 6)]
-
-
 def main() -> None:
-    from campaign_ab import tuning_patches
+    from campaign_ab import paired, tuning_patches
 
     from invdiff.campaign import patch_losses, validation_patches
     from invdiff.prior import load
