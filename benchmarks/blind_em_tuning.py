@@ -43,10 +43,10 @@ def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int,
         t0 = time.perf_counter()
         errors, kernels = [], []
 
-        def e_step(kk):
+        def e_step(kk, refit=None):
             errors.append(round(kernel_error(kk, k_true), 4))
             kernels.append(kk.clone())
-            return _diffpir(y, kk, s, i, prior, blind, None, purpose="kernel-em")
+            return _diffpir(y, kk, s, i, prior, blind, None, purpose="kernel-em", refit=refit)
 
         m_step = _resolved(st)
         if "kernel_prior" in m_step:  # update_kernel's name for it

@@ -80,8 +80,8 @@ def case(x, i: int, j: int, s: float, kernel_size: int, prior, diffusion: bool, 
     pre = solve_preset("motion-deblur").for_operator(op, blind=True)
     rounds = (pre.kernel_em if kernel_em is None else kernel_em) if diffusion else 0
     if rounds:  # what solve runs after the classical estimate: EM with the blind variant's restoration
-        def e_step(kk):
-            return _diffpir(y, kk, s, i, prior, pre, restore_options, purpose="kernel-em")
+        def e_step(kk, refit=None):
+            return _diffpir(y, kk, s, i, prior, pre, restore_options, purpose="kernel-em", refit=refit)
 
         row["kernel_error_classical"], row["kernel_em"] = row["kernel_error"], rounds
         same = earlier.get("kernel_error_classical") == row["kernel_error"]  # the same estimate as that run's
@@ -91,7 +91,7 @@ def case(x, i: int, j: int, s: float, kernel_size: int, prior, diffusion: bool, 
             row["psnr_diffusion_classical"] = round(float(psnr(_diffpir(
                 y, aligned(k, k_true), s, i, prior, pre, restore_options), x)[0]), 3)
         t0 = time.perf_counter()
-        k, _ = refine_kernel_em(y, k, e_step, rounds, prior=kp)
+        k, _ = refine_kernel_em(y, k, e_step, rounds, prior=kp, per_step=pre.kernel_em_per_step)
         row["kernel_error"], row["em_seconds"] = round(kernel_error(k, k_true), 4), round(time.perf_counter() - t0, 2)
     k_al = aligned(k, k_true)
 
@@ -111,8 +111,10 @@ def case(x, i: int, j: int, s: float, kernel_size: int, prior, diffusion: bool, 
     return row, k, k_true
 
 
-def _diffpir(y, k, s: float, i: int, prior, preset, options: dict | None, purpose: str = "sample") -> torch.Tensor:
-    """The motion-deblur preset (or its blind variant) restoring y with kernel k, on the seeded stream of photo i."""
+def _diffpir(y, k, s: float, i: int, prior, preset, options: dict | None, purpose: str = "sample",
+             refit=None) -> torch.Tensor:
+    """The motion-deblur preset (or its blind variant) restoring y with kernel k, on the seeded stream of photo i;
+    ``refit``: the kernel refitted at every step (``refine_kernel_em(..., per_step=True)``)."""
     from invdiff import operators as ops
     from invdiff.rng import make_generators
     from invdiff.samplers import restore
@@ -121,7 +123,9 @@ def _diffpir(y, k, s: float, i: int, prior, preset, options: dict | None, purpos
     hp = {**preset.run_hyper_parameters(get_task("motion-deblur")), **(options or {})}
     with torch.no_grad():
         return restore(y, ops.Blur(k, padding="reflect"), ops.GaussianNoise(s), prior, method=preset.method,
-                       steps=preset.steps, generator=make_generators(0, 1, purpose=purpose, start=i), **hp).mean
+                       steps=preset.steps, generator=make_generators(0, 1, purpose=purpose, start=i),
+                       operator_update=None if refit is None else lambda x0, t: ops.Blur(refit(x0), padding="reflect"),
+                       **hp).mean
 
 
 HEADER = """# Blind motion deblurring (natural suite, 256×256)

@@ -482,24 +482,42 @@ def estimate_motion_kernel(y: Tensor, prior=None, sigma: float = 0.0, *, kernel_
 EM_KERNEL_UPDATE = {"smooth": 0.3, "edges": None, "iters": 100, "prune": 0.02}
 
 
-def refine_kernel_em(y: Tensor, k: Tensor, restore, rounds: int, *, callback=None, **update) -> tuple[Tensor, list[dict]]:
+def refine_kernel_em(y: Tensor, k: Tensor, restore, rounds: int, *, per_step: bool = False, callback=None,
+                     **update) -> tuple[Tensor, list[dict]]:
     """Refine an estimated kernel by expectation-maximisation with the diffusion prior, the outer loop of Laroche et
     al. 2024 ("Fast Diffusion EM"): ``rounds`` times, the E-step restores the image with the current kernel
     (``restore(k)``, the solver's own few-step diffusion restoration, its posterior-mean estimate) and the M-step
     takes the least-squares kernel of y on that image's gradients over the simplex (``update_kernel`` warm-started
     at k, options ``EM_KERNEL_UPDATE`` overridden by ``update``), centred. The restoration is far sharper than the
     classical L0 image the first estimate came from, so a kernel that was roughly right gets closer; one that was
-    wrong stays wrong (benchmarks/RESULTS.md, "Kernel EM"). Returns the kernel (its shape kept) and, per round,
-    the relative change of the kernel."""
+    wrong stays wrong (benchmarks/RESULTS.md, "Kernel EM").
+
+    ``per_step``: also their inner loop, where the kernel follows the sampler. The E-step is called as
+    ``restore(k, refit)``; the restoration calls ``refit(x̂0)`` at each of its steps with the prior's x̂0 and uses
+    the kernel it returns (the same M-step, warm-started at the previous one; the authors refit at every one of
+    their 100 steps, from a Dirac, with 10 splitting iterations); the round's M-step then starts from the last of
+    them. Returns the kernel (its shape kept) and, per round, the relative change of the kernel."""
     if rounds < 0:
         raise ValueError(f"rounds must be ≥ 0, got {rounds}")
     opts = {**EM_KERNEL_UPDATE, **update}
     k = k.detach().float().cpu().reshape(k.shape[-2:])
+    yc = y.detach().float().cpu()
     history = []
     t0 = time.perf_counter()
     for r in range(rounds):
-        x = restore(k).detach().float().cpu()
-        k_new = centre_kernel(update_kernel(x, y.detach().float().cpu(), tuple(k.shape), init=k, **opts))
+        if per_step:
+            current = [k]
+
+            def refit(x0: Tensor) -> Tensor:
+                current[0] = centre_kernel(update_kernel(x0.detach().float().cpu(), yc, tuple(k.shape),
+                                                         init=current[0], **opts))
+                return current[0]
+
+            x = restore(k, refit).detach().float().cpu()
+            start = current[0]
+        else:
+            x, start = restore(k).detach().float().cpu(), k
+        k_new = centre_kernel(update_kernel(x, yc, tuple(k.shape), init=start, **opts))
         change = float((k_new - k).norm() / k.norm().clamp_min(1e-12))
         k = k_new
         history.append({"stage": "kernel-em", "round": r + 1, "rounds": rounds, "change": round(change, 4),

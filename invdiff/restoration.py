@@ -147,22 +147,28 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
     xs = tuple(plan.task.x_shape(tuple(prob.y.shape), prob.opts))
     y, noise = prob.y.to(req.device), plan.task.noise(prob.opts)
 
-    def e_step(k: Tensor) -> Tensor:
-        op = plan.task.operator(xs, prob.opts.with_(kernel=k)).to(req.device)
-        return restore(y, op, noise, plan.prior, method=plan.method, steps=steps, samples=1, callback=callback,
-                       generator=make_generators(req.seed, 1, req.device, purpose="kernel-em"), **hp).mean
+    def operator(k: Tensor):
+        return plan.task.operator(xs, prob.opts.with_(kernel=k)).to(req.device)
+
+    def e_step(k: Tensor, refit=None) -> Tensor:
+        update = None if refit is None else lambda x0, t: operator(refit(x0))
+        return restore(y, operator(k), noise, plan.prior, method=plan.method, steps=steps, samples=1,
+                       callback=callback, generator=make_generators(req.seed, 1, req.device, purpose="kernel-em"),
+                       operator_update=update, **hp).mean
 
     k0 = prob.op.kernel.reshape(-1, *prob.op.kernel.shape[-2:])[0].detach().float().cpu()
     t0 = time.perf_counter()
     from .measured import kernel_prior_for
 
     kp, _ = kernel_prior_for(plan.task, plan.preset, req.kernel_prior)
-    k, _ = blind.refine_kernel_em(prob.y, k0, e_step, rounds, callback=callback, prior=kp)
+    per_step = bool(preset is not None and preset.kernel_em_per_step)
+    k, _ = blind.refine_kernel_em(prob.y, k0, e_step, rounds, callback=callback, prior=kp, per_step=per_step)
     prob.opts = prob.opts.with_(kernel=k)
     prob.op = plan.task.operator(xs, prob.opts)
     entry["em_change"] = round(float((k - k0).norm() / k0.norm()), 5)
     entry["em_seconds"] = round(time.perf_counter() - t0, 2)
     entry["em_hyper_parameters"] = {"steps": steps, **hp}
+    entry["em_per_step"] = per_step
     return rounds
 
 

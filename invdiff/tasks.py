@@ -318,6 +318,8 @@ class Preset:
     #: rounds of kernel EM with the restoration (``invdiff.blind.refine_kernel_em``) when the kernel was estimated
     #: as a free-form motion kernel; 0: the classical estimate as it is
     kernel_em: int = 0
+    #: the kernel EM's E-step also refits the kernel at every diffusion step (``refine_kernel_em(per_step=True)``)
+    kernel_em_per_step: bool = False
     #: the learned kernel prior's settings (``invdiff.kernel_prior``: sigma, weight, rounds) for the blind motion
     #: estimate and the kernel EM's M-step; None: no kernel prior
     kernel_prior: dict | None = None
@@ -329,7 +331,8 @@ class Preset:
         guided += "".join(f", {k} {v:g}" for k, v in hp.items() if k in ("lam", "eta", "zeta"))
         extra = "".join(f"; {kind}: {v.describe()}" for kind, v in self.variants.items())
         k = (f", best of {self.samples} by residual" if self.select == "residual" else f", mean of {self.samples}") if self.samples > 1 else ""
-        k += f", {self.kernel_em} rounds of kernel EM" if self.kernel_em else ""
+        k += (f", {self.kernel_em} rounds of kernel EM" + (" (kernel refitted at every step)"
+              if self.kernel_em_per_step else "")) if self.kernel_em else ""
         k += ", learned kernel prior" if self.kernel_prior else ""
         return (f"{self.method}" + (f" ({self.prior})" if self.prior else "") + f", {self.steps} steps{warm}{guided}{k}{extra}")
 
@@ -384,7 +387,9 @@ def solve_preset(task: str, prior: str | None = None) -> Preset | None:
     if p is None:
         return None
     variants = {kind: Preset(p["method"], int(v["steps"]), dict(v.get("hyper_parameters", {})), p.get("prior"),
-                             kernel_em=int(v.get("kernel_em", 0)), kernel_prior=v.get("kernel_prior"))
+                             kernel_em=int(v.get("kernel_em", 0)),
+                             kernel_em_per_step=bool(v.get("kernel_em_per_step", False)),
+                             kernel_prior=v.get("kernel_prior"))
                 for kind, v in (p.get("variants") or {}).items()}
     return Preset(p["method"], int(p["steps"]), dict(p.get("hyper_parameters", {})), p.get("prior"), variants,
                   int(p.get("samples", 1)), p.get("select"))

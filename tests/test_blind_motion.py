@@ -158,6 +158,75 @@ def test_kernel_em_moves_a_rough_kernel_towards_the_truth_with_a_sharp_restorati
         refine_kernel_em(y, rough, oracle, -1)
 
 
+def test_kernel_em_per_step_refits_the_kernel_at_every_step_of_the_e_step():
+    """Fast Diffusion EM's inner loop (Laroche et al. 2024; claroche-r/FastDiffusionEM, ``fastem_*`` samplers): at
+    every step the kernel is refitted to that step's x̂0, warm-started at the previous step's kernel, and the
+    restoration continues with it. Transcribed: k_i = centre(M(x̂0_i; init k_{i−1})), and the round's M-step starts
+    from the last k_i. An oracle E-step that shows the sharp image at three steps must give that sequence."""
+    from invdiff.blind import EM_KERNEL_UPDATE, centre_kernel, refine_kernel_em, update_kernel
+
+    x, k, y = blur(line_kernel(11, 0.6, 15), 0.01)
+    rough = torch.nn.functional.conv2d(k[None, None], torch.ones(1, 1, 3, 3) / 9, padding=1)[0, 0]
+    rough = rough / rough.sum()
+    given, refits = [], []
+
+    def e_step(kk, refit):
+        given.append(kk.clone())
+        for _ in range(3):
+            refits.append(refit(x).clone())
+        return x
+
+    out, history = refine_kernel_em(y, rough, e_step, 2, per_step=True)
+    expected, rounds, current = [], [], rough
+    for _ in range(2):  # the rule, written out
+        for _ in range(3):
+            current = centre_kernel(update_kernel(x, y, 15, init=current, **EM_KERNEL_UPDATE))
+            expected.append(current)
+        current = centre_kernel(update_kernel(x, y, 15, init=current, **EM_KERNEL_UPDATE))
+        rounds.append(current)
+    assert len(refits) == 6 and all(torch.allclose(a, b, atol=1e-7) for a, b in zip(refits, expected))
+    assert len(given) == 2 and torch.equal(given[0], rough) and torch.allclose(given[1], rounds[0], atol=1e-7)
+    assert torch.allclose(out, current, atol=1e-7) and len(history) == 2
+    assert kernel_error(out, k) < 0.7 * kernel_error(rough, k)
+    with pytest.raises(TypeError):  # an E-step without the refit argument is an error, not a silent plain EM
+        refine_kernel_em(y, rough, lambda kk: x, 1, per_step=True)
+
+
+def test_diffpir_uses_the_operator_refitted_at_each_step():
+    """``restore(..., operator_update=f)``: DiffPIR calls f once per step with the prior's x̂0 of the whole batch and
+    a descending t, and its data step uses the operator f returns. Started from a wrong kernel with f returning the
+    right one, the result is the restoration with the right kernel throughout (same streams); methods that do not
+    refit the operator refuse f."""
+    from invdiff.rng import make_generators
+    from invdiff.samplers import restore
+
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(in_channels=3, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_levels=()))
+    prior = EpsPrior(net, NoiseSchedule.linear(), config={"name": "tiny", "data": {"channels": 3}})
+    x, k, y = blur(line_kernel(7, 0.3, 9), 0.05)
+    y = y[..., :32, :32]
+    right, wrong = ops.Blur(k, padding="reflect"), ops.Blur(torch.ones(9, 9) / 81, padding="reflect")
+    calls = []
+
+    def update(x0, t):
+        calls.append((tuple(x0.shape), t))
+        return right
+
+    def run(op, **kw):
+        return restore(y, op, 0.05, prior, method="diffpir", steps=4, samples=2,
+                       generator=make_generators(3, 1, purpose="sample"), **kw).samples
+
+    refitted, plain, other = run(wrong, operator_update=update), run(right), run(wrong)
+    assert len(calls) == 4 and all(s == (2, 3, 32, 32) for s, _ in calls)
+    ts = [t for _, t in calls]
+    assert ts == sorted(ts, reverse=True) and len(set(ts)) == 4
+    assert torch.allclose(refitted, plain, atol=1e-6) and not torch.allclose(refitted, other, atol=1e-3)
+    kept = run(wrong, operator_update=lambda x0, t: None)  # None keeps the operator
+    assert torch.allclose(kept, other, atol=1e-6)
+    with pytest.raises(ValueError, match="does not refit the operator"):
+        restore(y, wrong, 0.05, prior, method="dps", steps=2, operator_update=update)
+
+
 # ---- the CLI: a measured motion-blurred photo without --kernel is deblurred blind ----------------------------------
 def tiny_prior_and_photo(tmp_path: Path, y: torch.Tensor, h: int, w: int) -> tuple[Path, Path]:
     """A tiny untrained RGB prior saved as a file, and the top-left h × w of y saved as an 8-bit PNG."""
@@ -190,6 +259,8 @@ def test_measured_motion_deblur_runs_blind(tmp_path, blurred):
     blind_hp = pre.variants["blind"].hyper_parameters
     em = pre.variants["blind"].kernel_em
     assert k["em_rounds"] == em
+    if em:  # whether the E-step refitted the kernel at every step, as the preset says
+        assert k["em_per_step"] == pre.variants["blind"].kernel_em_per_step
     # the blind variant's learned kernel prior (bundled weights, the preset's settings) is used and reported
     kp = pre.variants["blind"].kernel_prior
     if kp:

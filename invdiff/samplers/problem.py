@@ -32,6 +32,9 @@ class Problem:
     cond: Tensor | None = None
     counts: Counts = field(default_factory=Counts)
     init: Tensor | None = None
+    #: joint estimation of the operator (a blind kernel): ``operator_update(x̂0, t)`` → the operator to use from this
+    #: step on, or None to keep it; called by the methods that support it (``diffpir``) with the prior's x̂0
+    operator_update: object | None = None
 
     @property
     def nfe(self) -> int:

@@ -46,6 +46,8 @@ class Method:
     #: network evaluations per image from the hyper-parameters, where steps × nfe_per_step does not give them
     nfe: Callable[[dict], int] | None = None
     conditional: bool = False
+    #: refits the operator during sampling when the problem carries an ``operator_update`` (blind kernels)
+    operator_update: bool = False
     #: what differs from the authors' released code, on purpose (docs/methods.md)
     differences: str = "—"
 
@@ -126,6 +128,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "denoising); operators without an SVD take a soft version (one CG solve, same per-direction variance); "
            "timesteps spaced 'uniform' by default (the reference's are spacing='leading')"),
     Method("diffpir", "Zhu et al. 2023, Diffusion plug-and-play", _diffpir, DiffPIRParams, Capability.NONE, False,
+           operator_update=True,
            differences="λ in the paper's units (σ_n on [0, 1]); timesteps 'uniform' by default (the reference "
            "uses spacing='quad'); the last step returns the data-consistent x̂0 (the reference skips the data "
            "step there); the initial x_T is pure noise (the reference's starts from y noised to t = T−1; start < 1 with "
@@ -254,7 +257,8 @@ def _run_in_chunks(m: Method, hp: Params, whole: Problem, *, chunk: int, auto: b
         saved = rng.get_state(sub_gens) if auto else None
         problem = Problem(prior=whole.prior, y=whole.y[idx[0]: idx[-1] + 1], op=op if every else op.select(idx),
                           sigma=whole.sigma, shape=(len(idx), *whole.shape[1:]), generator=sub_gens, clip=whole.clip,
-                          init=None if whole.init is None else whole.init[idx[0]: idx[-1] + 1])
+                          init=None if whole.init is None else whole.init[idx[0]: idx[-1] + 1],
+                          operator_update=whole.operator_update if every else None)
         try:
             parts.append(m.run(problem, hp, callback))
         except Exception as e:  # out of GPU memory with an automatic size: halve it and redo this chunk
@@ -307,7 +311,7 @@ def _warm_start(hp, x_init, y, operator, x_shape, noise, prior, generator, sampl
 def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: str = "dps", steps: int | None = None,
             samples: int = 1, generator: rng.Generators = None, callback=None, x_shape=None, clip: bool = True,
             batch_size: int | str | None = None, x_init: Tensor | None = None, select: str | None = None,
-            symmetry: str | None = None, **hyper_parameters) -> Restoration:
+            symmetry: str | None = None, operator_update=None, **hyper_parameters) -> Restoration:
     """Restore x from y = A(x) + n with the prior. ``noise``: a noise model or σ (on the [-1, 1] scale).
     ``generator``: one per measurement (``rng.make_generators``) for batch-invariant results; each of the K
     samples of image i gets its own stream derived from image i's, so results do not depend on ``batch_size``
@@ -320,7 +324,12 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
     smallest ‖y − A(x)‖ per image (``Restoration.residuals``, ``chosen``); None: the mean of the K samples.
     ``symmetry`` ("flips", "dihedral"; ``invdiff.samplers.symmetry``): sample k of an image restores g_k(y) and is
     mapped back by g_k⁻¹ (g_k the group's element k mod |G|), for an operator that commutes with the group (checked;
-    others raise); the callback sees the transformed chains."""
+    others raise); the callback sees the transformed chains.
+
+    ``operator_update(x̂0, t)``: joint estimation of the operator (a blind kernel, ``invdiff.blind``): at every step
+    the method refits the operator to the prior's x̂0 of all B·K chains and uses the one returned (None: keep it).
+    Methods with ``Method.operator_update`` only (``diffpir``); the B·K chains run as one batch, without symmetry.
+    ``residuals`` are then measured with the operator given."""
     check_restore_inputs(y, operator, noise, prior, steps=steps, samples=samples, batch_size=batch_size, generator=generator, x_shape=x_shape)
     m = check_method(method, operator, prior)
     if samples < 1:
@@ -334,6 +343,11 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
     if select not in SELECTS:
         raise ValueError(f"select must be None (the mean of the samples) or 'residual' (the sample with the smallest "
                          f"measurement residual), got {select!r}")
+    if operator_update is not None and not m.operator_update:
+        raise ValueError(f"method {m.name!r} does not refit the operator during sampling (operator_update); "
+                         f"use one of: {', '.join(n for n, v in METHODS.items() if v.operator_update)}")
+    if operator_update is not None and symmetry is not None:
+        raise ValueError("operator_update cannot be combined with symmetry")
     hp = make_params(m.params, m.name, {**hyper_parameters, **({"steps": steps} if steps is not None else {})})
     B = y.shape[0]
     xs = tuple(x_shape) if x_shape is not None else tuple(operator.in_shape(y.shape))
@@ -349,9 +363,11 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
     gens = rng.repeat(generator, samples)  # derived streams, K = 1 included: the caller's generators are not advanced
     n = B * samples
     chunk, auto = _chunk_size(batch_size, prior, m, xs, n, y.device)
+    if operator_update is not None:
+        chunk, auto = n, False
     t0 = time.perf_counter()
     x, nfe, vjps = _run_in_chunks(m, hp, Problem(prior=prior, y=yk, op=op, sigma=_noise_sigma(noise), shape=(n, *xs[1:]),
-                                                 generator=gens, clip=clip, init=init),
+                                                 generator=gens, clip=clip, init=init, operator_update=operator_update),
                                   chunk=chunk, auto=auto, callback=callback)
     seconds = time.perf_counter() - t0
     if symmetry is not None:

@@ -186,7 +186,9 @@ class DiffPIR(Guidance):
     scale, as the reference) and σ̄_t² = (1−ᾱ_t)/ᾱ_t; then x_{t−1} = √ᾱ_{t−1} x̂0 + √(1−ᾱ_{t−1})(√(1−ζ) ε̂ + √ζ z)
     with ε̂ re-derived from the corrected x̂0. The data step is the operator's ``prox``: exact for SVD operators,
     conjugate gradients to the relative tolerance ``cg_tol`` for other linear ones, gradient steps for
-    non-linear ones."""
+    non-linear ones. With the problem's ``operator_update`` (joint estimation of a blind kernel, as the inner loop
+    of Laroche et al.'s Fast Diffusion EM), the operator is refitted to the prior's x̂0 at every step before the
+    data step uses it."""
 
     def __init__(self, problem: Problem, hp: DiffPIRParams = DiffPIRParams()) -> None:
         super().__init__(counts=problem.counts)
@@ -201,6 +203,10 @@ class DiffPIR(Guidance):
     def denoise(self, prior, x_t: Tensor, t: int, t_prev: int) -> Denoised:
         p = self.p
         d = p.denoise(x_t, t)
+        if p.operator_update is not None:  # the operator refitted to the prior's x̂0 before the data step (blind EM)
+            op = p.operator_update(d.x0, t)
+            if op is not None:
+                p.op = op.unchecked()
         x0 = p.op.prox(d.x0, p.y, self.rho(t), iters=self.cg_iters, grad_steps=self.grad_steps, tol=self.cg_tol)
         return p.finish(x_t, t, x0)
 
