@@ -21,7 +21,7 @@ from blind_motion import _diffpir, _photos, aligned, blurred
 
 
 def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int, kernel_size: int,
-          score_rounds: list[int]) -> dict:
+          score_rounds: list[int], final_tau: list[float] = ()) -> dict:
     from invdiff.blind import estimate_motion_kernel, kernel_error, refine_kernel_em
     from invdiff.measured import kernel_prior_for
     from invdiff.metrics import psnr
@@ -33,8 +33,10 @@ def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int,
     k0 = estimate_motion_kernel(y, None, s, kernel_size=kernel_size, kernel_prior=kp).kernel
     blind = preset.for_operator(op, blind=True)
 
-    def score(k, pre, purpose="sample"):
-        return round(float(psnr(_diffpir(y, k, s, i, prior, pre, None, purpose), x)[0]), 3)
+    def score(k, pre, purpose="sample", options=None):
+        return round(float(psnr(_diffpir(y, k, s, i, prior, pre, options, purpose), x)[0]), 3)
+
+    lam = preset.run_hyper_parameters(get_task("motion-deblur")).get("lam")
 
     row = {"photo": i, "kernel": j, "noise_sigma": s, "psnr_blurry": round(float(psnr(y.clamp(-1, 1), x)[0]), 3),
            "true": score(k_true, preset), "kernel_error_classical": round(kernel_error(k0, k_true), 4),
@@ -58,6 +60,9 @@ def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int,
                                 "change": [h["change"] for h in hist], "em": score(aligned(k, k_true), preset),
                                 "em_rounds": {str(r): score(aligned(kernels[r], k_true), preset)
                                               for r in score_rounds if 0 < r < rounds},
+                                "em_tau": {str(tau): score(aligned(k, k_true), preset,
+                                                           options={"lam": lam * (1 + tau ** 2 / s ** 2)})
+                                           for tau in final_tau},
                                 "seconds": round(time.perf_counter() - t0, 1)})
     return row
 
@@ -114,6 +119,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--score-rounds", type=int, nargs="*", default=[],
                     help="also restore (by the preset) the kernel after each of these rounds < --rounds")
+    ap.add_argument("--final-tau", type=float, nargs="*", default=[],
+                    help="also restore the refined kernel with the preset's λ scaled by 1 + τ²/σ² for each τ: the "
+                         "kernel's error taken as extra noise of level τ (on [-1, 1]) in quadrature with σ")
     ap.add_argument("--kernel-size", type=int, default=61)
     ap.add_argument("--prior", default="natural64")
     ap.add_argument("--previous", type=Path, default=None,
@@ -128,7 +136,7 @@ def main() -> None:
     for i, j in [(i, j) for j in a.kernels for i in a.photos][len(rows):]:
         s = a.noise[(i + j) % 2]
         rows.append({"name": names[i], **_case(xs[i: i + 1], i, j, s, prior, a.settings, a.rounds, a.kernel_size,
-                                                 a.score_rounds)})
+                                                 a.score_rounds, a.final_tau)})
         print(json.dumps(rows[-1]), flush=True)
         _write(a, rows)
     _write(a, rows)
@@ -147,6 +155,8 @@ def _means(rows: list[dict]) -> dict:
             cols.setdefault(json.dumps(st["setting"]), []).append(st["em"])
             for r, v in st.get("em_rounds", {}).items():
                 cols.setdefault(f"{json.dumps(st['setting'])} after {r} rounds", []).append(v)
+            for tau, v in st.get("em_tau", {}).items():
+                cols.setdefault(f"{json.dumps(st['setting'])}, final tau {tau}", []).append(v)
     return {k: round(sum(v) / len(v), 3) for k, v in cols.items() if len(v) == len(rows)}
 
 
