@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -34,7 +35,7 @@ class Problem:
     init: Tensor | None = None
     #: joint estimation of the operator (a blind kernel): ``operator_update(x̂0, t)`` → the operator to use from this
     #: step on, or None to keep it; called by the methods that support it (``diffpir``) with the prior's x̂0
-    operator_update: object | None = None
+    operator_update: Callable[[Tensor, int], Operator | None] | None = None
 
     @property
     def nfe(self) -> int:
