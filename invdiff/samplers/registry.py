@@ -308,6 +308,24 @@ def _warm_start(hp, x_init, y, operator, x_shape, noise, prior, generator, sampl
     return init, spent
 
 
+def _check_sampling_options(m: Method, samples: int, select, symmetry, operator_update) -> None:
+    """``restore``'s options that concern the K samples and the method: a clear error for each bad one."""
+    if samples < 1:
+        raise ValueError("samples must be at least 1")
+    if symmetry is not None:
+        group_size(symmetry)  # an unknown group raises here
+        if samples < 2:
+            raise ValueError(f"symmetry={symmetry!r} spreads the K samples over the group: it needs samples ≥ 2")
+    if select not in SELECTS:
+        raise ValueError(f"select must be None (the mean of the samples) or 'residual' (the sample with the smallest "
+                         f"measurement residual), got {select!r}")
+    if operator_update is not None and not m.operator_update:
+        raise ValueError(f"method {m.name!r} does not refit the operator during sampling (operator_update); "
+                         f"use one of: {', '.join(n for n, v in METHODS.items() if v.operator_update)}")
+    if operator_update is not None and symmetry is not None:
+        raise ValueError("operator_update cannot be combined with symmetry")
+
+
 def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: str = "dps", steps: int | None = None,
             samples: int = 1, generator: rng.Generators = None, callback=None, x_shape=None, clip: bool = True,
             batch_size: int | str | None = None, x_init: Tensor | None = None, select: str | None = None,
@@ -332,22 +350,9 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
     ``residuals`` are then measured with the operator given."""
     check_restore_inputs(y, operator, noise, prior, steps=steps, samples=samples, batch_size=batch_size, generator=generator, x_shape=x_shape)
     m = check_method(method, operator, prior)
-    if samples < 1:
-        raise ValueError("samples must be at least 1")
     if not torch.isfinite(y).all():
         raise ValueError("the measurement contains NaN or infinite values")
-    if symmetry is not None:
-        group_size(symmetry)  # an unknown group raises here
-        if samples < 2:
-            raise ValueError(f"symmetry={symmetry!r} spreads the K samples over the group: it needs samples ≥ 2")
-    if select not in SELECTS:
-        raise ValueError(f"select must be None (the mean of the samples) or 'residual' (the sample with the smallest "
-                         f"measurement residual), got {select!r}")
-    if operator_update is not None and not m.operator_update:
-        raise ValueError(f"method {m.name!r} does not refit the operator during sampling (operator_update); "
-                         f"use one of: {', '.join(n for n, v in METHODS.items() if v.operator_update)}")
-    if operator_update is not None and symmetry is not None:
-        raise ValueError("operator_update cannot be combined with symmetry")
+    _check_sampling_options(m, samples, select, symmetry, operator_update)
     hp = make_params(m.params, m.name, {**hyper_parameters, **({"steps": steps} if steps is not None else {})})
     B = y.shape[0]
     xs = tuple(x_shape) if x_shape is not None else tuple(operator.in_shape(y.shape))
