@@ -17,12 +17,14 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from blind_motion import _diffpir, _photos, aligned, blurred
 
 
 def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int, kernel_size: int,
-          score_rounds: list[int], final_tau: list[float] = ()) -> dict:
-    from invdiff.blind import estimate_motion_kernel, kernel_error, refine_kernel_em
+          score_rounds: list[int], final_tau: list[float] = (), tau_hat: bool = False) -> dict:
+    from invdiff.blind import estimate_motion_kernel, kernel_error, kernel_error_lam, refine_kernel_em
     from invdiff.measured import kernel_prior_for
     from invdiff.metrics import psnr
     from invdiff.tasks import get_task, solve_preset
@@ -43,12 +45,13 @@ def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int,
            "no_em": score(aligned(k0, k_true), blind), "settings": []}
     for st in settings:
         t0 = time.perf_counter()
-        errors, kernels = [], []
+        errors, kernels, restored = [], [], []
 
         def e_step(kk, refit=None):
             errors.append(round(kernel_error(kk, k_true), 4))
             kernels.append(kk.clone())
-            return _diffpir(y, kk, s, i, prior, blind, None, purpose="kernel-em", refit=refit)
+            restored.append(_diffpir(y, kk, s, i, prior, blind, None, purpose="kernel-em", refit=refit))
+            return restored[-1]
 
         m_step = _resolved(st)
         if "kernel_prior" in m_step:  # update_kernel's name for it
@@ -61,10 +64,24 @@ def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int,
                                 "em_rounds": {str(r): score(aligned(kernels[r], k_true), preset)
                                               for r in score_rounds if 0 < r < rounds},
                                 "em_tau": {str(tau): score(aligned(k, k_true), preset,
-                                                           options={"lam": lam * (1 + tau ** 2 / s ** 2)})
+                                                           options={"lam": kernel_error_lam(lam, tau, s)})
                                            for tau in final_tau},
                                 "seconds": round(time.perf_counter() - t0, 1)})
+        if tau_hat:  # the level of what the refined kernel cannot explain in the last E-step's restoration
+            t_hat = residual_tau(y, k, restored[-1], s)
+            row["settings"][-1].update({"tau_hat": round(t_hat, 5), "em_tau_hat": score(
+                aligned(k, k_true), preset, options={"lam": kernel_error_lam(lam, t_hat, s)})})
     return row
+
+
+def residual_tau(y, k, x, s: float) -> float:
+    """√max(0, mean((y − k * x)²) − σ²): the level of the part of y that the kernel k and the restoration x do not
+    explain beyond the noise, a no-reference stand-in for the kernel's error as noise (``kernel_error_lam``)."""
+    from invdiff import operators as ops
+
+    with torch.no_grad():
+        r = y - ops.Blur(k, padding="reflect")(x)
+    return max(float(r.square().mean()) - s * s, 0.0) ** 0.5
 
 
 def _resolved(setting: dict) -> dict:
@@ -122,6 +139,9 @@ def main() -> None:
     ap.add_argument("--final-tau", type=float, nargs="*", default=[],
                     help="also restore the refined kernel with the preset's λ scaled by 1 + τ²/σ² for each τ: the "
                          "kernel's error taken as extra noise of level τ (on [-1, 1]) in quadrature with σ")
+    ap.add_argument("--tau-hat", action="store_true",
+                    help="also restore the refined kernel with λ for τ̂ = the rms of y − k * x beyond σ, x the last "
+                         "E-step's restoration (residual_tau)")
     ap.add_argument("--kernel-size", type=int, default=61)
     ap.add_argument("--prior", default="natural64")
     ap.add_argument("--previous", type=Path, default=None,
@@ -136,7 +156,7 @@ def main() -> None:
     for i, j in [(i, j) for j in a.kernels for i in a.photos][len(rows):]:
         s = a.noise[(i + j) % 2]
         rows.append({"name": names[i], **_case(xs[i: i + 1], i, j, s, prior, a.settings, a.rounds, a.kernel_size,
-                                                 a.score_rounds, a.final_tau)})
+                                                 a.score_rounds, a.final_tau, a.tau_hat)})
         print(json.dumps(rows[-1]), flush=True)
         _write(a, rows)
     _write(a, rows)
@@ -157,6 +177,8 @@ def _means(rows: list[dict]) -> dict:
                 cols.setdefault(f"{json.dumps(st['setting'])} after {r} rounds", []).append(v)
             for tau, v in st.get("em_tau", {}).items():
                 cols.setdefault(f"{json.dumps(st['setting'])}, final tau {tau}", []).append(v)
+            if "em_tau_hat" in st:
+                cols.setdefault(f"{json.dumps(st['setting'])}, final tau_hat", []).append(st["em_tau_hat"])
     return {k: round(sum(v) / len(v), 3) for k, v in cols.items() if len(v) == len(rows)}
 
 

@@ -101,14 +101,56 @@ def case(x, i: int, j: int, s: float, kernel_size: int, prior, diffusion: bool, 
     row.update({"psnr_blurry": round(float(psnr(y.clamp(-1, 1), x)[0]), 3), "psnr_tv_estimated": round(tv(k_al), 3),
                 "psnr_tv_estimated_unaligned": round(tv(k), 3), "psnr_tv_true": round(tv(k_true), 3)})
     if diffusion:  # after EM the refined kernel is restored as a known one, as solve does
-        final = solve_preset("motion-deblur").for_operator(op) if rounds else pre
-        row["psnr_diffusion_estimated"] = round(float(psnr(_diffpir(y, k_al, s, i, prior, final, restore_options),
-                                                           x)[0]), 3)
+        row.update(final_restoration(x, y, k_al, s, i, prior, rounds, restore_options))
         # the true kernel runs the preset itself; --true-from: the same restoration, run before
         true_psnr = earlier.get("psnr_diffusion_true")
         row["psnr_diffusion_true"] = true_psnr if true_psnr is not None else round(float(psnr(
             _diffpir(y, k_true, s, i, prior, solve_preset("motion-deblur"), None), x)[0]), 3)
     return row, k, k_true
+
+
+def final_restoration(x, y, k_al, s: float, i: int, prior, rounds: int, restore_options: dict | None) -> dict:
+    """The PSNR of the restoration with the (aligned) estimated kernel, as solve runs it: the blind variant without
+    EM; after EM the preset, with λ for the kernel's error when the blind variant has a ``kernel_error_tau``
+    (``invdiff.blind.kernel_error_lam``; a λ in ``restore_options`` is used as it is)."""
+    from invdiff.blind import kernel_error_lam
+    from invdiff.metrics import psnr
+    from invdiff.tasks import get_task, solve_preset
+
+    preset = solve_preset("motion-deblur")
+    blind = preset.variants["blind"]
+    final, options, out = (preset if rounds else blind), dict(restore_options or {}), {}
+    if rounds:
+        out["kernel_error_tau"] = tau = blind.kernel_error_tau
+        if tau and "lam" not in options:
+            lam = preset.run_hyper_parameters(get_task("motion-deblur"))["lam"]
+            options["lam"] = out["final_lam"] = round(kernel_error_lam(lam, tau, s), 6)
+    out["psnr_diffusion_estimated"] = round(float(psnr(_diffpir(y, k_al, s, i, prior, final, options), x)[0]), 3)
+    return out
+
+
+def final_only(source: Path, out: Path, split: str, restore_options: dict | None) -> None:
+    """Only the last restoration again, with the refined kernels an earlier run saved (its blind_motion.json and
+    blind_motion_kernels.pt, kernels already aligned): for a change of the final restoration's settings, whose
+    estimate and EM are deterministic and unchanged. The other columns are the earlier run's."""
+    from invdiff.prior import load
+
+    earlier = json.loads((source / "blind_motion.json").read_text())
+    kernels = torch.load(source / "blind_motion_kernels.pt", weights_only=False)
+    xs, names = _photos(split, max(r["photo"] for r in earlier) + 1)
+    prior, rows = load("natural64"), []
+    out.mkdir(parents=True, exist_ok=True)
+    for r in earlier:
+        i, j, s = r["photo"], r["kernel"], r["noise_sigma"]
+        _, y, _ = blurred(xs[i: i + 1], i, j, s)
+        new = final_restoration(xs[i: i + 1], y, kernels[(i, j, s)], s, i, prior, r.get("kernel_em", 0),
+                                restore_options)
+        rows.append({**r, **new, "final_only_from": str(source)})
+        print(json.dumps(rows[-1]), flush=True)
+        (out / "blind_motion.json").write_text(json.dumps(rows, indent=1) + "\n")
+    torch.save(kernels, out / "blind_motion_kernels.pt")
+    (out / "blind_motion.md").write_text(HEADER + table(rows, names))
+    figure(kernels, rows, out / "blind_motion_kernels.png")
 
 
 def _diffpir(y, k, s: float, i: int, prior, preset, options: dict | None, purpose: str = "sample",
@@ -223,12 +265,17 @@ def main() -> None:
                     help="an earlier blind_motion.json of the same photos: take the true kernel's diffusion PSNR from it "
                          "(the same restoration: same preset, streams and kernel) instead of running it again, and the "
                          "classical estimate's (no EM) where that estimate is the same (its kernel error agrees)")
+    ap.add_argument("--final-only", type=Path, default=None,
+                    help="an earlier run's output folder: restore its saved refined kernels again with today's final "
+                         "settings, and keep its other columns (the estimate and the EM are deterministic)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/blind"))
     ap.add_argument("--merge", type=Path, nargs="+", default=None,
                     help="only merge the outputs of earlier runs (folders) over disjoint cases into --out")
     a = ap.parse_args()
     if a.merge:
         return merge(a.merge, a.out, _photos(a.split, a.photos)[1])
+    if a.final_only:
+        return final_only(a.final_only, a.out, a.split, a.restore_options)
     prior = load("natural64")
     xs, names = _photos(a.split, a.photos)
     a.out.mkdir(parents=True, exist_ok=True)

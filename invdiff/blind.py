@@ -482,6 +482,16 @@ def estimate_motion_kernel(y: Tensor, prior=None, sigma: float = 0.0, *, kernel_
 EM_KERNEL_UPDATE = {"smooth": 0.3, "edges": None, "iters": 100, "prune": 0.02}
 
 
+def kernel_error_lam(lam: float, tau: float, sigma: float) -> float:
+    """DiffPIR's λ for a kernel that is only an estimate: the kernel's remaining error taken as extra Gaussian
+    noise of level ``tau`` (on [−1, 1]) in quadrature with the measurement's ``sigma``. DiffPIR's data weight is
+    ρ_t ∝ λ σ², so weighting as if the noise were √(σ² + τ²) is λ · (1 + τ²/σ²). With ``sigma`` 0 DiffPIR's data
+    step is exact whatever λ is, and λ is returned as it is."""
+    if tau < 0 or sigma < 0:
+        raise ValueError(f"tau and sigma must be ≥ 0, got tau={tau!r}, sigma={sigma!r}")
+    return lam * (1 + tau ** 2 / sigma ** 2) if sigma > 0 else lam
+
+
 def refine_kernel_em(y: Tensor, k: Tensor, restore, rounds: int, *, per_step: bool = False, callback=None,
                      **update) -> tuple[Tensor, list[dict]]:
     """Refine an estimated kernel by expectation-maximisation with the diffusion prior, the outer loop of Laroche et

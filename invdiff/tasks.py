@@ -320,6 +320,9 @@ class Preset:
     kernel_em: int = 0
     #: the kernel EM's E-step also refits the kernel at every diffusion step (``refine_kernel_em(per_step=True)``)
     kernel_em_per_step: bool = False
+    #: after kernel EM, the refined kernel's error is taken as extra noise of this level (on [−1, 1]) in the final
+    #: restoration: DiffPIR's λ scaled by 1 + τ²/σ² (``invdiff.blind.kernel_error_lam``); 0: the preset's λ
+    kernel_error_tau: float = 0.0
     #: the learned kernel prior's settings (``invdiff.kernel_prior``: sigma, weight, rounds) for the blind motion
     #: estimate and the kernel EM's M-step; None: no kernel prior
     kernel_prior: dict | None = None
@@ -332,7 +335,9 @@ class Preset:
         extra = "".join(f"; {kind}: {v.describe()}" for kind, v in self.variants.items())
         k = (f", best of {self.samples} by residual" if self.select == "residual" else f", mean of {self.samples}") if self.samples > 1 else ""
         k += (f", {self.kernel_em} rounds of kernel EM" + (" (kernel refitted at every step)"
-              if self.kernel_em_per_step else "")) if self.kernel_em else ""
+              if self.kernel_em_per_step else "")
+              + (f", then λ for a kernel error τ {self.kernel_error_tau:g}" if self.kernel_error_tau else "")) \
+            if self.kernel_em else ""
         k += ", learned kernel prior" if self.kernel_prior else ""
         return (f"{self.method}" + (f" ({self.prior})" if self.prior else "") + f", {self.steps} steps{warm}{guided}{k}{extra}")
 
@@ -389,6 +394,7 @@ def solve_preset(task: str, prior: str | None = None) -> Preset | None:
     variants = {kind: Preset(p["method"], int(v["steps"]), dict(v.get("hyper_parameters", {})), p.get("prior"),
                              kernel_em=int(v.get("kernel_em", 0)),
                              kernel_em_per_step=bool(v.get("kernel_em_per_step", False)),
+                             kernel_error_tau=float(v.get("kernel_error_tau", 0.0)),
                              kernel_prior=v.get("kernel_prior"))
                 for kind, v in (p.get("variants") or {}).items()}
     return Preset(p["method"], int(p["steps"]), dict(p.get("hyper_parameters", {})), p.get("prior"), variants,

@@ -279,6 +279,24 @@ def test_measured_motion_deblur_runs_blind(tmp_path, blurred):
     assert "em_rounds" not in known["degradation"]["kernel"]
 
 
+def test_kernel_error_lam_weights_the_data_as_noise_of_level_sqrt_sigma2_plus_tau2():
+    """DiffPIR's data weight is ρ_t = λ (σ/2)² ᾱ_t/(1 − ᾱ_t): λ scaled for a kernel error τ must give the ρ_t of the
+    preset's λ at the noise level √(σ² + τ²), at every t."""
+    from invdiff.blind import kernel_error_lam
+
+    def rho(lam, sigma, a):  # Zhu et al. 2023, with σ_n = σ/2 as in the reference code
+        return lam * (sigma / 2) ** 2 * a / (1 - a)
+
+    for lam, sigma, tau in ((4.0, 0.02, 0.02), (4.0, 0.05, 0.02), (28.0, 0.1, 0.03)):
+        for a in (0.999, 0.5, 0.01):
+            assert rho(kernel_error_lam(lam, tau, sigma), sigma, a) == pytest.approx(
+                rho(lam, (sigma ** 2 + tau ** 2) ** 0.5, a), rel=1e-12)
+    assert kernel_error_lam(4.0, 0.0, 0.05) == 4.0
+    assert kernel_error_lam(4.0, 0.02, 0.0) == 4.0  # no noise: DiffPIR's data step is exact whatever λ is
+    with pytest.raises(ValueError, match="tau"):
+        kernel_error_lam(4.0, -0.01, 0.05)
+
+
 def test_kernel_em_rounds_are_run_reported_and_checked(tmp_path, blurred):
     prior, photo = tiny_prior_and_photo(tmp_path, blurred[2], 48, 48)
     base = ["solve", "--task", "motion-deblur", str(photo), "--prior", str(prior), "--steps", "2", "--kernel-size", "15", "--quiet", "--json"]
@@ -296,6 +314,17 @@ def test_kernel_em_rounds_are_run_reported_and_checked(tmp_path, blurred):
     blind_lam = solve_preset("motion-deblur").variants["blind"].hyper_parameters["lam"]
     assert reps[0]["hyper_parameters"]["lam"] == blind_lam and k2["em_hyper_parameters"]["lam"] == blind_lam
     assert reps[2]["hyper_parameters"].get("lam") != blind_lam
+    # ... with λ for the refined kernel's error: the preset's λ · (1 + τ²/σ²) at the reported σ
+    from invdiff.tasks import get_task
+
+    pre = solve_preset("motion-deblur")
+    tau, sigma = pre.variants["blind"].kernel_error_tau, reps[2]["noise_sigma"]
+    lam = pre.run_hyper_parameters(get_task("motion-deblur"))["lam"]
+    assert k2["kernel_error_tau"] == tau and sigma > 0
+    assert reps[2]["hyper_parameters"]["lam"] == pytest.approx(lam * (sigma ** 2 + tau ** 2) / sigma ** 2, rel=1e-5)
+    r = CliRunner().invoke(app, [*base, "--kernel-em", "1", "--hp", "lam=7", "--out", str(tmp_path / "given")])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["hyper_parameters"]["lam"] == 7  # a λ the user gives is used as it is
     a, b = (np.load(reps[n]["files"]["kernel"]) for n in (0, 2))  # the written kernel is the one restored with
     assert a.shape == b.shape == (15, 15) and not np.allclose(a, b) and abs(b.sum() - 1) < 1e-4 and (b >= 0).all()
     r = CliRunner().invoke(app, [*base, "--kernel-em", "-1", "--out", str(tmp_path / "bad")])
