@@ -181,7 +181,7 @@ the EM). PSNR (dB) of the blurry input and of the
 restorations with the estimated and with the true kernel: TV deconvolution (``invdiff.baselines``) and, where
 present, the task's solve preset (DiffPIR, 20 steps, warm start 0.35 from TV, natural64; with the estimated kernel
 its blind variant, λ = 100 instead of the preset's 4, as ``invdiff solve`` runs it; after kernel EM the refined kernel is restored
-as a known one, by the preset, as solve does; "classical k, no EM": the blind variant on the first estimate). The
+as a known one, by the preset with λ for the kernel's error (the blind variant's ``kernel_error_tau``), as solve does; "classical k, no EM": the blind variant on the first estimate). The
 estimated kernel is
 moved by the integer shift that best matches the true one before restoring (a blind estimate is defined up to a
 translation; the unaligned TV PSNR is in blind_motion.json). Produced by ``benchmarks/blind_motion.py``.
