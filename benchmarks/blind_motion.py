@@ -113,7 +113,7 @@ def final_restoration(x, y, k_al, s: float, i: int, prior, rounds: int, restore_
     """The PSNR of the restoration with the (aligned) estimated kernel, as solve runs it: the blind variant without
     EM; after EM the preset, with λ for the kernel's error when the blind variant has a ``kernel_error_tau``
     (``invdiff.blind.kernel_error_lam``; a λ in ``restore_options`` is used as it is)."""
-    from invdiff.blind import kernel_error_lam
+    from invdiff.blind import with_kernel_error
     from invdiff.metrics import psnr
     from invdiff.tasks import get_task, solve_preset
 
@@ -122,9 +122,9 @@ def final_restoration(x, y, k_al, s: float, i: int, prior, rounds: int, restore_
     final, options, out = (preset if rounds else blind), dict(restore_options or {}), {}
     if rounds:
         out["kernel_error_tau"] = tau = blind.kernel_error_tau
-        if tau and "lam" not in options:
-            lam = preset.run_hyper_parameters(get_task("motion-deblur"))["lam"]
-            options["lam"] = out["final_lam"] = round(kernel_error_lam(lam, tau, s), 6)
+        options = {**with_kernel_error(preset.run_hyper_parameters(get_task("motion-deblur")), tau, s, options),
+                   **options}
+        out["final_lam"] = options.get("lam")
     out["psnr_diffusion_estimated"] = round(float(psnr(_diffpir(y, k_al, s, i, prior, final, options), x)[0]), 3)
     return out
 

@@ -492,6 +492,14 @@ def kernel_error_lam(lam: float, tau: float, sigma: float) -> float:
     return lam * (1 + tau ** 2 / sigma ** 2) if sigma > 0 else lam
 
 
+def with_kernel_error(hp: dict, tau: float, sigma: float, given=()) -> dict:
+    """The final restoration's hyper-parameters after kernel EM: ``hp`` with its λ for a kernel error ``tau``
+    (``kernel_error_lam``), unless λ is among ``given`` (the user's own, used as it is) or ``tau`` is 0."""
+    if not tau or "lam" not in hp or "lam" in given:
+        return dict(hp)
+    return {**hp, "lam": round(kernel_error_lam(float(hp["lam"]), tau, sigma), 6)}
+
+
 def refine_kernel_em(y: Tensor, k: Tensor, restore, rounds: int, *, per_step: bool = False, callback=None,
                      **update) -> tuple[Tensor, list[dict]]:
     """Refine an estimated kernel by expectation-maximisation with the diffusion prior, the outer loop of Laroche et

@@ -95,6 +95,7 @@ def operator_parameters(op, opts, req) -> dict:
 
 
 def _restore(plan, req, prob, callback):
+    from . import blind as blind_em
     from .rng import make_generators
     from .samplers import restore
 
@@ -108,7 +109,9 @@ def _restore(plan, req, prob, callback):
     if blind and plan.task.blind == "motion" and _kernel_em(plan, req, prob, preset, hp, steps, callback):
         tau = preset.kernel_error_tau if preset is not None else 0.0
         preset, hp, steps = _run_settings(plan, req, prob, False)  # the refined kernel is restored as a known one
-        _kernel_error_weight(prob, req, hp, tau)
+        # its remaining error taken as extra noise of level τ (benchmarks/blind/tuning_em_tau.json); reported
+        prob.degradation.setdefault("kernel", {})["kernel_error_tau"] = tau
+        hp = blind_em.with_kernel_error(hp, tau, float(prob.opts.noise_sigma), req.hyper_parameters)
     at_once = req.samples if not isinstance(req.batch_size, int) else min(req.samples, req.batch_size)
     xs = tuple(plan.task.x_shape(tuple(prob.y.shape), prob.opts))
     memory_check(plan.prior, xs, at_once, req.device, gradient=METHODS[plan.method].network_gradient)
@@ -129,18 +132,6 @@ def _run_settings(plan, req, prob, blind: bool):
     hp = {**(preset.run_hyper_parameters(plan.task) if preset else plan.task.hyper_parameters.get(plan.method, {})),
           **req.hyper_parameters}
     return preset, hp, req.steps if req.steps is not None else (preset.steps if preset else None)
-
-
-def _kernel_error_weight(prob, req, hp: dict, tau: float) -> None:
-    """After kernel EM: the blind variant's ``kernel_error_tau`` τ takes the refined kernel's remaining error as
-    extra noise of level τ in the final restoration, λ · (1 + τ²/σ²) (``invdiff.blind.kernel_error_lam``; chosen
-    on the tuning split, benchmarks/blind/tuning_em_tau.json). A λ given with --hp is used as it is. Reported."""
-    from .blind import kernel_error_lam
-
-    entry = prob.degradation.setdefault("kernel", {})
-    entry["kernel_error_tau"] = tau
-    if tau and "lam" in hp and "lam" not in req.hyper_parameters:
-        hp["lam"] = round(kernel_error_lam(float(hp["lam"]), tau, float(prob.opts.noise_sigma)), 6)
 
 
 def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:

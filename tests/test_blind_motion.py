@@ -321,6 +321,10 @@ def test_kernel_em_rounds_are_run_reported_and_checked(tmp_path, blurred):
     tau, sigma = pre.variants["blind"].kernel_error_tau, reps[2]["noise_sigma"]
     lam = pre.run_hyper_parameters(get_task("motion-deblur"))["lam"]
     assert k2["kernel_error_tau"] == tau and sigma > 0
+    from invdiff.tasks import SOLVE_PRESETS  # the preset file's τ is the one parsed and run
+
+    raw = json.loads(SOLVE_PRESETS.read_text())["presets"]["motion-deblur"]["variants"]["blind"]
+    assert tau == raw.get("kernel_error_tau", 0.0)
     assert reps[2]["hyper_parameters"]["lam"] == pytest.approx(lam * (sigma ** 2 + tau ** 2) / sigma ** 2, rel=1e-5)
     r = CliRunner().invoke(app, [*base, "--kernel-em", "1", "--hp", "lam=7", "--out", str(tmp_path / "given")])
     assert r.exit_code == 0, r.output
