@@ -37,9 +37,10 @@ RECIPES: dict[str, TrainConfig] = {
                         num_classes=10)),
     # Palette colourisation of photos (condition: the grey image), the natural prior's network with one condition
     # channel, started from the campaign's weights (the condition's input weights at zero: Trainer.load_weights)
-    # and trained with condition dropout for classifier-free guidance
+    # and trained with condition dropout for classifier-free guidance; from leg 5 on, 128×128 patches, 4 a step (the
+    # prior's change of leg 14: context at the photo's size, where one region took another hue than the next)
     "natural-palette-colorize": TrainConfig(
-        name="natural-palette-colorize", data="natural", patch=64, batch_size=16, lr=2e-4, warmup=200, ema_decay=0.999,
+        name="natural-palette-colorize", data="natural", patch=128, batch_size=4, lr=2e-4, warmup=200, ema_decay=0.999,
         steps=10_000_000, condition="colorize", cond_dropout=0.1, sample_every=0, ckpt_every=250, ckpt_minutes=10.0,
         unet=UNetConfig(in_channels=3, cond_channels=1, base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
                         attention_levels=(3,))),
