@@ -5,7 +5,9 @@ The card's figure (512 crops of 64×64, ``invdiff.campaign.validation_loss``) is
 The restorations run on 256×256 photos, where a network trained on larger patches sees more context; this
 diagnostic asks whether a recipe change that raised the figure on 64×64 crops (the 128×128 patches) also raised the
 loss at the size the suite restores. Every weights file sees the same photos, levels t (uniform) and noises ε
-(``invdiff.campaign.patch_losses``, one generator seeded with 0), so the per-draw losses pair up.
+(``invdiff.campaign.patch_losses``, one generator seeded with 0), so the per-draw losses pair up. A Palette model
+(its card names a ``condition``) is scored with its condition, drawn as the card's figure draws it (the task's
+degradation from a generator of its own, seeded with 1), so its weights pair up the same way.
 
     python benchmarks/full_size_validation.py WEIGHTS [...] [--labels A,B,...] [--draws 16] [--json out.json]
 
@@ -29,7 +31,13 @@ def losses(prior_name: str, photos: torch.Tensor, draws: int) -> tuple[torch.Ten
 
     prior = load(prior_name)
     g = torch.Generator().manual_seed(0)
-    return patch_losses(prior.net, prior.schedule, [photos.repeat(draws, 1, 1, 1)], g)
+    name = (prior.config or {}).get("data", {}).get("condition")
+    if name is None:
+        return patch_losses(prior.net, prior.schedule, [photos.repeat(draws, 1, 1, 1)], g)
+    from invdiff.train import palette_condition_fn
+
+    return patch_losses(prior.net, prior.schedule, [photos.repeat(draws, 1, 1, 1)], g, condition=palette_condition_fn(name),
+                        g_cond=torch.Generator().manual_seed(1))
 
 
 def summary(loss: torch.Tensor, t: torch.Tensor, buckets: int, num_timesteps: int, refs: dict[str, torch.Tensor]) -> dict:

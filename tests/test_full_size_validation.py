@@ -38,3 +38,26 @@ def test_every_weights_file_sees_the_same_levels_and_noises():
     assert int(ta.min()) >= 0 and int(ta.max()) < 1000
     c, tc = fsv.losses("fmnist32", photos.flip(-1), 3)  # other photos, same draws: other losses
     assert torch.equal(tc, ta) and not torch.equal(c, a)
+
+
+def test_a_palette_model_is_scored_with_its_condition():
+    """The card's condition, drawn from its own generator (seeded with 1) after the levels and noises of the
+    generator seeded with 0: the same losses as the draws made by hand, and not those of the null condition."""
+    from invdiff.prior import load
+    from invdiff.train import palette_condition_fn
+
+    photos = torch.rand(2, 1, 32, 32) * 2 - 1
+    loss, t = fsv.losses("fmnist32-palette-sr4", photos, 2)
+    prior = load("fmnist32-palette-sr4")
+    x = photos.repeat(2, 1, 1, 1)
+    g = torch.Generator().manual_seed(0)
+    t_ref = torch.randint(0, prior.schedule.num_timesteps, (4,), generator=g)
+    eps = torch.randn(x.shape, generator=g)
+    cond = palette_condition_fn("sr4")(x, torch.Generator().manual_seed(1))
+    x_t = prior.schedule.q_sample(x, t_ref, eps)
+    with torch.no_grad():
+        ref = (prior.net(x_t, t_ref, cond) - eps).pow(2).mean(dim=(1, 2, 3)).double()
+        null = (prior.net(x_t, t_ref, torch.zeros_like(cond)) - eps).pow(2).mean(dim=(1, 2, 3)).double()
+    assert torch.equal(t, t_ref)
+    assert torch.allclose(loss, ref, rtol=1e-5, atol=1e-8)  # the same float32 evaluations, batched alike
+    assert not torch.allclose(loss, null, rtol=1e-3)
