@@ -33,7 +33,9 @@ PRESETS = ROOT / "invdiff" / "data" / "solve_presets.json"
 PRIOR = "natural-palette-colorize"
 MIN_COLOUR = 0.6
 TIE_DB = 0.05
-GRID = [(10, 0.6, 0.0), (10, 0.6, 1.0), (10, 0.6, 3.0), (20, 1.0, 1.0), (20, 1.0, 3.0)]
+# (steps, start, w); the starts 0.7 and 0.8 since leg 5: the first steps from pure noise set the colour casts, where
+# x̂0 = (x_t − √(1−ᾱ)ε̂)/√ᾱ amplifies the network's error (benchmarks/RESULTS.md, "Where the colours go wrong")
+GRID = [(10, 0.6, 0.0), (10, 0.6, 1.0), (10, 0.6, 3.0), (20, 0.7, 3.0), (20, 0.8, 3.0), (20, 1.0, 1.0), (20, 1.0, 3.0)]
 
 
 def _scores(xr: torch.Tensor, x: torch.Tensor) -> dict:
