@@ -28,16 +28,13 @@ def losses(prior_name: str, photos: torch.Tensor, draws: int) -> tuple[torch.Ten
     """Per-draw ε-MSE and t of one prior: each photo ``draws`` times, in the validation protocol's order."""
     from invdiff.campaign import patch_losses
     from invdiff.prior import load
+    from invdiff.train import palette_condition_fn
 
     prior = load(prior_name)
     g = torch.Generator().manual_seed(0)
-    name = (prior.config or {}).get("data", {}).get("condition")
-    if name is None:
-        return patch_losses(prior.net, prior.schedule, [photos.repeat(draws, 1, 1, 1)], g)
-    from invdiff.train import palette_condition_fn
-
-    return patch_losses(prior.net, prior.schedule, [photos.repeat(draws, 1, 1, 1)], g, condition=palette_condition_fn(name),
-                        g_cond=torch.Generator().manual_seed(1))
+    name = prior.config.get("data", {}).get("condition")
+    cond = {} if name is None else {"condition": palette_condition_fn(name), "g_cond": torch.Generator().manual_seed(1)}
+    return patch_losses(prior.net, prior.schedule, [photos.repeat(draws, 1, 1, 1)], g, **cond)
 
 
 def summary(loss: torch.Tensor, t: torch.Tensor, buckets: int, num_timesteps: int, refs: dict[str, torch.Tensor]) -> dict:
