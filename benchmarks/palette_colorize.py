@@ -3,6 +3,7 @@ report on the natural suite's photos.
 
     python benchmarks/palette_colorize.py tune     # grid of steps x start x guidance on the tuning split; writes the preset
     python benchmarks/palette_colorize.py report   # natural suite photos: grey, DDRM (the suite's method), Palette w=0,1,3
+    python benchmarks/palette_colorize.py select   # tuning split: one sample, the mean of K, or the sample nearest the mean
 
 ``tune`` runs on the first ``--photos`` photos of ``data/tuning`` (opencv-doc photos that are neither training nor
 validation photos, ``benchmarks/tune.py``), 256×256, colourisation with σ = 0.05: for each configuration the
@@ -172,11 +173,73 @@ def report(args) -> None:
     print("\n".join(lines))
 
 
+def select(args) -> None:
+    """K samples of the preset per tuning photo, pasted; scores of what ``restore`` can return from them: one
+    sample (the first, which is the K = 1 result), the mean of the first k, and the sample of the first k nearest
+    their mean (``select="mbr"``), for k = 4 and K. ``--cache DIR`` keeps each photo's samples (and reuses them)."""
+    from invdiff.metrics import colourfulness
+    from invdiff.prior import load
+    from invdiff.samplers.registry import distances_to_mean
+    from invdiff.tasks import solve_preset
+
+    from tune import _photos
+
+    x = _photos(args.photos)
+    op, y = _problem(x, 0)
+    preset = solve_preset("colorize")
+    hp = preset.hyper_parameters
+    steps, start, w = preset.steps, hp.get("start", 1.0), hp.get("guidance", 0.0)
+    prior = load(args.prior)
+    gens = _sample_gens(0, len(x))
+    cache = Path(args.cache) if args.cache else None
+    ks = sorted({4, args.k})
+    rows = {name: [] for name in ["one sample", "a sample, on average"] + [f"{how} of {k}" for k in ks for how in ("mean", "nearest the mean")]}
+    colour = {name: [] for name in rows}
+    for i in range(len(x)):
+        f = cache / f"photo{i}_K{args.k}.pt" if cache else None
+        if f is not None and f.exists():
+            s = torch.load(f)["samples"]
+        else:
+            s = _palette(y[i:i + 1], op.select([i]), prior, steps, start, w, [gens[i]], samples=args.k).samples[0]
+            if f is not None:
+                f.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"samples": s, "x": x[i], "y": y[i]}, f)
+        s = _pasted(s, y[i:i + 1].expand(len(s), -1, -1, -1), op.select([i] * len(s)))
+        picks = {"one sample": s[:1]}
+        for k in ks:
+            picks[f"mean of {k}"] = s[:k].mean(0, keepdim=True)
+            picks[f"nearest the mean of {k}"] = s[int(distances_to_mean(s[None, :k])[0].argmin())][None]
+        for name, xr in picks.items():
+            sc = _scores(xr, x[i:i + 1])
+            rows[name].append(sc["psnr"][0])
+            colour[name].append(sc["colourfulness"][0])
+        sc = _scores(s, x[i:i + 1].expand_as(s))
+        rows["a sample, on average"].append(round(_mean(sc["psnr"]), 3))
+        colour["a sample, on average"].append(round(_mean(sc["colourfulness"]), 2))
+        print(i, {n: v[-1] for n, v in rows.items()}, flush=True)
+    grey = _scores(op.pinv(y).clamp(-1, 1), x)
+    truth = [round(float(v), 2) for v in colourfulness(x)]
+    res = {"prior": args.prior, "photos": len(x), "K": args.k, "steps": steps, "start": start, "guidance": w, "paste": True,
+           "grey_psnr": grey["psnr"], "truth_colourfulness": truth,
+           "rows": [{"method": n, "psnr": rows[n], "colourfulness": colour[n]} for n in rows]}
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    base = rows["one sample"]
+    print(f"grey image {_mean(grey['psnr']):.2f} dB; truth's M {_mean(truth):.1f}")
+    for n in rows:
+        d = [a - b for a, b in zip(rows[n], base)]
+        m = _mean(d)
+        se = (sum((v - m) ** 2 for v in d) / max(1, len(d) - 1) / len(d)) ** 0.5
+        print(f"{n}: {_mean(rows[n]):.2f} dB ({m:+.2f} ± {se:.2f} over one sample), M {_mean(colour[n]) / _mean(truth):.0%} of the truth's")
+
+
 def cli(doc: str, prior: str, tune_fn, report_fn, *, photos: int = 3, report_flags: dict | None = None,
-        commands: dict | None = None) -> None:
+        commands: dict | None = None, command_flags: dict | None = None) -> None:
     """The ``tune`` / ``report`` command line of a benchmark on the tuning split and the natural suite:
     ``report_flags`` (flag: ``add_argument`` keywords) go to ``report``; ``commands`` (name: (help, function of
-    the parsed arguments)) are further subcommands."""
+    the parsed arguments)) are further subcommands, with their flags in ``command_flags`` (name: flags as
+    ``report_flags``)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("tune")
@@ -188,7 +251,9 @@ def cli(doc: str, prior: str, tune_fn, report_fn, *, photos: int = 3, report_fla
         r.add_argument(flag, **kw)
     fns = {"tune": tune_fn, "report": report_fn}
     for name, (help_, fn) in (commands or {}).items():
-        sub.add_parser(name, help=help_)
+        c = sub.add_parser(name, help=help_)
+        for flag, kw in (command_flags or {}).get(name, {}).items():
+            c.add_argument(flag, **kw)
         fns[name] = fn
     a = ap.parse_args()
     fns[a.cmd](a)
@@ -196,7 +261,11 @@ def cli(doc: str, prior: str, tune_fn, report_fn, *, photos: int = 3, report_fla
 
 def main() -> None:
     cli(__doc__, PRIOR, tune, report, report_flags={"--figures": {"type": int, "default": 3},
-                                                    "--skip-ddrm": {"action": "store_true"}})
+                                                    "--skip-ddrm": {"action": "store_true"}},
+        commands={"select": ("K samples on the tuning split: one, their mean, the one nearest their mean", select)},
+        command_flags={"select": {"--photos": {"type": int, "default": 6}, "--prior": {"default": PRIOR},
+                                  "-k": {"type": int, "default": 8, "dest": "k"}, "--cache": {"default": None},
+                                  "--json": {"default": str(OUT / "colorize_select.json")}}})
 
 
 if __name__ == "__main__":

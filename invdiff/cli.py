@@ -335,7 +335,7 @@ def solve_cmd(
     blind: bool = typer.Option(False, "--blind", help="with --simulate: hide the simulated kernel and estimate it"),
     kernel_em: Optional[int] = typer.Option(None, help="blind motion: rounds of kernel EM (default: the preset's)"),
     kernel_prior: Optional[str] = typer.Option(None, help="blind motion: 'none' or a kernel prior file (default: bundled)"),
-    select: Optional[str] = typer.Option(None, help="with -k K: 'residual' keeps the sample with the smallest ||y-A(x)||"),
+    select: Optional[str] = typer.Option(None, help="with -k K: 'residual' keeps the sample with the smallest ||y-A(x)||, 'mbr' the sample nearest the mean of the K"),
     symmetry: Optional[str] = typer.Option(None, help="with -k K: flips|dihedral, sample k on y flipped/turned and back"),
     padding: str = typer.Option("reflect", help="blur boundary: zeros, reflect, replicate, circular"),
     scale: int = typer.Option(4, help="super-resolution factor"),

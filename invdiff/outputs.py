@@ -129,6 +129,9 @@ def _figure_items(report: dict, y_show: Tensor, res, x_true, mask, kernel, sampl
         label = f"kernel {kk.shape[-2]}x{kk.shape[-1]}" + (f" ({src})" if src else "")
         items.append((label, kernel_display(kk[kk.shape[0] // 2]), "gray"))
     label = "restored" if samples == 1 else f"posterior mean (K={samples})"
+    if samples > 1 and "selection" in report:  # one of the K samples, not their mean
+        sel = report["selection"]
+        label = f"sample {sel['chosen'] + 1} of {samples}, " + ("nearest their mean" if "distances" in sel else "least residual")
     if "metrics" in report:
         label += f"\nPSNR {report['metrics']['psnr']:.2f} dB"
     items.append((label, display(res.mean[0]), None))

@@ -229,8 +229,10 @@ def run_restoration(plan, req, obs, prob, x_true, callback):
               "operator": operator_parameters(prob.op, prob.opts, req), "versions": _versions(),
               "warnings": [*plan.warnings, *prob.warnings]}
     if getattr(res, "chosen", None) is not None:
-        report["selection"] = {"by": "residual ||y - A(x)||", "chosen": int(res.chosen[0]),
-                               "residuals": [round(float(r), 6) for r in res.residuals[0]]}
+        mbr = res.distances is not None
+        report["selection"] = {"by": "RMS distance to the mean of the samples (mbr)" if mbr else "residual ||y - A(x)||",
+                               "chosen": int(res.chosen[0]), "residuals": [round(float(r), 6) for r in res.residuals[0]],
+                               **({"distances": [round(float(d), 6) for d in res.distances[0]]} if mbr else {})}
     if x_true is not None:
         report.update(_scores(req, plan, prob, res, x_true, obs))
     return res, report

@@ -110,6 +110,7 @@ def _positive_int(v, opt, allow_none=True):
 def _check_request(req: SolveRequest) -> None:
     """Every option that can be checked without reading anything: one ValueError naming the option."""
     from .samplers.validate import finite_positive
+    from .samplers.registry import SELECTS
     from .samplers.symmetry import SYMMETRIES
 
     for v, opt in ((req.steps, "--steps"), (req.kernel_size, "--kernel-size")):
@@ -135,8 +136,8 @@ def _check_request(req: SolveRequest) -> None:
         raise ValueError(f"--kernel-em must be a whole number of rounds ≥ 0, got {req.kernel_em!r}")
     if req.kernel_prior not in (None, "none") and not Path(req.kernel_prior).is_file():
         raise ValueError(f"--kernel-prior: no such file {req.kernel_prior} (give a kernel prior's .safetensors or none)")
-    if req.select not in (None, "residual"):
-        raise ValueError(f"--select must be 'residual', got {req.select!r}")
+    if req.select not in SELECTS:
+        raise ValueError(f"--select must be 'residual' or 'mbr', got {req.select!r}")
     if req.symmetry not in SYMMETRIES:
         raise ValueError(f"--symmetry must be {' or '.join(map(repr, SYMMETRIES[1:]))}, got {req.symmetry!r}")
     if req.blind and not req.simulate:

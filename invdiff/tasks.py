@@ -333,7 +333,8 @@ class Preset:
         guided = f", guidance {hp['guidance']:g}" if hp.get("guidance") else ""
         guided += "".join(f", {k} {v:g}" for k, v in hp.items() if k in ("lam", "eta", "zeta"))
         extra = "".join(f"; {kind}: {v.describe()}" for kind, v in self.variants.items())
-        k = (f", best of {self.samples} by residual" if self.select == "residual" else f", mean of {self.samples}") if self.samples > 1 else ""
+        k = ({"residual": f", best of {self.samples} by residual", "mbr": f", the one of {self.samples} nearest their mean"}
+             .get(self.select, f", mean of {self.samples}")) if self.samples > 1 else ""
         k += (f", {self.kernel_em} rounds of kernel EM" + (" (kernel refitted at every step)"
               if self.kernel_em_per_step else "")
               + (f", then λ for a kernel error τ {self.kernel_error_tau:g}" if self.kernel_error_tau else "")) \

@@ -191,5 +191,9 @@ def test_best_of_k_by_the_measurement(files, tmp_path):
                  files / "photo.png")
     sel = report(r)["selection"]
     assert len(sel["residuals"]) == 3 and sel["chosen"] == int(np.nanargmin(sel["residuals"]))
+    r, _ = solve(files, tmp_path / "m", "--simulate", "--task", "denoise", "--samples", 3, "--select", "mbr",
+                 files / "photo.png")
+    sel = report(r)["selection"]
+    assert len(sel["distances"]) == 3 and sel["chosen"] == int(np.argmin(sel["distances"])) and "mean" in sel["by"]
     r, err = solve(files, tmp_path / "x", "--task", "denoise", "--select", "truth", files / "photo.png", code=2)
     one_line(err, "--select")

@@ -1,5 +1,5 @@
 """Warm starts (start < 1: x_{t₀} = √ᾱ_{t₀} x_init + √(1−ᾱ_{t₀}) ε, the steps spread over [0, t₀]) for every method,
-and best-of-K by the measurement (select="residual").
+best-of-K by the measurement (select="residual") and the sample nearest the others (select="mbr").
 
 The Gaussian tests use x ~ N(μ, I) on 4×4 images, whose exact ε-network is known (invdiff.analytic). For a linear A
 with Gaussian noise, E[x0 | x_t, y] is affine in x_t, so an exact posterior sampler started at t₀ from
@@ -258,6 +258,31 @@ def test_best_of_k_picks_the_smallest_residual_whatever_the_batch_size(method, p
     torch.testing.assert_close(plain.mean, xs.mean(1))
 
 
+@pytest.mark.parametrize("method", ["ddrm", "palette"])
+def test_mbr_picks_the_sample_nearest_the_others_whatever_the_batch_size(method, priors):
+    """select="mbr": the sample k that minimises Σ_j ‖x_k − x_j‖² over the K samples (computed here pair by pair,
+    the definition), the same choice for any batch size, with the measurement residuals reported as well."""
+    A, y = _inpainting(3)
+    prior = _prior_for(method, priors)
+    runs = [restore(y, A, SIGMA, prior, method=method, steps=5, samples=5, select="mbr", batch_size=bs,
+                    generator=make_generators(6, 3)) for bs in (None, 2)]
+    r = runs[0]
+    xs = r.samples
+    pair = torch.tensor([[sum(float((xs[i, k] - xs[i, j]).pow(2).sum()) for j in range(5)) for k in range(5)]
+                         for i in range(3)], dtype=xs.dtype)
+    assert torch.equal(r.chosen, pair.argmin(1)) and len(set(r.chosen.tolist())) > 1
+    assert torch.equal(r.mean, xs[torch.arange(3), r.chosen])
+    # RMS distance to the mean: Σ_j ‖x_k − x_j‖² = K‖x_k − x̄‖² + Σ_j ‖x_j − x̄‖², so the two orders agree
+    n = xs[0, 0].numel()
+    spread = (xs - xs.mean(1, keepdim=True)).pow(2).flatten(2).sum(2).sum(1, keepdim=True)
+    torch.testing.assert_close(r.distances, ((pair - spread) / (5 * n)).sqrt(), rtol=1e-9, atol=1e-12)
+    own = torch.stack([torch.linalg.vector_norm((y[i] - A.select(i)(xs[i])).flatten(1), dim=1) for i in range(3)])
+    torch.testing.assert_close(r.residuals, own, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(r.std, xs.std(1, unbiased=False))
+    assert torch.equal(runs[1].chosen, r.chosen)
+    torch.testing.assert_close(runs[1].samples, r.samples, rtol=1e-7, atol=1e-7)
+
+
 # ---------------------------------------------------------------- (e) batch invariance of the warm start
 @pytest.mark.parametrize("method", ["ddrm", "ddnm", "dps", "pigdm", "daps", "repaint", "reddiff", "diffpir", "palette"])
 def test_warm_start_is_batch_invariant(method, priors):
@@ -376,9 +401,14 @@ def test_best_of_k_passes_over_a_diverged_sample():
     x[0, 0] = float("nan")
     x[0, 2] = 0.5
     x[1, 1] = -0.25
-    mean, _, residuals, chosen = _summarise(x, "residual", y, A.unchecked())
-    assert chosen.tolist() == [2, 1] and torch.isnan(residuals[0, 0])
-    assert torch.equal(mean, torch.stack([x[0, 2], x[1, 1]]))
+    s = _summarise(x, "residual", y, A.unchecked())
+    assert s["chosen"].tolist() == [2, 1] and torch.isnan(s["residuals"][0, 0])
+    assert torch.equal(s["mean"], torch.stack([x[0, 2], x[1, 1]]))
+    # nearest the others: the diverged sample is left out of the mean (image 0: 0.5 and 1.0, both 0.25 from 0.75,
+    # the first taken); image 1: -0.25, 2, 2 (mean 1.25): a 2
+    s = _summarise(x, "mbr", y, A.unchecked())
+    assert s["chosen"].tolist() == [1, 0] and torch.isnan(s["distances"][0, 0])
+    torch.testing.assert_close(s["distances"][0, 1:], torch.tensor([0.25, 0.25], dtype=torch.float64))
 
 
 def test_phase_retrieval_can_start_from_hio(priors):

@@ -194,9 +194,12 @@ class Restoration:
     (B, C, H, W; zero when K = 1), with the cost: network evaluations and VJPs through the network that each
     image went through (the same however the batch was split), and seconds.
 
-    Best-of-K by the measurement (``restore(..., select="residual")``): ``residuals`` (B, K) holds ‖y − A(x)‖ of
-    every sample, ``chosen`` (B,) the index of the smallest per image, and ``mean`` is that sample (``std`` stays
-    the spread of the K samples); both are None without a selection."""
+    One of the K samples instead of their mean (``restore(..., select=...)``): ``chosen`` (B,) is its index per
+    image and ``mean`` is that sample (``std`` stays the spread of the K samples); ``residuals`` (B, K) holds
+    ‖y − A(x)‖ of every sample. ``select="residual"`` chooses the smallest residual (best-of-K by the measurement);
+    ``select="mbr"`` the sample nearest the mean of the K, whose RMS distances ``distances`` (B, K) holds: the
+    minimum-Bayes-risk choice among the samples for the squared error, since Σ_j ‖x_k − x_j‖² = K‖x_k − x̄‖² + const.
+    All three are None without a selection (``distances`` also with ``"residual"``)."""
 
     samples: Tensor
     mean: Tensor
@@ -208,10 +211,12 @@ class Restoration:
     hyper_parameters: dict
     residuals: Tensor | None = None
     chosen: Tensor | None = None
+    distances: Tensor | None = None
 
 
-#: how ``restore`` sums up the K samples of an image: None, their mean; "residual", the one closest to y
-SELECTS: tuple = (None, "residual")
+#: how ``restore`` sums up the K samples of an image: None, their mean; "residual", the one closest to y; "mbr", the
+#: one closest to the others (the sample that minimises the mean squared distance to the K samples)
+SELECTS: tuple = (None, "residual", "mbr")
 
 
 def measurement_residuals(y: Tensor, op: Operator, x: Tensor) -> Tensor:
@@ -223,16 +228,31 @@ def measurement_residuals(y: Tensor, op: Operator, x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(r.flatten(1), dim=1).reshape(B, K)
 
 
-def _summarise(x: Tensor, select, y: Tensor, op: Operator) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-    """(mean, std, residuals, chosen) of the samples x (B, K, C, H, W) for ``select`` (see ``Restoration``)."""
+def distances_to_mean(x: Tensor) -> Tensor:
+    """RMS distance of each of the K samples x (B, K, C, H, W) to their mean, (B, K); a diverged (non-finite)
+    sample is left out of the mean and is at distance NaN."""
+    with torch.no_grad():
+        flat = x.flatten(2)
+        ok = torch.isfinite(flat).all(2, keepdim=True)
+        mean = torch.where(ok, flat, 0).sum(1, keepdim=True) / ok.sum(1, keepdim=True).clamp(min=1)
+        d = (flat - mean).pow(2).mean(2).sqrt()
+    return torch.where(ok[..., 0], d, torch.full_like(d, float("nan")))
+
+
+def _summarise(x: Tensor, select, y: Tensor, op: Operator) -> dict:
+    """mean, std, residuals, chosen and distances of the samples x (B, K, C, H, W) for ``select`` (see
+    ``Restoration``)."""
     K = x.shape[1]
     std = x.std(1, unbiased=False) if K > 1 else torch.zeros_like(x[:, 0])
     if select is None:
-        return x.mean(1), std, None, None
+        return {"mean": x.mean(1), "std": std}
     residuals = measurement_residuals(y, op, x)
-    finite = torch.where(torch.isfinite(residuals), residuals, torch.full_like(residuals, float("inf")))
-    chosen = finite.argmin(1)  # the first of equal residuals; a diverged (non-finite) sample only if all are
-    return x[torch.arange(x.shape[0], device=x.device), chosen.to(x.device)], std, residuals, chosen
+    distances = distances_to_mean(x) if select == "mbr" else None
+    score = residuals if select == "residual" else distances
+    finite = torch.where(torch.isfinite(score), score, torch.full_like(score, float("inf")))
+    chosen = finite.argmin(1)  # the first of equal scores; a diverged (non-finite) sample only if all are
+    return {"mean": x[torch.arange(x.shape[0], device=x.device), chosen.to(x.device)], "std": std,
+            "residuals": residuals, "chosen": chosen, "distances": distances}
 
 
 def _noise_sigma(noise) -> float:
@@ -317,8 +337,8 @@ def _check_sampling_options(m: Method, samples: int, select, symmetry, operator_
         if samples < 2:
             raise ValueError(f"symmetry={symmetry!r} spreads the K samples over the group: it needs samples ≥ 2")
     if select not in SELECTS:
-        raise ValueError(f"select must be None (the mean of the samples) or 'residual' (the sample with the smallest "
-                         f"measurement residual), got {select!r}")
+        raise ValueError(f"select must be None (the mean of the samples), 'residual' (the sample with the smallest "
+                         f"measurement residual) or 'mbr' (the sample nearest the mean of the samples), got {select!r}")
     if operator_update is not None and not m.operator_update:
         raise ValueError(f"method {m.name!r} does not refit the operator during sampling (operator_update); "
                          f"use one of: {', '.join(n for n, v in METHODS.items() if v.operator_update)}")
@@ -339,7 +359,9 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
     ``x_init`` (B, C, H, W): the starting estimate of a warm start (hyper-parameter ``start`` < 1; see
     ``invdiff.samplers.warmstart``), e.g. a classical estimate from ``invdiff.baselines``; it takes precedence
     over the hyper-parameter ``init``. ``select="residual"``: best-of-K by the measurement, the sample with the
-    smallest ‖y − A(x)‖ per image (``Restoration.residuals``, ``chosen``); None: the mean of the K samples.
+    smallest ‖y − A(x)‖ per image (``Restoration.residuals``, ``chosen``); ``select="mbr"``: the sample nearest the
+    mean of the K (``Restoration.distances``), a real sample where the mean would blur the K together; None: the
+    mean of the K samples.
     ``symmetry`` ("flips", "dihedral"; ``invdiff.samplers.symmetry``): sample k of an image restores g_k(y) and is
     mapped back by g_k⁻¹ (g_k the group's element k mod |G|), for an operator that commutes with the group (checked;
     others raise); the callback sees the transformed chains.
@@ -378,8 +400,8 @@ def restore(y: Tensor, operator: Operator, noise, prior: EpsPrior, *, method: st
     if symmetry is not None:
         x = per_chain(x, samples, symmetry, inverse=True)
     x = x.reshape(B, samples, *xs[1:])
-    mean, std, residuals, chosen = _summarise(x, select, y, op)
+    summary = _summarise(x, select, y, op)
     used = {**hp.as_dict(), **({"init": "x_init"} if x_init is not None else {}),
             **({"symmetry": symmetry} if symmetry is not None else {})}
-    return Restoration(samples=x, mean=mean, std=std, nfe=nfe + sign_nfe, vjps=vjps, seconds=seconds, method=m.name,
-                       hyper_parameters=used, residuals=residuals, chosen=chosen)
+    return Restoration(samples=x, nfe=nfe + sign_nfe, vjps=vjps, seconds=seconds, method=m.name,
+                       hyper_parameters=used, **summary)
