@@ -196,14 +196,15 @@ def select(args) -> None:
     rows = {name: [] for name in ["one sample", "a sample, on average"] + [f"{how} of {k}" for k in ks for how in ("mean", "nearest the mean")]}
     colour = {name: [] for name in rows}
     for i in range(len(x)):
-        f = cache / f"photo{i}_K{args.k}.pt" if cache else None
+        # the cache is keyed by the weights and the preset, so samples of other weights are never reused
+        f = cache / f"{Path(args.prior).stem}_{steps}_{start}_{w:g}_photo{i}_K{args.k}.pt" if cache else None
         if f is not None and f.exists():
-            s = torch.load(f)["samples"]
+            s = torch.load(f)
         else:
             s = _palette(y[i:i + 1], op.select([i]), prior, steps, start, w, [gens[i]], samples=args.k).samples[0]
             if f is not None:
                 f.parent.mkdir(parents=True, exist_ok=True)
-                torch.save({"samples": s, "x": x[i], "y": y[i]}, f)
+                torch.save(s, f)
         s = _pasted(s, y[i:i + 1].expand(len(s), -1, -1, -1), op.select([i] * len(s)))
         picks = {"one sample": s[:1]}
         for k in ks:

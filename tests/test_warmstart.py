@@ -428,3 +428,20 @@ def test_phase_retrieval_can_start_from_hio(priors):
     B, yb = _inpainting(2)
     with pytest.raises(ValueError, match="init='hio'.*phase-retrieval"):
         restore(yb, B, SIGMA, prior, method="ddrm", steps=3, start=0.5, init="hio", generator=make_generators(1, 2))
+
+
+def test_the_figure_names_a_chosen_sample_and_not_a_mean():
+    """With a selection the figure's panel is one of the K samples (its number, and by what it was chosen);
+    without one it is the posterior mean."""
+    from types import SimpleNamespace
+
+    from invdiff.outputs import _figure_items
+
+    img = torch.zeros(1, 3, 4, 4)
+    res = SimpleNamespace(mean=img, std=img)
+    labels = lambda report: [it[0] for it in _figure_items(report, img[0], res, None, None, None, 3)]  # noqa: E731
+    assert "posterior mean (K=3)" in labels({"measurement_kind": "image"})
+    by_mean = {"measurement_kind": "image", "selection": {"chosen": 1, "residuals": [1, 2, 3], "distances": [3, 1, 2]}}
+    assert "sample 2 of 3, nearest their mean" in labels(by_mean)
+    assert "sample 1 of 3, least residual" in labels({"measurement_kind": "image",
+                                                      "selection": {"chosen": 0, "residuals": [1, 2, 3]}})
