@@ -28,7 +28,7 @@ torch.set_num_threads(1)
 
 from invdiff.bench.runner import psnr_rows, run_suite  # noqa: E402
 from invdiff.bench.suite import load_suite  # noqa: E402
-from invdiff.campaign import patch_losses, validation_patches  # noqa: E402
+from invdiff.campaign import arm_card, patch_losses, validation_patches  # noqa: E402
 from invdiff.data import load_folder  # noqa: E402
 from invdiff.prior import load  # noqa: E402
 
@@ -57,13 +57,10 @@ def paired(a: torch.Tensor, b: torch.Tensor) -> list[float]:
 def prior_files(run: Path, name: str, which: str) -> Path:
     """A loadable prior (safetensors + JSON card) of an arm's weights, the card taken from the campaign prior's."""
     src = run / name / f"{which}.safetensors"
-    if not src.with_suffix(".json").is_file():  # written once: the suite's results are keyed to the files' hash
-        card = json.loads((REPO / "invdiff" / "weights" / "natural.json").read_text())
-        card["name"] = f"natural-ab-{name}-{which}"
-        arm = run / name / "arm.json"
-        if arm.is_file():  # an arm that grew the network: its own U-Net
-            card["unet"] = json.loads(arm.read_text())["config"]["unet"]
-        src.with_suffix(".json").write_text(json.dumps(card))
+    arm = run / name / "arm.json"
+    unet = json.loads((arm if arm.is_file() else REPO / "invdiff" / "weights" / "natural.json").read_text())
+    unet = unet["config"]["unet"] if arm.is_file() else unet["unet"]
+    arm_card("natural", f"natural-ab-{name}-{which}", unet, src.with_suffix(".json"))
     return src
 
 

@@ -2,6 +2,7 @@
 report on the natural suite's photos.
 
     python benchmarks/palette_colorize.py tune     # grid of steps x start x guidance on the tuning split; writes the preset
+    python benchmarks/palette_colorize.py tune --prior W.safetensors --no-preset --json J   # scores other weights
     python benchmarks/palette_colorize.py report   # natural suite photos: grey, DDRM (the suite's method), Palette w=0,1,3
     python benchmarks/palette_colorize.py select   # tuning split: one sample, the mean of K, or the sample nearest the mean
 
@@ -104,7 +105,10 @@ def tune(args) -> None:
     chosen = min((r for r in ok if _mean(r["psnr"]) >= best - TIE_DB), key=lambda r: (r["nfe"], -_mean(r["psnr"])))
     res = {"prior": args.prior, "photos": args.photos, "truth_colourfulness": round(truth, 2), "rows": rows,
            "chosen": chosen, "rule": f"best mean PSNR among mean M >= {MIN_COLOUR} x truth's; ties within {TIE_DB} dB: fewer NFE"}
-    (OUT / "colorize_tuning.json").write_text(json.dumps(res, indent=1) + "\n")
+    Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    if args.no_preset:  # e.g. a recipe A/B arm's weights: scored, not installed
+        print("chosen (preset not written):", json.dumps(chosen))
+        return
     spec = json.loads(PRESETS.read_text())
     hp = {"guidance": chosen["guidance"], "start": chosen["start"], "init": "pinv", "paste": chosen["paste"]}
     spec["presets"]["colorize"] = {"method": "palette", "prior": args.prior, "steps": chosen["steps"], "hyper_parameters": hp,
@@ -236,9 +240,9 @@ def select(args) -> None:
 
 
 def cli(doc: str, prior: str, tune_fn, report_fn, *, photos: int = 3, report_flags: dict | None = None,
-        commands: dict | None = None, command_flags: dict | None = None) -> None:
+        commands: dict | None = None, command_flags: dict | None = None, tune_flags: dict | None = None) -> None:
     """The ``tune`` / ``report`` command line of a benchmark on the tuning split and the natural suite:
-    ``report_flags`` (flag: ``add_argument`` keywords) go to ``report``; ``commands`` (name: (help, function of
+    ``report_flags`` and ``tune_flags`` (flag: ``add_argument`` keywords) go to ``report`` and ``tune``; ``commands`` (name: (help, function of
     the parsed arguments)) are further subcommands, with their flags in ``command_flags`` (name: flags as
     ``report_flags``)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -246,6 +250,8 @@ def cli(doc: str, prior: str, tune_fn, report_fn, *, photos: int = 3, report_fla
     t = sub.add_parser("tune")
     t.add_argument("--photos", type=int, default=photos)
     t.add_argument("--prior", default=prior)
+    for flag, kw in (tune_flags or {}).items():
+        t.add_argument(flag, **kw)
     r = sub.add_parser("report")
     r.add_argument("--prior", default=prior)
     for flag, kw in (report_flags or {}).items():
@@ -264,6 +270,8 @@ def main() -> None:
     cli(__doc__, PRIOR, tune, report, report_flags={"--figures": {"type": int, "default": 3},
                                                     "--skip-ddrm": {"action": "store_true"}},
         commands={"select": ("K samples on the tuning split: one, their mean, the one nearest their mean", select)},
+        tune_flags={"--json": {"default": str(OUT / "colorize_tuning.json"), "help": "where the rows and the choice go"},
+                    "--no-preset": {"action": "store_true", "help": "score only: leave the preset of solve as it is"}},
         command_flags={"select": {"--photos": {"type": int, "default": 6}, "--prior": {"default": PRIOR},
                                   "-k": {"type": int, "default": 8, "dest": "k"}, "--cache": {"default": None},
                                   "--json": {"default": str(OUT / "colorize_select.json")}}})

@@ -66,6 +66,20 @@ ONLINE = online_path(NAME)
 
 
 # ---- validation ------------------------------------------------------------------------------
+def arm_card(recipe: str, name: str, unet: dict, path: Path, *, weights_dir: Path | None = None) -> Path:
+    """The JSON card of a recipe A/B arm's weights (``scripts/campaign_ab.py``), so that ``invdiff.prior.load`` reads
+    them: the campaign's card (its schedule and condition) with the arm's name and U-Net. Written once: results
+    cached by the files' hash stay valid."""
+    path = Path(path)
+    if not path.is_file():
+        from . import zoo
+
+        card = json.loads((Path(weights_dir or zoo.WEIGHTS_DIR) / f"{recipe}.json").read_text())
+        card["name"], card["unet"] = name, unet
+        path.write_text(json.dumps(card))
+    return path
+
+
 def validation_patches(n_patches: int = 512, photos: Tensor | None = None) -> tuple[Tensor, torch.Generator]:
     """The validation patches of the natural prior's card: 64×64 crops of the validation photos (256×256, no
     rescaling), drawn from a generator seeded with 0. Returns the patches and the generator, whose stream then
@@ -242,4 +256,4 @@ def campaign_config(*, threads: int = 1, minutes: float | None = None, ckpt_dir:
     return replace(RECIPES[recipe], max_minutes=minutes, threads=threads, ckpt_dir=ckpt_dir)
 
 
-__all__ = ["CAMPAIGNS", "CampaignTrainer", "campaign_config", "online_path", "patch_losses", "validation_loss", "NAME", "ONLINE"]
+__all__ = ["CAMPAIGNS", "arm_card", "CampaignTrainer", "campaign_config", "online_path", "patch_losses", "validation_loss", "NAME", "ONLINE"]

@@ -1,15 +1,17 @@
-"""Short A/B runs of the natural prior's recipe at equal CPU time: every arm continues the same full training state
+"""Short A/B runs of a campaign's recipe at equal CPU time: every arm continues the same full training state
 (online and EMA weights, Adam moments, step counter) for the same process CPU time on one thread, with one change
-to the recipe, and the same random streams (step k draws from the same generator in every arm).
+to the recipe, and the same random streams (step k draws from the same generator in every arm). ``--recipe`` names
+the campaign (``natural``, the prior, by default; or a Palette model's, e.g. ``natural-palette-colorize``).
 
     nice -n 19 nohup python scripts/campaign_ab.py --from ckpt/natural/state.pt --cpu-minutes 16 \\
         --arms base,anneal,lognormal,min-snr,data,patch128 --out runs/ab > runs/ab.log 2>&1 &
     python benchmarks/campaign_ab.py --runs runs/ab     # scores the arms (validation, tuning split)
     python scripts/campaign_ab.py --adopt lognormal --out runs/ab    # the chosen arm becomes the campaign's next leg
 
-Each arm writes OUT/ARM/ema.safetensors (a loadable prior), OUT/ARM/online.safetensors, OUT/ARM/state.pt (the full
-training state, to continue the campaign from the chosen arm) and OUT/ARM/arm.json (its recipe change, steps, images,
-CPU and wall minutes). Arms already written are skipped, so a rerun continues.
+Each arm writes OUT/ARM/ema.safetensors and OUT/ARM/online.safetensors, each with its JSON card (loadable priors:
+``invdiff.prior.load(path)``, ``benchmarks/full_size_validation.py``), OUT/ARM/state.pt (the full training state, to
+continue the campaign from the chosen arm) and OUT/ARM/arm.json (its recipe change, steps, images, CPU and wall
+minutes). Arms already written are skipped, so a rerun continues.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 from invdiff.recipes import RECIPES
 from invdiff.train import Trainer
 
-#: the recipe changes under test, each over the campaign's current recipe RECIPES["natural"]; an arm that the recipe
+#: the recipe changes under test, each over the campaign's current recipe RECIPES[recipe]; an arm that the recipe
 #: has since adopted is the same as "base". Round 1 (from leg 10, 64×64 patches and uniform levels): every arm down
 #: to patch128, log-normal levels adopted; round 2 (from leg 13, log-normal levels): base, patch128 and
 #: patch128-uniform, 128×128 patches adopted (leg 14). See benchmarks/RESULTS.md for both.
@@ -54,6 +56,10 @@ ARMS: dict[str, dict] = {
     # parameters and ~20 % more time a step; the new parameters' Adam moments start at zero. Width cannot grow
     # the same way: the 32 groups of the GroupNorms and the time embedding's width are tied to the channel count.
     "deeper": {"grow": {"extra_res_blocks": (2, 2, 2, 2)}},
+    # the training levels moved towards high noise (ln σ ~ N(3.0, 1.5²), a 20 % uniform share; the ε-MSE unweighted):
+    # P(t ≥ 700) 0.30 → 0.57, P(t < 100) 0.10 → 0.02. For the colouriser, whose colours are chosen at t ≳ 700 and
+    # whose uniform-t ε-loss weighs x̂0's error there by ᾱ/(1−ᾱ) < 0.01 (benchmarks/RESULTS.md, "Leg 6")
+    "high-levels": {"t_sampling": "lognormal", "t_lognormal": (3.0, 1.5, 0.2)},
 }
 
 
@@ -79,11 +85,14 @@ def load_seed(tr, seed_state: dict) -> None:
     tr.opt.load_state_dict(opt)
 
 
-def run_arm(name: str, change: dict, seed_state: dict, minutes: float, out: Path, threads: int) -> None:
+def run_arm(name: str, change: dict, seed_state: dict, minutes: float, out: Path, threads: int,
+            recipe: str = "natural") -> None:
+    from invdiff.campaign import arm_card
+
     step0 = int(seed_state["step"])
     change = dict(change)
     grow = change.pop("grow", None)
-    cfg = grown(replace(RECIPES["natural"], name=f"natural-ab-{name}", threads=threads, sample_every=0,
+    cfg = grown(replace(RECIPES[recipe], name=f"{recipe}-ab-{name}", threads=threads, sample_every=0,
                         ckpt_dir=str(out / "_none"), warmup=1, warmup_from=step0, **change), grow)
     tr = Trainer(cfg, quiet=True)
     load_seed(tr, seed_state)
@@ -99,8 +108,9 @@ def run_arm(name: str, change: dict, seed_state: dict, minutes: float, out: Path
     d.mkdir(parents=True, exist_ok=True)
     for which, net in (("online", tr.net), ("ema", tr.ema)):
         save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(d / f"{which}.safetensors"))
+        arm_card(recipe, f"{recipe}-ab-{name}-{which}", cfg.unet.to_dict(), d / f"{which}.json")
     torch.save(tr.state(), d / "state.pt")  # the full state: the campaign can continue from the chosen arm
-    info = {"arm": name, "change": json.loads(json.dumps({**change, **({"grow": grow} if grow else {})})),
+    info = {"arm": name, "recipe": recipe, "change": json.loads(json.dumps({**change, **({"grow": grow} if grow else {})})),
             "from_step": step0, "steps": tr.step - step0, "images": tr.images_seen - int(seed_state["images_seen"]),
             "pixels": (tr.images_seen - int(seed_state["images_seen"])) * cfg.patch ** 2,
             "cpu_minutes": round((time.process_time() - c0) / 60, 2), "wall_minutes": round((time.perf_counter() - w0) / 60, 2),
@@ -111,7 +121,7 @@ def run_arm(name: str, change: dict, seed_state: dict, minutes: float, out: Path
 
 def adopt(name: str, out: Path, ckpt_dir: str = "ckpt") -> None:
     """Make an arm the campaign's next leg: its training goes into the card's ledger (as a leg of its own, with its
-    recipe change and validation figures) and its full state becomes ckpt/natural/state.pt, so that the next
+    recipe change and validation figures) and its full state becomes ckpt/RECIPE/state.pt, so that the next
     `train_campaign.py` leg resumes exactly from it. The card and weights are rewritten at that leg's first
     checkpoint; the recipe change itself belongs in invdiff/recipes.py."""
     import datetime as _dt
@@ -122,16 +132,17 @@ def adopt(name: str, out: Path, ckpt_dir: str = "ckpt") -> None:
 
     info = json.loads((out / name / "arm.json").read_text())
     seed = json.loads((out / "seed.json").read_text())
-    card_path = WEIGHTS_DIR / "natural.json"
+    recipe = seed.get("recipe", "natural")
+    card_path = WEIGHTS_DIR / f"{recipe}.json"
     card = json.loads(card_path.read_text())
     if int(card["training"]["steps"]) != info["from_step"]:
         raise SystemExit(f"the arm started at step {info['from_step']}, the committed prior is at step "
                          f"{card['training']['steps']}: adopt only an arm of the committed state")
     st = torch.load(out / name / "state.pt", map_location="cpu", weights_only=True)
     st["seconds"] = float(card["training"]["seconds"]) + 60 * info["wall_minutes"]
-    tr = Trainer(grown(replace(RECIPES["natural"], ckpt_dir=str(out / "_none")), info["change"].get("grow")), quiet=True)
+    tr = Trainer(grown(replace(RECIPES[recipe], ckpt_dir=str(out / "_none")), info["change"].get("grow")), quiet=True)
     tr.ema.load_state_dict(st["ema"])
-    val = validation_loss(tr.ema.eval(), tr.schedule)
+    val = validation_loss(tr.ema.eval(), tr.schedule, condition=tr.condition)
     legs = card["campaign"]["legs"]
     legs.append({"leg": len(legs), "what": f"recipe A/B arm '{name}' ({json.dumps(info['change'])}), adopted; "
                  "see benchmarks/RESULTS.md", "started": _dt.datetime.fromtimestamp((out / name / "arm.json").stat().st_mtime
@@ -145,7 +156,7 @@ def adopt(name: str, out: Path, ckpt_dir: str = "ckpt") -> None:
     card["campaign"]["validation_curve"].append([seed["images_seen"] + info["images"], val["l_simple"], val["stderr"]])
     card["training"].update(steps=info["from_step"] + info["steps"], images_seen=seed["images_seen"] + info["images"],
                             seconds=round(st["seconds"], 1))
-    ck = Path(ckpt_dir) / "natural"
+    ck = Path(ckpt_dir) / recipe
     ck.mkdir(parents=True, exist_ok=True)
     torch.save(st, ck / "state.pt.tmp")
     (ck / "state.pt.tmp").replace(ck / "state.pt")
@@ -156,7 +167,8 @@ def adopt(name: str, out: Path, ckpt_dir: str = "ckpt") -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--from", dest="seed", help="a full training state (ckpt/natural/state.pt)")
+    ap.add_argument("--from", dest="seed", help="a full training state (ckpt/RECIPE/state.pt)")
+    ap.add_argument("--recipe", default="natural", help="the campaign whose recipe the arms change (RECIPES)")
     ap.add_argument("--adopt", default=None, help="make this (finished) arm the campaign's next leg, then stop")
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--cpu-minutes", type=float, default=16.0, help="process CPU time of each arm")
@@ -167,6 +179,8 @@ def main() -> None:
         return adopt(a.adopt, Path(a.out))
     if not a.seed:
         raise SystemExit("--from STATE is needed to run arms")
+    if a.recipe not in RECIPES:
+        raise SystemExit(f"unknown recipe {a.recipe!r}; known: {', '.join(RECIPES)}")
     names = [n.strip() for n in a.arms.split(",") if n.strip()]
     unknown = [n for n in names if n not in ARMS]
     if unknown:
@@ -174,13 +188,13 @@ def main() -> None:
     seed_state = torch.load(a.seed, map_location="cpu", weights_only=True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "seed.json").write_text(json.dumps({"from": a.seed, "step": int(seed_state["step"]),
+    (out / "seed.json").write_text(json.dumps({"from": a.seed, "recipe": a.recipe, "step": int(seed_state["step"]),
                                                "images_seen": int(seed_state["images_seen"])}))
     for n in names:
         if (out / n / "arm.json").is_file():
             print(f"{n}: already done, skipped", flush=True)
             continue
-        run_arm(n, ARMS[n], seed_state, a.cpu_minutes, out, a.threads)
+        run_arm(n, ARMS[n], seed_state, a.cpu_minutes, out, a.threads, a.recipe)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def _seed_prior(tmp_path):
     return path
 
 
-def _toy_validator(net, schedule: NoiseSchedule) -> dict:
+def _toy_validator(net, schedule: NoiseSchedule, *, condition=None) -> dict:
     g = torch.Generator().manual_seed(7)
     x0 = toy_batches(16, g)
     t = torch.randint(0, schedule.num_timesteps, (16,), generator=g)

@@ -181,3 +181,47 @@ def test_weight_averaging_takes_the_uniform_mean_of_the_snapshots():
         assert avg[k].dtype == torch.float32
         assert torch.allclose(avg[k], (snaps[0]["net"][k] + snaps[1]["net"][k] + snaps[2]["net"][k]) / 3, atol=1e-6)
     assert torch.equal(wa.averaged(snaps[:1], "net")["w"], snaps[0]["net"]["w"])
+
+
+def test_an_arm_of_a_palette_recipe_is_a_conditional_prior_and_adopts_with_its_condition(tmp_path, monkeypatch):
+    """--recipe: the arms of a Palette campaign train with its condition, write cards that load as a conditional
+    prior, and --adopt validates with the condition and resumes that campaign's own ckpt folder."""
+    from invdiff.prior import load
+    from test_train import TINY
+
+    toy = replace(_cfg(tmp_path / "seed-ckpt", 6), name="toy-palette", condition="sr4", cond_dropout=0.1,
+                  unet=replace(TINY, cond_channels=1))
+    monkeypatch.setitem(campaign_ab.RECIPES, "toy-palette", toy)
+    monkeypatch.setattr(campaign_ab, "Trainer", partial(Trainer, batches=toy_batches))
+    monkeypatch.setattr(invdiff.zoo, "WEIGHTS_DIR", tmp_path / "weights")
+    seen = []
+    monkeypatch.setattr(invdiff.campaign, "validation_loss",
+                        lambda net, schedule, condition=None: seen.append(condition) or {"l_simple": 0.1, "stderr": 0.01})
+    seed = Trainer(toy, batches=toy_batches, quiet=True).run()
+    seed.export(tmp_path / "weights" / "toy-palette.safetensors")
+    card = json.loads((tmp_path / "weights" / "toy-palette.json").read_text())
+    card.update(training={"steps": seed.step, "images_seen": seed.images_seen, "seconds": 60.0},
+                campaign={"legs": [{"leg": 0}], "validation_curve": []})
+    (tmp_path / "weights" / "toy-palette.json").write_text(json.dumps(card))
+    state = seed.state()
+    out = tmp_path / "ab"
+    out.mkdir()
+    (out / "seed.json").write_text(json.dumps({"recipe": "toy-palette", "step": int(state["step"]),
+                                               "images_seen": int(state["images_seen"])}))
+    campaign_ab.run_arm("high-levels", campaign_ab.ARMS["high-levels"], state, 0.002, out, 1, "toy-palette")
+
+    info = json.loads((out / "high-levels" / "arm.json").read_text())
+    assert info["recipe"] == "toy-palette" and info["config"]["condition"] == "sr4"
+    assert info["config"]["t_sampling"] == "lognormal"
+    prior = load(out / "high-levels" / "ema.safetensors")
+    assert prior.config["data"]["condition"] == "sr4" and prior.config["name"] == "toy-palette-ab-high-levels-ema"
+    arm_state = torch.load(out / "high-levels" / "state.pt", weights_only=True)
+    for k, v in arm_state["ema"].items():
+        assert torch.equal(prior.net.state_dict()[k].float(), v.float())
+
+    campaign_ab.adopt("high-levels", out, ckpt_dir=str(tmp_path / "ckpt"))
+    assert len(seen) == 1 and seen[0] is not None  # validated with the Palette condition
+    assert (tmp_path / "ckpt" / "toy-palette" / "state.pt").is_file()
+    assert not (tmp_path / "ckpt" / "natural").exists()
+    legs = json.loads((tmp_path / "weights" / "toy-palette.json").read_text())["campaign"]["legs"]
+    assert "'high-levels'" in legs[-1]["what"] and legs[-1]["steps"] == [state["step"], state["step"] + info["steps"]]
