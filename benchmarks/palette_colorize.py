@@ -35,6 +35,8 @@ PRESETS = ROOT / "invdiff" / "data" / "solve_presets.json"
 PRIOR = "natural-palette-colorize"
 MIN_COLOUR = 0.6
 TIE_DB = 0.05
+#: ``select``'s diagnostic: the colour of a result scaled about the measured grey (RESULTS, "the colour cosine")
+COLOUR_SCALES = (0.25, 0.5, 0.75)
 # (steps, start, w); the starts 0.7 and 0.8 since leg 5: the first steps from pure noise set the colour casts, where
 # x̂0 = (x_t − √(1−ᾱ)ε̂)/√ᾱ amplifies the network's error (benchmarks/RESULTS.md, "Where the colours go wrong")
 GRID = [(10, 0.6, 0.0), (10, 0.6, 1.0), (10, 0.6, 3.0), (20, 0.7, 3.0), (20, 0.8, 3.0), (20, 1.0, 1.0), (20, 1.0, 3.0)]
@@ -189,7 +191,10 @@ def report(args) -> None:
 def select(args) -> None:
     """K samples of the preset per tuning photo, pasted; scores of what ``restore`` can return from them: one
     sample (the first, which is the K = 1 result), the mean of the first k, and the sample of the first k nearest
-    their mean (``select="mbr"``), for k = 4 and K. ``--cache DIR`` keeps each photo's samples (and reuses them)."""
+    their mean (``select="mbr"``), for k = 4 and K; and, as a diagnostic, one sample and the mean of K with their
+    colour scaled by ``COLOUR_SCALES`` about the measured grey (grey + a·(x − A⁺Ax): a = 0 is the grey image), with
+    every row's colour cosine (``_scores``). ``--cache DIR`` keeps each photo's samples (and reuses them)."""
+    from invdiff.bench.runner import prior_fingerprint
     from invdiff.metrics import colourfulness
     from invdiff.prior import load
     from invdiff.samplers.registry import distances_to_mean
@@ -205,12 +210,16 @@ def select(args) -> None:
     prior = load(args.prior)
     gens = _sample_gens(0, len(x))
     cache = Path(args.cache) if args.cache else None
+    key = prior_fingerprint(args.prior)["prior_sha256"][:16]
     ks = sorted({4, args.k})
-    rows = {name: [] for name in ["one sample", "a sample, on average"] + [f"{how} of {k}" for k in ks for how in ("mean", "nearest the mean")]}
+    scaled = [f"{what}, colour × {a:g}" for what in ("one sample", f"mean of {args.k}") for a in COLOUR_SCALES]
+    rows = {name: [] for name in ["one sample", "a sample, on average"]
+            + [f"{how} of {k}" for k in ks for how in ("mean", "nearest the mean")] + scaled}
     colour = {name: [] for name in rows}
+    cosine = {name: [] for name in rows}
     for i in range(len(x)):
-        # the cache is keyed by the weights and the preset, so samples of other weights are never reused
-        f = cache / f"{Path(args.prior).stem}_{steps}_{start}_{w:g}_photo{i}_K{args.k}.pt" if cache else None
+        # the cache is keyed by the weights' hash and the preset, so samples of other weights are never reused
+        f = cache / f"{key}_{steps}_{start}_{w:g}_photo{i}_K{args.k}.pt" if cache else None
         if f is not None and f.exists():
             s = torch.load(f)
         else:
@@ -223,19 +232,26 @@ def select(args) -> None:
         for k in ks:
             picks[f"mean of {k}"] = s[:k].mean(0, keepdim=True)
             picks[f"nearest the mean of {k}"] = s[int(distances_to_mean(s[None, :k])[0].argmin())][None]
+        opi = op.select([i])
+        for what in ("one sample", f"mean of {args.k}"):
+            grey_i = opi.pinv(opi(picks[what]))
+            for a in COLOUR_SCALES:
+                picks[f"{what}, colour × {a:g}"] = (grey_i + a * (picks[what] - grey_i)).clamp(-1, 1)
         for name, xr in picks.items():
-            sc = _scores(xr, x[i:i + 1])
+            sc = _scores(xr, x[i:i + 1], opi)
             rows[name].append(sc["psnr"][0])
             colour[name].append(sc["colourfulness"][0])
-        sc = _scores(s, x[i:i + 1].expand_as(s))
+            cosine[name].append(sc["colour_cosine"][0])
+        sc = _scores(s, x[i:i + 1].expand_as(s), op.select([i] * len(s)))
         rows["a sample, on average"].append(round(_mean(sc["psnr"]), 3))
         colour["a sample, on average"].append(round(_mean(sc["colourfulness"]), 2))
+        cosine["a sample, on average"].append(round(_mean(sc["colour_cosine"]), 3))
         print(i, {n: v[-1] for n, v in rows.items()}, flush=True)
     grey = _scores(op.pinv(y).clamp(-1, 1), x)
     truth = [round(float(v), 2) for v in colourfulness(x)]
     res = {"prior": args.prior, "photos": len(x), "K": args.k, "steps": steps, "start": start, "guidance": w, "paste": True,
            "grey_psnr": grey["psnr"], "truth_colourfulness": truth,
-           "rows": [{"method": n, "psnr": rows[n], "colourfulness": colour[n]} for n in rows]}
+           "rows": [{"method": n, "psnr": rows[n], "colourfulness": colour[n], "colour_cosine": cosine[n]} for n in rows]}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1) + "\n")
@@ -245,7 +261,8 @@ def select(args) -> None:
         d = [a - b for a, b in zip(rows[n], base)]
         m = _mean(d)
         se = (sum((v - m) ** 2 for v in d) / max(1, len(d) - 1) / len(d)) ** 0.5
-        print(f"{n}: {_mean(rows[n]):.2f} dB ({m:+.2f} ± {se:.2f} over one sample), M {_mean(colour[n]) / _mean(truth):.0%} of the truth's")
+        print(f"{n}: {_mean(rows[n]):.2f} dB ({m:+.2f} ± {se:.2f} over one sample), M {_mean(colour[n]) / _mean(truth):.0%} "
+              f"of the truth's, colour cosine {_mean(cosine[n]):.2f}")
 
 
 def cli(doc: str, prior: str, tune_fn, report_fn, *, photos: int = 3, report_flags: dict | None = None,
