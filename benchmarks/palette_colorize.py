@@ -6,7 +6,7 @@ report on the natural suite's photos.
     python benchmarks/palette_colorize.py report   # natural suite photos: grey, DDRM (the suite's method), Palette w=0,1,3
     python benchmarks/palette_colorize.py select   # tuning split: one sample, the mean of K, or the sample nearest the mean
 
-``tune`` runs on the first ``--photos`` photos of ``data/tuning`` (opencv-doc photos that are neither training nor
+``tune`` runs on the first ``--photos`` (6, the whole split, since leg 8; 3 before) photos of ``data/tuning`` (opencv-doc photos that are neither training nor
 validation photos, ``benchmarks/tune.py``), 256×256, colourisation with σ = 0.05: for each configuration the
 PSNR and the Hasler–Süsstrunk colourfulness M of a single sample (K = 1: the mean of several samples would be
 greyer). It chooses, among the configurations whose mean M is at least ``MIN_COLOUR`` of the ground truth's, the
@@ -293,7 +293,7 @@ def cli(doc: str, prior: str, tune_fn, report_fn, *, photos: int = 3, report_fla
 
 
 def main() -> None:
-    cli(__doc__, PRIOR, tune, report, report_flags={"--figures": {"type": int, "default": 3},
+    cli(__doc__, PRIOR, tune, report, photos=6, report_flags={"--figures": {"type": int, "default": 3},
                                                     "--skip-ddrm": {"action": "store_true"}},
         commands={"select": ("K samples on the tuning split: one, their mean, the one nearest their mean", select)},
         tune_flags={"--json": {"default": str(OUT / "colorize_tuning.json"), "help": "where the rows and the choice go"},
