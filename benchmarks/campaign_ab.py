@@ -57,9 +57,9 @@ def paired(a: torch.Tensor, b: torch.Tensor) -> list[float]:
 def prior_files(run: Path, name: str, which: str) -> Path:
     """A loadable prior (safetensors + JSON card) of an arm's weights, the card taken from the campaign prior's."""
     src = run / name / f"{which}.safetensors"
-    arm = run / name / "arm.json"
-    unet = json.loads((arm if arm.is_file() else REPO / "invdiff" / "weights" / "natural.json").read_text())
-    unet = unet["config"]["unet"] if arm.is_file() else unet["unet"]
+    arm = run / name / "arm.json"  # an arm's own U-Net (one may have grown); the seed has the campaign's
+    unet = (json.loads(arm.read_text())["config"] if arm.is_file()
+            else json.loads((REPO / "invdiff" / "weights" / "natural.json").read_text()))["unet"]
     arm_card("natural", f"natural-ab-{name}-{which}", unet, src.with_suffix(".json"))
     return src
 

@@ -116,6 +116,7 @@ def tune(args) -> None:
     chosen = min((r for r in ok if _mean(r["psnr"]) >= best - TIE_DB), key=lambda r: (r["nfe"], -_mean(r["psnr"])))
     res = {"prior": args.prior, "photos": args.photos, "truth_colourfulness": round(truth, 2), "rows": rows,
            "chosen": chosen, "rule": f"best mean PSNR among mean M >= {MIN_COLOUR} x truth's; ties within {TIE_DB} dB: fewer NFE"}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
     if args.no_preset:  # e.g. a recipe A/B arm's weights: scored, not installed
         print("chosen (preset not written):", json.dumps(chosen))
