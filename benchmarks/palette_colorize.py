@@ -62,10 +62,13 @@ def _mean(v: list[float]) -> float:
     return sum(v) / len(v)
 
 
-def _palette(y, op, prior, steps: int, start: float, w: float, gens, samples: int = 1, paste: bool = False):
+def _palette(y, op, prior, steps: int, start: float, w: float, gens, samples: int = 1, paste: bool = False,
+             paste_denoiser: str = ""):
     from invdiff.samplers import restore
 
     hp = {"guidance": w, "start": start, "init": "pinv", "paste": paste}
+    if paste_denoiser:
+        hp["paste_denoiser"] = paste_denoiser
     return restore(y, op, 0.05, prior, method="palette", steps=steps, samples=samples, generator=gens, **hp)
 
 
@@ -73,6 +76,22 @@ def _pasted(x: torch.Tensor, y: torch.Tensor, op) -> torch.Tensor:
     """Palette's ``paste=True`` applied to a finished sample: the measured grey level replaces the sample's own,
     x + A⁺(y − A x), the colour (the part A does not see) kept (then clipped, as ``restore`` clips)."""
     return (x + op.pinv(y - op(x))).clamp(-1, 1)
+
+
+#: the denoiser of the denoised paste (``paste_denoiser``): the measured grey level with its noise removed
+PASTE_DENOISER = "ffdnet"
+
+
+def _variants(xr: torch.Tensor, y: torch.Tensor, op, yd: torch.Tensor):
+    """A finished sample as ``restore`` returns it without a paste, with the paste, and with the denoised paste
+    (``yd``: ``denoised_measurement``): (paste, paste_denoiser, extra NFE, result)."""
+    return ((False, "", 0, xr), (True, "", 0, _pasted(xr, y, op)), (True, PASTE_DENOISER, 1, _pasted(xr, yd, op)))
+
+
+def _denoised(y: torch.Tensor, op, shape) -> torch.Tensor:
+    from invdiff.samplers.palette import denoised_measurement
+
+    return denoised_measurement(y, op, 0.05, PASTE_DENOISER, shape)
 
 
 def _problem(x: torch.Tensor, seed: int, ids=None):
@@ -98,6 +117,7 @@ def tune(args) -> None:
 
     x = _photos(args.photos)  # the declared tuning split, 256×256
     op, y = _problem(x, 0)
+    yd = _denoised(y, op, x.shape)
     prior = load(args.prior)
     truth = float(colourfulness(x).mean())
     OUT.mkdir(parents=True, exist_ok=True)
@@ -106,9 +126,9 @@ def tune(args) -> None:
         t0 = time.perf_counter()
         r = _palette(y, op, prior, steps, start, w, _sample_gens(0, len(x)))
         seconds = round(time.perf_counter() - t0, 1)
-        for paste, xr in ((False, r.mean), (True, _pasted(r.mean, y, op))):
-            row = {"steps": steps, "start": start, "guidance": w, "paste": paste, "nfe": int(r.nfe), "seconds": seconds,
-                   **_scores(xr, x, op)}
+        for paste, den, extra, xr in _variants(r.mean, y, op, yd):
+            row = {"steps": steps, "start": start, "guidance": w, "paste": paste, "paste_denoiser": den,
+                   "nfe": int(r.nfe) + extra, "seconds": seconds, **_scores(xr, x, op)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     ok = [r for r in rows if _mean(r["colourfulness"]) >= MIN_COLOUR * truth] or rows
@@ -123,6 +143,8 @@ def tune(args) -> None:
         return
     spec = json.loads(PRESETS.read_text())
     hp = {"guidance": chosen["guidance"], "start": chosen["start"], "init": "pinv", "paste": chosen["paste"]}
+    if chosen.get("paste_denoiser"):
+        hp["paste_denoiser"] = chosen["paste_denoiser"]
     spec["presets"]["colorize"] = {"method": "palette", "prior": args.prior, "steps": chosen["steps"], "hyper_parameters": hp,
                                    "tuning_psnr": round(_mean(chosen["psnr"]), 3),
                                    "tuning_colourfulness": round(_mean(chosen["colourfulness"]), 2)}
@@ -144,9 +166,13 @@ def report(args) -> None:
     preset = solve_preset("colorize")
     hp = preset.hyper_parameters if preset and preset.prior else {}
     steps, start, paste = (preset.steps if hp else 20), hp.get("start", 1.0), bool(hp.get("paste", False))
+    paste_den = hp.get("paste_denoiser", "")
     rows = [{"method": "ground truth", "colourfulness": [round(float(v), 2) for v in colourfulness(x)]}]
     grey = op.pinv(y).clamp(-1, 1)
     rows.append({"method": "grey (A+y, baseline pinv)", "nfe": 0, **_scores(grey, x)})
+    yd = _denoised(y, op, x.shape)
+    rows.append({"method": f"grey, denoised ({PASTE_DENOISER}; A+ of the denoised measurement)", "nfe": 1,
+                 **_scores(op.pinv(yd).clamp(-1, 1), x)})
     if not args.skip_ddrm:
         t0 = time.perf_counter()
         r = restore(y, op, 0.05, load(suite.prior), method="ddrm", steps=suite.steps["ddrm"], generator=_sample_gens(suite.seed, len(x)))
@@ -158,19 +184,21 @@ def report(args) -> None:
         t0 = time.perf_counter()
         r = _palette(y, op, prior, steps, start, w, _sample_gens(suite.seed, len(x)))
         seconds = round(time.perf_counter() - t0, 1)
-        for p, xr in ((False, r.mean), (True, _pasted(r.mean, y, op))):
-            rows.append({"method": f"palette w={w:g}" + (", paste" if p else ""), "guidance": w, "paste": p, "steps": steps,
-                         "start": start, "nfe": int(r.nfe), "seconds": seconds, **_scores(xr, x, op)})
+        for p, den, extra, xr in _variants(r.mean, y, op, yd):
+            name = f"palette w={w:g}" + (", paste" if p else "") + (f" denoised ({den})" if den else "")
+            rows.append({"method": name, "guidance": w, "paste": p, "paste_denoiser": den, "steps": steps,
+                         "start": start, "nfe": int(r.nfe) + extra, "seconds": seconds, **_scores(xr, x, op)})
             print(json.dumps(rows[-1]), flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     w_fig = preset.hyper_parameters.get("guidance", 1.0) if preset and preset.prior else 1.0
     k = _palette(y[: args.figures], op.select(list(range(args.figures))), prior, steps, start, w_fig,
-                 _sample_gens(suite.seed, args.figures), samples=4, paste=paste)
+                 _sample_gens(suite.seed, args.figures), samples=4, paste=paste, paste_denoiser=paste_den)
     for i in range(args.figures):
         items = [("grey input", display(grey[i]), None)]
         items += [(f"Palette sample {j + 1}", display(k.samples[i, j]), None) for j in range(4)]
         items.append(("ground truth", display(x[i]), None))
-        title = f"{PRIOR}: {steps} steps, start {start}, w = {w_fig:g}" + (", paste" if paste else "") + ", K = 4"
+        title = (f"{PRIOR}: {steps} steps, start {start}, w = {w_fig:g}" + (", paste" if paste else "")
+                 + (f" ({paste_den})" if paste_den else "") + ", K = 4")
         panels(OUT / f"colorize_{i}.png", items, title=title)
     res = {"suite": "natural", "photos": len(x), "noise_sigma": 0.05, "prior": args.prior, "rows": rows}
     (OUT / "colorize.json").write_text(json.dumps(res, indent=1) + "\n")

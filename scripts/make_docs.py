@@ -68,7 +68,8 @@ def methods_table(path: Path) -> None:
               "(DiffPIR's), `quad-ddim` (the DDIM code's)."]
     lines += ["", "NFE in practice: `repaint` evaluates the network once per reverse step of its schedule, "
               "steps + (jump points)·(resamples − 1)·jump_length (250, 10, 10: 2410); `palette` runs exactly `steps` "
-              "evaluations, spread over [0, t_start] when start < 1 (t_start = round(start·(T−1))); `daps` runs "
+              "evaluations, spread over [0, t_start] when start < 1 (t_start = round(start·(T−1))), twice that with guidance, "
+              "and one more with `paste_denoiser` (the denoiser's pass over A⁺y); `daps` runs "
               "steps × ode_steps (the reference's 200 × 5 = 1000) plus steps × langevin_steps operator gradients."]
     lines += ["", "Methods that need an SVD (`ddrm`) or a linear operator (`ddnm`, `pigdm`, `mcg`, `projection`, `repaint`) refuse other "
               "operators with a message naming an alternative. Operators with an exact SVD: `Identity`, `Inpainting`, "

@@ -11,7 +11,7 @@ from ..operators.base import Operator
 from .problem import Problem
 from .warmstart import start_timesteps, warm_state, warm_timesteps
 
-__all__ = ["palette", "palette_condition", "start_timesteps"]
+__all__ = ["denoised_measurement", "palette", "palette_condition", "range_noise_sigma", "start_timesteps"]
 
 
 def palette_condition(y: Tensor, op: Operator, shape) -> Tensor:
@@ -21,8 +21,8 @@ def palette_condition(y: Tensor, op: Operator, shape) -> Tensor:
 
 
 def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.0, paste: bool = False,
-            paste_rho: float = 0.0, spacing: str = "uniform", init: str = "measurement", guidance: float = 0.0,
-            callback=None) -> Tensor:
+            paste_rho: float = 0.0, paste_denoiser: str = "", spacing: str = "uniform", init: str = "measurement",
+            guidance: float = 0.0, callback=None) -> Tensor:
     """Sample ε_θ(x_t, t, c): the prior must be a conditional model whose condition channels match c. Network
     evaluations: ``steps`` (at most t_start + 1), twice that with classifier-free guidance (``guidance`` w ≠ 0:
     ε̂ = (1 + w)·ε(x_t, c) − w·ε(x_t, ∅), ``EpsPrior.eps``).
@@ -36,13 +36,21 @@ def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.
     measurement, x ← x + A⁺(y − A x) (for inpainting: the known pixels are pasted in, as inpainting models are
     usually deployed); it needs a linear A. ``paste_rho`` ρ > 0 makes it soft: argmin_z ‖y − A z‖² + ρ‖z − x‖²
     (``Operator.prox``), which with a noisy y keeps the sample where A's singular values are small (measured on
-    SR ×4: benchmarks/RESULTS.md, "soft paste")."""
+    SR ×4: benchmarks/RESULTS.md, "soft paste"). ``paste_denoiser`` (a name in ``invdiff.denoisers.DENOISERS`` or
+    a KAIR checkpoint path) pastes a denoised measurement instead of the noisy one (``denoised_measurement``): the
+    measured part of the result is the posterior mean's, not the measurement's noise."""
     from .. import rng
     from ..operators.base import Capability
     from .core import ddim_step, step_coefficients
 
     if paste and Capability.LINEAR not in p.op.capabilities:
         raise ValueError("palette with paste=True needs a linear operator (it pastes A⁺y into the result)")
+    if paste_denoiser and not paste:
+        raise ValueError("paste_denoiser applies to the paste: give paste=True with it")
+    y_paste = p.y
+    if paste_denoiser:  # one evaluation of the denoiser's network, counted with the sampler's
+        y_paste = denoised_measurement(p.y, p.op, p.sigma, paste_denoiser, p.shape)
+        p.counts.nfe += 1
     p.prior.check_guidance(guidance)
     cond = palette_condition(p.y, p.op, p.shape)
     cc = p.prior.cond_channels
@@ -66,5 +74,54 @@ def palette(p: Problem, *, steps: int = 100, eta: float = 1.0, start: float = 1.
         if callback is not None:
             callback({"step": i, "total": len(ts), "t": t, "x_t": x, "x0": d.x0})
     if paste:
-        x = p.op.prox(x, p.y, paste_rho)
+        x = p.op.prox(x, y_paste, paste_rho)
     return x
+
+
+def range_noise_sigma(op: Operator, sigma: float, shape) -> float:
+    """The noise level of A⁺y along the directions A measures, for y = A x + σ n: σ/s where s is A's singular value
+    (A⁺n has std σ/s_i along the i-th right singular vector, and nothing in A's null space). A denoiser made for
+    white noise of that level removes it exactly where it is; the rule needs the nonzero singular values to be equal
+    (colourisation: s = ‖w‖ = 1/√3 for the channel mean, so σ√3; inpainting and denoising: σ), and other operators
+    get a ValueError."""
+    from ..operators.base import Capability
+
+    if Capability.SVD not in op.capabilities:
+        raise ValueError("a denoised paste needs an operator with an SVD (its singular values set the noise level)")
+    s = op.singular_values(tuple(shape)).double()
+    s = s[s > 1e-6 * s.abs().max()]
+    if s.numel() == 0 or float(s.max() - s.min()) > 1e-6 * float(s.max()):
+        raise ValueError("a denoised paste needs an operator whose nonzero singular values are all equal "
+                         "(colourisation, inpainting, denoising); this one's vary")
+    return float(sigma) / float(s[0])
+
+
+def denoised_measurement(y: Tensor, op: Operator, sigma: float, denoiser: str, shape) -> Tensor:
+    """A D(A⁺y, σ/s): the measurement with its noise removed by a Gaussian denoiser (``invdiff.denoisers``) applied
+    to A⁺y at the level of its noise (``range_noise_sigma``). With σ = 0 it is y itself."""
+    if not sigma > 0:
+        return y
+    level = range_noise_sigma(op, sigma, shape)
+    den = _denoiser(denoiser)
+    if level > den.sigma_max:
+        raise ValueError(f"the measurement's noise (σ = {level:.3g} on [-1, 1] in A⁺y) is above what the denoiser "
+                         f"{denoiser!r} covers ({den.sigma_max:.3g})")
+    with torch.inference_mode():
+        xd = den.to(y.device)(op.pinv(y).to(torch.float32), level).to(y.dtype).clamp(-1, 1)
+    return op(xd)
+
+
+_DENOISERS: dict[str, object] = {}
+
+
+def _denoiser(key: str):
+    """A denoiser by name or path, loaded once per process."""
+    from ..denoisers import DENOISERS, _load_part
+
+    if key not in _DENOISERS:
+        den = _load_part(key)
+        if den is None:
+            raise ValueError(f"paste_denoiser {key!r} is not a denoiser: use one of {', '.join(DENOISERS)} or a "
+                             "KAIR FFDNet/DnCNN/DRUNet checkpoint path")
+        _DENOISERS[key] = den
+    return _DENOISERS[key]

@@ -201,7 +201,10 @@ class PaletteParams(Params):
     evaluations per step and needs a model trained with condition dropout). ``paste_rho`` ρ ≥ 0 (with ``paste``):
     the paste as the data-consistent point nearest the sample, argmin_z ‖y − A z‖² + ρ‖z − x‖² (``Operator.prox``);
     0 is the exact paste, which with a noisy measurement copies its noise, amplified where A's singular values are
-    small (SR); ρ > 0 trusts the sample more where A sees little."""
+    small (SR); ρ > 0 trusts the sample more where A sees little. ``paste_denoiser`` (with ``paste``): a Gaussian
+    denoiser (``invdiff.denoisers``: ``"ffdnet"`` or a checkpoint path) removes the measurement's noise before it is
+    pasted, at the level of that noise in A⁺y (operators whose singular values are equal: colourisation,
+    inpainting); "" pastes y as it is."""
 
     steps: int = 100
     eta: float = 1.0
@@ -209,10 +212,13 @@ class PaletteParams(Params):
     init: Init = "measurement"
     paste: bool = False
     paste_rho: float = 0.0
+    paste_denoiser: str = ""
     guidance: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.paste_denoiser and not self.paste:
+            raise ValueError("paste_denoiser applies to the paste: give paste=True with it")
         if self.paste_rho < 0:
             raise ValueError(f"paste_rho must be ≥ 0, got {self.paste_rho!r}")
         if self.paste_rho > 0 and not self.paste:

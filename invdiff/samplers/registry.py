@@ -155,7 +155,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            conditional=True,
            differences="no code released by the authors; start = 0.5 by default (every method's warm start: from the "
            "noised measurement on the image grid, init='measurement', the steps spread over [0, t₀]) and paste (the "
-           "known pixels pasted into the result; soft with paste_rho > 0) are this toolkit's options; NFE = steps"),
+           "known pixels pasted into the result; soft with paste_rho > 0; of a denoised measurement with paste_denoiser) "
+           "are this toolkit's options; NFE = steps (+1 for the paste's denoiser)"),
 ]}
 
 
