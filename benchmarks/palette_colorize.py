@@ -218,7 +218,7 @@ def report(args) -> None:
 
 
 def select(args) -> None:
-    """K samples of the preset per tuning photo, pasted; scores of what ``restore`` can return from them: one
+    """K samples of the preset per tuning photo, pasted as the preset pastes (``paste_denoiser`` included); scores of what ``restore`` can return from them: one
     sample (the first, which is the K = 1 result), the mean of the first k, and the sample of the first k nearest
     their mean (``select="mbr"``), for k = 4 and K; and, as a diagnostic, one sample and the mean of K with their
     colour scaled by ``COLOUR_SCALES`` about the measured grey (grey + a·(x − A⁺Ax): a = 0 is the grey image), with
@@ -238,6 +238,8 @@ def select(args) -> None:
     steps, start, w = preset.steps, hp.get("start", 1.0), hp.get("guidance", 0.0)
     prior = load(args.prior)
     gens = _sample_gens(0, len(x))
+    # the preset's paste: of the measurement, or of the denoised measurement (``paste_denoiser``)
+    y_paste = _denoised(y, op, x.shape) if hp.get("paste_denoiser") else y
     cache = Path(args.cache) if args.cache else None
     key = prior_fingerprint(args.prior)["prior_sha256"][:16]
     ks = sorted({4, args.k})
@@ -256,7 +258,7 @@ def select(args) -> None:
             if f is not None:
                 f.parent.mkdir(parents=True, exist_ok=True)
                 torch.save(s, f)
-        s = _pasted(s, y[i:i + 1].expand(len(s), -1, -1, -1), op.select([i] * len(s)))
+        s = _pasted(s, y_paste[i:i + 1].expand(len(s), -1, -1, -1), op.select([i] * len(s)))
         picks = {"one sample": s[:1]}
         for k in ks:
             picks[f"mean of {k}"] = s[:k].mean(0, keepdim=True)
@@ -279,6 +281,7 @@ def select(args) -> None:
     grey = _scores(op.pinv(y).clamp(-1, 1), x)
     truth = [round(float(v), 2) for v in colourfulness(x)]
     res = {"prior": args.prior, "photos": len(x), "K": args.k, "steps": steps, "start": start, "guidance": w, "paste": True,
+           "paste_denoiser": hp.get("paste_denoiser", ""), "denoised_grey_psnr": _scores(op.pinv(y_paste).clamp(-1, 1), x)["psnr"],
            "grey_psnr": grey["psnr"], "truth_colourfulness": truth,
            "rows": [{"method": n, "psnr": rows[n], "colourfulness": colour[n], "colour_cosine": cosine[n]} for n in rows]}
     out = Path(args.json)
