@@ -74,6 +74,8 @@ class TrainConfig:
     #: and mild colour jitter (saturation and contrast scaled by up to ±colour_jitter)
     max_scale: float = 2.0
     colour_jitter: float = 0.0
+    #: natural/folder data: each patch the most colourful of this many candidates (1: every patch as drawn)
+    colour_pick: int = 1
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -112,7 +114,8 @@ def make_batches(cfg: TrainConfig) -> Batches:
             from .io import read_image
 
             photos = [read_image(p, channels=cfg.unet.in_channels)[0] for p in D.list_images(cfg.data[7:])]
-        sampler = D.PatchSampler(photos, patch=cfg.patch, max_scale=cfg.max_scale, colour_jitter=cfg.colour_jitter)
+        sampler = D.PatchSampler(photos, patch=cfg.patch, max_scale=cfg.max_scale, colour_jitter=cfg.colour_jitter,
+                                 colour_pick=cfg.colour_pick)
         return sampler.sample
     raise ValueError(f"unknown training data {cfg.data!r} (fmnist, natural, folder:PATH)")
 

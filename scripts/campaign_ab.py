@@ -60,6 +60,9 @@ ARMS: dict[str, dict] = {
     # P(t ≥ 700) 0.30 → 0.57, P(t < 100) 0.10 → 0.02. For the colouriser, whose colours are chosen at t ≳ 700 and
     # whose uniform-t ε-loss weighs x̂0's error there by ᾱ/(1−ᾱ) < 0.01 (benchmarks/RESULTS.md, "Leg 6")
     "high-levels": {"t_sampling": "lognormal", "t_lognormal": (3.0, 1.5, 0.2)},
+    # the same photos, each patch the more colourful of two candidates (Hasler-Süsstrunk M): for the colouriser,
+    # whose colour cosine stopped rising with more of the recipe (benchmarks/RESULTS.md, "the colour cosine")
+    "colourful": {"colour_pick": 2},
 }
 
 

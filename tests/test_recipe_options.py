@@ -127,3 +127,27 @@ def test_colour_jitter_scales_saturation_and_contrast_only():
     assert c.std() > 0.01 and s.std() > 0.01  # drawn per patch
     with pytest.raises(ValueError, match="colour_jitter"):
         PatchSampler(photos, patch=32, colour_jitter=1.5)
+
+
+def test_colour_pick_keeps_the_most_colourful_of_k_candidates():
+    from invdiff.metrics import colourfulness
+
+    g = torch.Generator().manual_seed(0)
+    grey = torch.rand(1, 64, 64, generator=g).expand(3, -1, -1) * 2 - 1
+    colour = torch.rand(3, 64, 64, generator=g) * 2 - 1
+    photos = [grey.clone(), colour]  # one grey photo, one colourful one, the same area
+    plain = PatchSampler(photos, patch=16, max_scale=1.0)
+    pick = PatchSampler(photos, patch=16, max_scale=1.0, colour_pick=3)
+    # transcribed: the 3·n candidates are the plain stream's first 3·n patches, and each patch is the most colourful
+    # of its 3
+    cand = plain.sample(3 * 40, torch.Generator().manual_seed(7)).reshape(40, 3, 3, 16, 16)
+    want = cand[torch.arange(40), colourfulness(cand.flatten(0, 1)).reshape(40, 3).argmax(1)]
+    got = pick.sample(40, torch.Generator().manual_seed(7))
+    assert torch.equal(got, want)
+    # a grey patch survives only when all 3 candidates are grey: P = 1/8 against 1/2 for the plain sampler
+    grey_share = float((colourfulness(got) < 1e-3).float().mean())
+    assert grey_share < 0.3 and float((colourfulness(plain.sample(40, torch.Generator().manual_seed(7))) < 1e-3).float().mean()) > 0.3
+    assert torch.equal(PatchSampler(photos, patch=16, max_scale=1.0, colour_pick=1).sample(8, torch.Generator().manual_seed(3)),
+                       plain.sample(8, torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="colour_pick"):
+        PatchSampler(photos, patch=16, colour_pick=0)

@@ -101,21 +101,38 @@ class PatchSampler:
     Each patch: pick a photo (probability ∝ area), a scale s ~ logU[1, max_scale] (a region of s·patch pixels
     is taken and resized to the patch size: multi-scale statistics), a random crop, a random flip and a random
     multiple of 90° rotation; with ``colour_jitter`` = j > 0, also the saturation and the contrast (about the patch's
-    mean) each scaled by a factor drawn uniformly from [1 − j, 1 + j]. Deterministic given the generator."""
+    mean) each scaled by a factor drawn uniformly from [1 − j, 1 + j]. With ``colour_pick`` = k > 1, k candidate
+    patches are drawn for each patch and the most colourful (Hasler-Süsstrunk M) is kept: the same photos, with the
+    colourful regions more often (for a colouriser, whose colours come from what it sees). Deterministic given the
+    generator; with k = 1 the stream is the plain one."""
 
-    def __init__(self, images: list[Tensor], *, patch: int = 64, max_scale: float = 2.0, colour_jitter: float = 0.0):
+    def __init__(self, images: list[Tensor], *, patch: int = 64, max_scale: float = 2.0, colour_jitter: float = 0.0,
+                 colour_pick: int = 1):
         self.images = [im if im.dtype == torch.uint8 else im.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8) for im in images]
         self.patch = patch
         self.max_scale = max_scale
         if not 0 <= colour_jitter < 1:
             raise ValueError(f"colour_jitter must be in [0, 1), got {colour_jitter}")
         self.colour_jitter = colour_jitter
+        if int(colour_pick) != colour_pick or colour_pick < 1:
+            raise ValueError(f"colour_pick must be a whole number ≥ 1, got {colour_pick}")
+        self.colour_pick = int(colour_pick)
         areas = torch.tensor([float(im.shape[-1] * im.shape[-2]) for im in self.images])
         self.weights = areas / areas.sum()
         if min(min(im.shape[-2:]) for im in self.images) < patch:
             raise ValueError("every photo must be at least as large as the patch")
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        k = self.colour_pick
+        if k == 1:
+            return self._sample(n, generator)
+        from ..metrics import colourfulness
+
+        cand = self._sample(n * k, generator).reshape(n, k, *self.images[0].shape[:1], self.patch, self.patch)
+        best = colourfulness(cand.flatten(0, 1)).reshape(n, k).argmax(1)
+        return cand[torch.arange(n), best]
+
+    def _sample(self, n: int, generator: torch.Generator) -> Tensor:
         p = self.patch
         out = torch.empty(n, self.images[0].shape[0], p, p)
         idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
