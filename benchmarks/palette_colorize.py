@@ -218,8 +218,8 @@ def report(args) -> None:
 
 
 def select(args) -> None:
-    """K samples of the preset per tuning photo, pasted as the preset pastes (``paste_denoiser`` included); scores of what ``restore`` can return from them: one
-    sample (the first, which is the K = 1 result), the mean of the first k, and the sample of the first k nearest
+    """K samples of the preset per tuning photo, pasted as the preset pastes (``paste_denoiser`` included); scores
+    of what ``restore`` can return from them: one sample (the first, which is the K = 1 result), the mean of the first k, and the sample of the first k nearest
     their mean (``select="mbr"``), for k = 4 and K; and, as a diagnostic, one sample and the mean of K with their
     colour scaled by ``COLOUR_SCALES`` about the measured grey (grey + a·(x − A⁺Ax): a = 0 is the grey image), with
     every row's colour cosine (``_scores``). ``--cache DIR`` keeps each photo's samples (and reuses them)."""
@@ -281,7 +281,8 @@ def select(args) -> None:
     grey = _scores(op.pinv(y).clamp(-1, 1), x)
     truth = [round(float(v), 2) for v in colourfulness(x)]
     res = {"prior": args.prior, "photos": len(x), "K": args.k, "steps": steps, "start": start, "guidance": w, "paste": True,
-           "paste_denoiser": hp.get("paste_denoiser", ""), "denoised_grey_psnr": _scores(op.pinv(y_paste).clamp(-1, 1), x)["psnr"],
+           "paste_denoiser": hp.get("paste_denoiser", ""),
+           **({"denoised_grey_psnr": _scores(op.pinv(y_paste).clamp(-1, 1), x)["psnr"]} if y_paste is not y else {}),
            "grey_psnr": grey["psnr"], "truth_colourfulness": truth,
            "rows": [{"method": n, "psnr": rows[n], "colourfulness": colour[n], "colour_cosine": cosine[n]} for n in rows]}
     out = Path(args.json)

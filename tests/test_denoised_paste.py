@@ -98,6 +98,16 @@ def test_ffdnet_removes_most_of_the_noise_of_a_smooth_grey_measurement():
     assert err == pytest.approx(0.05 ** 2, rel=0.1) and err_d < 0.25 * err
 
 
+def test_the_denoised_measurement_is_batch_invariant():
+    # each image is denoised on its own: a batch of 3 equals the images one by one, to float32 rounding
+    x = torch.rand(3, 3, 32, 40, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    A = O.Colorize()
+    y = A(x) + 0.05 * torch.randn(3, 1, 32, 40, generator=torch.Generator().manual_seed(2))
+    batch = denoised_measurement(y, A, 0.05, "ffdnet", x.shape)
+    one = torch.cat([denoised_measurement(y[i:i + 1], A, 0.05, "ffdnet", (1, 3, 32, 40)) for i in range(3)])
+    torch.testing.assert_close(batch, one, rtol=0, atol=1e-5)
+
+
 def test_the_denoiser_needs_the_paste_and_a_known_name():
     with pytest.raises(ValueError, match="paste=True"):
         PaletteParams(paste_denoiser="ffdnet")
