@@ -31,6 +31,7 @@ class _Recorder(nn.Module):
     """A stand-in denoiser that records what it is given and returns a fixed smooth function of it."""
 
     sigma_max = 1.0
+    channels = 3
 
     def __init__(self):
         super().__init__()
@@ -113,3 +114,6 @@ def test_the_denoiser_needs_the_paste_and_a_known_name():
         PaletteParams(paste_denoiser="ffdnet")
     with pytest.raises(ValueError, match="not a denoiser"):
         denoised_measurement(torch.zeros(1, 1, 8, 8), O.Colorize(), 0.05, "no-such-denoiser", (1, 3, 8, 8))
+    grey = O.Inpainting(O.box_mask((1, 1, 16, 16), generator=make_generators(0, 1)))
+    with pytest.raises(ValueError, match="3-channel"):  # FFDNet's colour model on a grey measurement
+        denoised_measurement(torch.zeros(1, 1, 16, 16), grey, 0.05, "ffdnet", (1, 1, 16, 16))

@@ -106,8 +106,12 @@ def denoised_measurement(y: Tensor, op: Operator, sigma: float, denoiser: str, s
     if level > den.sigma_max:
         raise ValueError(f"the measurement's noise (σ = {level:.3g} on [-1, 1] in A⁺y) is above what the denoiser "
                          f"{denoiser!r} covers ({den.sigma_max:.3g})")
+    xp = op.pinv(y)
+    if xp.shape[1] != den.channels:
+        raise ValueError(f"the denoiser {denoiser!r} takes {den.channels}-channel images; this measurement's A⁺y has "
+                         f"{xp.shape[1]}")
     with torch.inference_mode():
-        xd = den.to(y.device)(op.pinv(y).to(torch.float32), level).to(y.dtype).clamp(-1, 1)
+        xd = den.to(y.device)(xp.to(torch.float32), level).to(y.dtype).clamp(-1, 1)
     return op(xd)
 
 
