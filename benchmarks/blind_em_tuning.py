@@ -8,6 +8,9 @@ refined kernel (aligned) restored by the preset. Records per round the kernel er
 change, so a stopping or fall-back rule can be read off the same runs. Writes a JSON next to the others:
 
     python benchmarks/blind_em_tuning.py --settings '{"smooth": 0.3}' '{"smooth": 1.0}' --out benchmarks/blind/x.json
+
+A setting's ``em_samples`` (K posterior samples per E-step, the M-step fitting all K: ``kernel_em_samples``) and
+``e_step`` (the E-step restoration's options, e.g. ``{"lam": 28}``) belong to the E-step; the rest is the M-step's.
 """
 
 from __future__ import annotations
@@ -50,10 +53,13 @@ def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int,
         def e_step(kk, refit=None):
             errors.append(round(kernel_error(kk, k_true), 4))
             kernels.append(kk.clone())
-            restored.append(_diffpir(y, kk, s, i, prior, blind, None, purpose="kernel-em", refit=refit))
+            restored.append(_diffpir(y, kk, s, i, prior, blind, e_options, purpose="kernel-em", refit=refit,
+                                     samples=n))
             return restored[-1]
 
         m_step = _resolved(st)
+        # not the M-step's: K posterior samples per E-step (the Monte Carlo E-step), the E-step's own options
+        n, e_options = int(m_step.pop("em_samples", 1)), m_step.pop("e_step", None)
         if "kernel_prior" in m_step:  # update_kernel's name for it
             m_step["prior"] = m_step.pop("kernel_prior")
         k, hist = refine_kernel_em(y, k0, e_step, rounds, **m_step)
@@ -121,6 +127,46 @@ def classical(xs, names: list[str], photos: list[int], kernels: list[int], noise
                                                     "kernel x noise of the split", "settings": out}, indent=1) + "\n")
 
 
+def oracle(xs, names: list[str], cases: list[tuple[int, int, float]], settings: list[dict], final_tau: list[float],
+           prior, out_path: Path) -> None:
+    """The M-step's floor: its kernel when the E-step's image is the true sharp photo (an oracle E-step), for each
+    M-step setting (over ``EM_KERNEL_UPDATE``), restored as solve restores a refined kernel (the preset, λ for each
+    ``final_tau``, aligned) against the true kernel's restoration. What the kernel EM could reach if its E-step
+    were exact."""
+    from invdiff.blind import EM_KERNEL_UPDATE, centre_kernel, kernel_error, kernel_error_lam, update_kernel
+    from invdiff.metrics import psnr
+    from invdiff.tasks import get_task, solve_preset
+
+    preset = solve_preset("motion-deblur")
+    lam = preset.run_hyper_parameters(get_task("motion-deblur")).get("lam")
+    rows = []
+    for i, j, s in cases:
+        x = xs[i: i + 1]
+        _, y, k_true = blurred(x, i, j, s)
+
+        def score(k, options=None):
+            return round(float(psnr(_diffpir(y, k, s, i, prior, preset, options), x)[0]), 3)
+
+        row = {"name": names[i], "photo": i, "kernel": j, "noise_sigma": s, "true": score(k_true), "settings": []}
+        for st in settings:
+            m_step = {**EM_KERNEL_UPDATE, **_resolved(st)}
+            m_step["prior"] = m_step.pop("kernel_prior")
+            k = aligned(centre_kernel(update_kernel(x, y, tuple(k_true.shape), **m_step)), k_true)
+            row["settings"].append({"setting": st, "kernel_error": round(kernel_error(k, k_true), 4),
+                                    "psnr_tau": {str(t): score(k, {"lam": kernel_error_lam(lam, t, s)})
+                                                 for t in final_tau or [0.0]}})
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        means = {"true": round(sum(r["true"] for r in rows) / len(rows), 3)}
+        for n, st in enumerate(settings):
+            means[f"{json.dumps(st)} kernel error"] = round(sum(r["settings"][n]["kernel_error"] for r in rows) / len(rows), 4)
+            for t in final_tau or [0.0]:
+                means[f"{json.dumps(st)}, tau {t}"] = round(sum(r["settings"][n]["psnr_tau"][str(t)] for r in rows)
+                                                          / len(rows), 3)
+        out_path.write_text(json.dumps({"protocol": "oracle E-step: the M-step on the true photo", "cases": len(rows),
+                                        "mean": means, "rows": rows}, indent=1) + "\n")
+
+
 def main() -> None:
     from invdiff.prior import load
 
@@ -133,6 +179,8 @@ def main() -> None:
                     help="M-step options (refine_kernel_em), JSON each; with --classical estimate_motion_kernel's")
     ap.add_argument("--classical", action="store_true",
                     help="compare options of the classical estimator alone (kernel error, TV), every σ of --noise")
+    ap.add_argument("--oracle", action="store_true",
+                    help="the M-step's floor: each setting's M-step on the true photo, restored by the preset (oracle)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--score-rounds", type=int, nargs="*", default=[],
                     help="also restore (by the preset) the kernel after each of these rounds < --rounds")
@@ -152,6 +200,9 @@ def main() -> None:
     xs, names = _photos("tuning", max(a.photos) + 1)
     if a.classical:
         return classical(xs, names, a.photos, a.kernels, a.noise, a.settings, a.kernel_size, a.out)
+    if a.oracle:
+        return oracle(xs, names, [(i, j, a.noise[(i + j) % 2]) for j in a.kernels for i in a.photos], a.settings,
+                      a.final_tau, prior, a.out)
     rows = [json.loads(line) for line in a.previous.read_text().splitlines() if line.strip()] if a.previous else []
     for i, j in [(i, j) for j in a.kernels for i in a.photos][len(rows):]:
         s = a.noise[(i + j) % 2]
@@ -173,8 +224,8 @@ def _means(rows: list[dict]) -> dict:
     for r in rows:
         for st in r["settings"]:
             cols.setdefault(json.dumps(st["setting"]), []).append(st["em"])
-            for r, v in st.get("em_rounds", {}).items():
-                cols.setdefault(f"{json.dumps(st['setting'])} after {r} rounds", []).append(v)
+            for n, v in st.get("em_rounds", {}).items():
+                cols.setdefault(f"{json.dumps(st['setting'])} after {n} rounds", []).append(v)
             for tau, v in st.get("em_tau", {}).items():
                 cols.setdefault(f"{json.dumps(st['setting'])}, final tau {tau}", []).append(v)
             if "em_tau_hat" in st:

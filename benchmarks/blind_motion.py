@@ -81,7 +81,8 @@ def case(x, i: int, j: int, s: float, kernel_size: int, prior, diffusion: bool, 
     rounds = (pre.kernel_em if kernel_em is None else kernel_em) if diffusion else 0
     if rounds:  # what solve runs after the classical estimate: EM with the blind variant's restoration
         def e_step(kk, refit=None):
-            return _diffpir(y, kk, s, i, prior, pre, restore_options, purpose="kernel-em", refit=refit)
+            return _diffpir(y, kk, s, i, prior, pre, restore_options, purpose="kernel-em", refit=refit,
+                            samples=pre.kernel_em_samples)
 
         row["kernel_error_classical"], row["kernel_em"] = row["kernel_error"], rounds
         same = earlier.get("kernel_error_classical") == row["kernel_error"]  # the same estimate as that run's
@@ -154,9 +155,10 @@ def final_only(source: Path, out: Path, split: str, restore_options: dict | None
 
 
 def _diffpir(y, k, s: float, i: int, prior, preset, options: dict | None, purpose: str = "sample",
-             refit=None) -> torch.Tensor:
+             refit=None, samples: int = 1) -> torch.Tensor:
     """The motion-deblur preset (or its blind variant) restoring y with kernel k, on the seeded stream of photo i;
-    ``refit``: the kernel refitted at every step (``refine_kernel_em(..., per_step=True)``)."""
+    ``refit``: the kernel refitted at every step (``refine_kernel_em(..., per_step=True)``); ``samples`` > 1: that
+    many samples (samples, C, H, W), as the kernel EM's Monte Carlo E-step takes them."""
     from invdiff import operators as ops
     from invdiff.rng import make_generators
     from invdiff.samplers import restore
@@ -167,7 +169,7 @@ def _diffpir(y, k, s: float, i: int, prior, preset, options: dict | None, purpos
         return restore(y, ops.Blur(k, padding="reflect"), ops.GaussianNoise(s), prior, method=preset.method,
                        steps=preset.steps, generator=make_generators(0, 1, purpose=purpose, start=i),
                        operator_update=None if refit is None else lambda x0, t: ops.Blur(refit(x0), padding="reflect"),
-                       **hp).mean
+                       samples=samples, **hp).samples[0]
 
 
 HEADER = """# Blind motion deblurring (natural suite, 256×256)

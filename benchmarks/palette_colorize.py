@@ -3,6 +3,7 @@ report on the natural suite's photos.
 
     python benchmarks/palette_colorize.py tune     # grid of steps x start x guidance on the tuning split; writes the preset
     python benchmarks/palette_colorize.py tune --prior W.safetensors --no-preset --json J   # scores other weights
+    python benchmarks/palette_colorize.py tune ... --grid 20,0.7,3 10,0.6,1   # only these (steps, start, w)
     python benchmarks/palette_colorize.py report   # natural suite photos: grey, DDRM (the suite's method), Palette w=0,1,3
     python benchmarks/palette_colorize.py select   # tuning split: one sample, the mean of K, or the sample nearest the mean
 
@@ -122,7 +123,7 @@ def tune(args) -> None:
     truth = float(colourfulness(x).mean())
     OUT.mkdir(parents=True, exist_ok=True)
     rows = []
-    for steps, start, w in GRID:
+    for steps, start, w in args.grid or GRID:
         t0 = time.perf_counter()
         r = _palette(y, op, prior, steps, start, w, _sample_gens(0, len(x)))
         seconds = round(time.perf_counter() - t0, 1)
@@ -325,12 +326,23 @@ def cli(doc: str, prior: str, tune_fn, report_fn, *, photos: int = 3, report_fla
     fns[a.cmd](a)
 
 
+def _config(text: str) -> tuple[int, float, float]:
+    """A ``--grid`` entry "steps,start,w"."""
+    try:
+        steps, start, w = text.split(",")
+        return int(steps), float(start), float(w)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected STEPS,START,W (e.g. 20,0.7,3), got {text!r}") from None
+
+
 def main() -> None:
     cli(__doc__, PRIOR, tune, report, photos=6, report_flags={"--figures": {"type": int, "default": 3},
                                                     "--skip-ddrm": {"action": "store_true"}},
         commands={"select": ("K samples on the tuning split: one, their mean, the one nearest their mean", select)},
         tune_flags={"--json": {"default": str(OUT / "colorize_tuning.json"), "help": "where the rows and the choice go"},
-                    "--no-preset": {"action": "store_true", "help": "score only: leave the preset of solve as it is"}},
+                    "--no-preset": {"action": "store_true", "help": "score only: leave the preset of solve as it is"},
+                    "--grid": {"type": _config, "nargs": "+", "default": None, "metavar": "STEPS,START,W",
+                               "help": "configurations to score instead of GRID (e.g. a recipe A/B arm's shortlist)"}},
         command_flags={"select": {"--photos": {"type": int, "default": 6}, "--prior": {"default": PRIOR},
                                   "-k": {"type": int, "default": 8, "dest": "k"}, "--cache": {"default": None},
                                   "--json": {"default": str(OUT / "colorize_select.json")}}})

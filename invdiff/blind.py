@@ -123,7 +123,8 @@ def update_kernel(x: Tensor, y: Tensor, size: int | tuple[int, int], *, padding:
     """The kernel that best explains y = k * pad(x) in the gradient domain:
     argmin_k ½‖∇y − k * ∇pad(x)‖²/N + ½ smooth·E‖k‖² over the simplex {k ≥ 0, Σk = 1}, by accelerated projected
     gradient (FISTA), E the mean gradient energy per pixel; then entries below ``prune``·max are cut and the
-    kernel renormalised.
+    kernel renormalised. For x of S images (S, C, H, W), the data term is the mean of the S images' terms and E their
+    mean energy: S copies of one image give that image's kernel.
 
     With a learned kernel prior (``invdiff.kernel_prior.KernelPrior``), plug-and-play half-quadratic splitting as
     in Laroche et al.'s M-step: ``prior.rounds`` times, the least-squares kernel with the extra term
@@ -509,6 +510,11 @@ def refine_kernel_em(y: Tensor, k: Tensor, restore, rounds: int, *, per_step: bo
     at k, options ``EM_KERNEL_UPDATE`` overridden by ``update``), centred. The restoration is far sharper than the
     classical L0 image the first estimate came from, so a kernel that was roughly right gets closer; one that was
     wrong stays wrong (benchmarks/RESULTS.md, "Kernel EM").
+
+    ``restore(k)`` may return S posterior samples (S, C, H, W) instead of one image: the M-step then fits the
+    kernel to all of them at once (the mean of their S least-squares terms, ``update_kernel``), a Monte Carlo
+    E-step. With the posterior mean alone the M-step misses E[XᵀX] − X̄ᵀX̄, the image's posterior covariance, whose
+    absence lets EM shrink the kernel (Levin et al. 2011); the samples' spread puts it back.
 
     ``per_step``: also their inner loop, where the kernel follows the sampler. The E-step is called as
     ``restore(k, refit)``; the restoration calls ``refit(x̂0)`` at each of its steps with the prior's x̂0 and uses

@@ -155,11 +155,13 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
     def operator(k: Tensor):
         return plan.task.operator(xs, prob.opts.with_(kernel=k)).to(req.device)
 
-    def e_step(k: Tensor, refit=None) -> Tensor:
+    n = preset.kernel_em_samples if preset is not None else 1
+
+    def e_step(k: Tensor, refit=None) -> Tensor:  # (n, C, H, W): the M-step fits the kernel to all n samples
         update = None if refit is None else lambda x0, t: operator(refit(x0))
-        return restore(y, operator(k), noise, plan.prior, method=plan.method, steps=steps, samples=1,
+        return restore(y, operator(k), noise, plan.prior, method=plan.method, steps=steps, samples=n,
                        callback=callback, generator=make_generators(req.seed, 1, req.device, purpose="kernel-em"),
-                       operator_update=update, **hp).mean
+                       operator_update=update, **hp).samples[0]
 
     k0 = prob.op.kernel.reshape(-1, *prob.op.kernel.shape[-2:])[0].detach().float().cpu()
     t0 = time.perf_counter()
@@ -174,6 +176,7 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
     entry["em_seconds"] = round(time.perf_counter() - t0, 2)
     entry["em_hyper_parameters"] = {"steps": steps, **hp}
     entry["em_per_step"] = per_step
+    entry["em_samples"] = n
     return rounds
 
 

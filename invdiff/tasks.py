@@ -320,6 +320,9 @@ class Preset:
     kernel_em: int = 0
     #: the kernel EM's E-step also refits the kernel at every diffusion step (``refine_kernel_em(per_step=True)``)
     kernel_em_per_step: bool = False
+    #: posterior samples per E-step of the kernel EM: with K > 1 the M-step fits the kernel to all K (a Monte Carlo
+    #: E-step, ``refine_kernel_em``), which carries the posterior's spread into the fit; 1: one restoration
+    kernel_em_samples: int = 1
     #: after kernel EM, the refined kernel's error is taken as extra noise of this level (on [−1, 1]) in the final
     #: restoration: DiffPIR's λ scaled by 1 + τ²/σ² (``invdiff.blind.kernel_error_lam``); 0: the preset's λ
     kernel_error_tau: float = 0.0
@@ -337,6 +340,7 @@ class Preset:
              .get(self.select, f", mean of {self.samples}")) if self.samples > 1 else ""
         k += (f", {self.kernel_em} rounds of kernel EM" + (" (kernel refitted at every step)"
               if self.kernel_em_per_step else "")
+              + (f" ({self.kernel_em_samples} samples per E-step)" if self.kernel_em_samples > 1 else "")
               + (f", then λ for a kernel error τ {self.kernel_error_tau:g}" if self.kernel_error_tau else "")) \
             if self.kernel_em else ""
         k += ", learned kernel prior" if self.kernel_prior else ""
@@ -395,6 +399,7 @@ def solve_preset(task: str, prior: str | None = None) -> Preset | None:
     variants = {kind: Preset(p["method"], int(v["steps"]), dict(v.get("hyper_parameters", {})), p.get("prior"),
                              kernel_em=int(v.get("kernel_em", 0)),
                              kernel_em_per_step=bool(v.get("kernel_em_per_step", False)),
+                             kernel_em_samples=int(v.get("kernel_em_samples", 1)),
                              kernel_error_tau=float(v.get("kernel_error_tau", 0.0)),
                              kernel_prior=v.get("kernel_prior"))
                 for kind, v in (p.get("variants") or {}).items()}

@@ -461,3 +461,74 @@ def test_the_dark_channel_prior_restores_darker_dark_channels():
     with_dark = l0_deblur(grey, k, 0.004, dark=0.004, patch=9)
     d_truth, d_plain, d_dark = (float(dark_channel(v).mean()) for v in (x[:, :1], plain, with_dark))
     assert d_dark < d_plain - 0.005, (d_dark, d_plain, d_truth)
+
+
+def _m_step_objective(k: torch.Tensor, xs: torch.Tensor, y: torch.Tensor, smooth: float) -> float:
+    """The M-step's objective, transcribed from its equation with torch's own convolution: the mean over the S
+    images x_s of ½‖∇y − k * ∇pad(x_s)‖²/N, plus ½·smooth·E‖k‖² (E the images' mean gradient energy per pixel)."""
+    kh, kw = k.shape
+    data, energy = 0.0, 0.0
+    gy = torch.stack([y.mean(1)[0, :-1, 1:] - y.mean(1)[0, :-1, :-1], y.mean(1)[0, 1:, :-1] - y.mean(1)[0, :-1, :-1]])
+    for x in xs:
+        xp = torch.nn.functional.pad(x.mean(0)[None, None], (kw // 2, kw // 2, kh // 2, kh // 2), mode="reflect")[0, 0]
+        gx = torch.stack([xp[:-1, 1:] - xp[:-1, :-1], xp[1:, :-1] - xp[:-1, :-1]])
+        conv = torch.nn.functional.conv2d(gx[:, None], k.flip(0, 1)[None, None])[:, 0]
+        data += 0.5 * float((gy - conv).square().sum()) / gy.numel()
+        energy += float(gx.square().mean())
+    return data / len(xs) + 0.5 * smooth * energy / len(xs) * float(k.square().sum())
+
+
+def test_kernel_m_step_on_samples_fits_the_mean_of_their_terms():
+    """The Monte Carlo E-step's M-step: S copies of one image give that image's kernel (to float32 rounding of
+    the FFT sums), and for two different images the kernel minimises the mean of their two least-squares terms
+    (the transcribed objective is lower there than at either image's own kernel, and than at a perturbed one)."""
+    from invdiff.blind import project_simplex, update_kernel
+
+    x, k, y = blur(line_kernel(5, 0.6, 7), 0.01)
+    x, y = x[..., :40, :40], y[..., :40, :40]
+    opts = {"smooth": 0.3, "iters": 3000, "prune": 0.0}
+    one = update_kernel(x, y, 7, **opts)
+    three = update_kernel(x.expand(3, -1, -1, -1), y, 7, **opts)
+    # float32 FFT sums over 3 copies instead of 1: a few ulps per entry, through 3000 FISTA steps
+    assert (one - three).abs().max() <= 1e-5 * float(one.max())
+    other = shapes(96, seed=3)[..., :40, :40]
+    pair = update_kernel(torch.cat([x, other]), y, 7, **opts)
+    xs = torch.cat([x, other])
+    j_pair = _m_step_objective(pair, xs, y, 0.3)
+    for rival in (one, update_kernel(other, y, 7, **opts)):
+        assert j_pair <= _m_step_objective(rival, xs, y, 0.3) + 1e-7
+    g = torch.Generator().manual_seed(0)
+    nudged = project_simplex((pair + 0.002 * torch.randn(pair.shape, generator=g)).reshape(1, -1)).reshape(pair.shape)
+    assert j_pair <= _m_step_objective(nudged, xs, y, 0.3) + 1e-7
+
+
+def test_kernel_em_samples_of_the_preset_reach_the_e_step_and_the_report(tmp_path, blurred, monkeypatch):
+    """A blind variant with ``kernel_em_samples`` = 2 makes every E-step restore 2 samples (the M-step fits both),
+    and the report says so."""
+    import dataclasses
+
+    import invdiff.samplers as samplers
+    from invdiff.tasks import Preset
+
+    prior, photo = tiny_prior_and_photo(tmp_path, blurred[2], 48, 48)
+    original = Preset.for_operator
+
+    def with_samples(self, op, *, blind=False):
+        p = original(self, op, blind=blind)
+        return dataclasses.replace(p, kernel_em_samples=2) if blind else p
+
+    monkeypatch.setattr(Preset, "for_operator", with_samples)
+    calls, restore = [], samplers.restore
+
+    def spy(*a, **kw):
+        calls.append(kw.get("samples"))
+        return restore(*a, **kw)
+
+    monkeypatch.setattr(samplers, "restore", spy)
+    r = CliRunner().invoke(app, ["solve", "--task", "motion-deblur", str(photo), "--prior", str(prior), "--steps", "2",
+                                 "--kernel-size", "15", "--kernel-em", "2", "--quiet", "--json", "--out",
+                                 str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    k = json.loads(r.stdout)["degradation"]["kernel"]
+    assert k["em_rounds"] == 2 and k["em_samples"] == 2
+    assert calls.count(2) == 2 and calls[-1] == 1  # two E-steps of 2 samples, then the final restoration
