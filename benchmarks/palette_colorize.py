@@ -6,6 +6,7 @@ report on the natural suite's photos.
     python benchmarks/palette_colorize.py tune ... --grid 20,0.7,3 10,0.6,1   # only these (steps, start, w)
     python benchmarks/palette_colorize.py report   # natural suite photos: grey, DDRM (the suite's method), Palette w=0,1,3
     python benchmarks/palette_colorize.py select   # tuning split: one sample, the mean of K, or the sample nearest the mean
+    python benchmarks/palette_colorize.py trajectory   # tuning split: the preset with the grey level kept at every step
 
 ``tune`` runs on the first ``--photos`` (6, the whole split, since leg 8; 3 before) photos of ``data/tuning`` (opencv-doc photos that are neither training nor
 validation photos, ``benchmarks/tune.py``), 256×256, colourisation with σ = 0.05: for each configuration the
@@ -38,6 +39,9 @@ MIN_COLOUR = 0.6
 TIE_DB = 0.05
 #: ``select``'s diagnostic: the colour of a result scaled about the measured grey (RESULTS, "the colour cosine")
 COLOUR_SCALES = (0.25, 0.5, 0.75)
+#: ``select``'s other diagnostic: the colour (x − A⁺Ax) low-passed by a Gaussian of these widths (px); a blur acts on
+#: each channel alike, so it commutes with the channel mean and the result keeps the pasted grey level exactly
+COLOUR_BLURS = (4, 8, 16, 32)
 # (steps, start, w); the starts 0.7 and 0.8 since leg 5: the first steps from pure noise set the colour casts, where
 # x̂0 = (x_t − √(1−ᾱ)ε̂)/√ᾱ amplifies the network's error (benchmarks/RESULTS.md, "Where the colours go wrong")
 GRID = [(10, 0.6, 0.0), (10, 0.6, 1.0), (10, 0.6, 3.0), (20, 0.7, 3.0), (20, 0.8, 3.0), (20, 1.0, 1.0), (20, 1.0, 3.0)]
@@ -222,7 +226,8 @@ def select(args) -> None:
     """K samples of the preset per tuning photo, pasted as the preset pastes (``paste_denoiser`` included); scores
     of what ``restore`` can return from them: one sample (the first, which is the K = 1 result), the mean of the first k, and the sample of the first k nearest
     their mean (``select="mbr"``), for k = 4 and K; and, as a diagnostic, one sample and the mean of K with their
-    colour scaled by ``COLOUR_SCALES`` about the measured grey (grey + a·(x − A⁺Ax): a = 0 is the grey image), with
+    colour scaled by ``COLOUR_SCALES`` about the measured grey (grey + a·(x − A⁺Ax): a = 0 is the grey image) or
+    low-passed by ``COLOUR_BLURS`` (grey + G * (x − A⁺Ax)), with
     every row's colour cosine (``_scores``). ``--cache DIR`` keeps each photo's samples (and reuses them)."""
     from invdiff.bench.runner import prior_fingerprint
     from invdiff.metrics import colourfulness
@@ -245,6 +250,7 @@ def select(args) -> None:
     key = prior_fingerprint(args.prior)["prior_sha256"][:16]
     ks = sorted({4, args.k})
     scaled = [f"{what}, colour × {a:g}" for what in ("one sample", f"mean of {args.k}") for a in COLOUR_SCALES]
+    scaled += [f"{what}, colour blurred {b} px" for what in ("one sample", f"mean of {args.k}") for b in COLOUR_BLURS]
     rows = {name: [] for name in ["one sample", "a sample, on average"]
             + [f"{how} of {k}" for k in ks for how in ("mean", "nearest the mean")] + scaled}
     colour = {name: [] for name in rows}
@@ -269,6 +275,8 @@ def select(args) -> None:
             grey_i = opi.pinv(opi(picks[what]))
             for a in COLOUR_SCALES:
                 picks[f"{what}, colour × {a:g}"] = (grey_i + a * (picks[what] - grey_i)).clamp(-1, 1)
+            for b in COLOUR_BLURS:
+                picks[f"{what}, colour blurred {b} px"] = (grey_i + _blurred(picks[what] - grey_i, b)).clamp(-1, 1)
         for name, xr in picks.items():
             sc = _scores(xr, x[i:i + 1], opi)
             rows[name].append(sc["psnr"][0])
@@ -297,6 +305,66 @@ def select(args) -> None:
         se = (sum((v - m) ** 2 for v in d) / max(1, len(d) - 1) / len(d)) ** 0.5
         print(f"{n}: {_mean(rows[n]):.2f} dB ({m:+.2f} ± {se:.2f} over one sample), M {_mean(colour[n]) / _mean(truth):.0%} "
               f"of the truth's, colour cosine {_mean(cosine[n]):.2f}")
+
+
+class _GreyKept:
+    """A conditional prior whose x̂0 has its measured part replaced by the denoised measurement at every step,
+    x̂0 ← x̂0 + A⁺(ŷ − A x̂0), with ε re-derived from x_t (DDNM's range-null split on Palette's trajectory): the
+    colour the network predicts is then always conditioned on a state whose grey level is the measured one."""
+
+    def __init__(self, prior, op, yd):
+        self.__dict__.update(_prior=prior, _op=op, _yd=yd)
+
+    def __getattr__(self, name):
+        return getattr(self._prior, name)
+
+    def denoise(self, x_t, t, cond=None, **kw):
+        from invdiff.eps import Denoised
+
+        d = self._prior.denoise(x_t, t, cond, **kw)
+        x0 = d.x0 + self._op.pinv(self._yd - self._op(d.x0))
+        return Denoised(x0=x0, eps=self._prior.eps_from_x0(x_t, t, x0))
+
+
+def trajectory(args) -> None:
+    """The preset on the tuning split, one sample per photo, as it is and with the grey level kept on the measured
+    (denoised) one at every step (``_GreyKept``), the same streams: PSNR, M and colour cosine of each."""
+    from invdiff.metrics import colourfulness
+    from invdiff.prior import load
+    from invdiff.tasks import solve_preset
+
+    from tune import _photos
+
+    x = _photos(args.photos)
+    op, y = _problem(x, 0)
+    yd = _denoised(y, op, x.shape)
+    preset = solve_preset("colorize")
+    hp = preset.hyper_parameters
+    prior = load(args.prior)
+    truth = float(colourfulness(x).sum())
+    res = {"prior": args.prior, "photos": len(x), "steps": preset.steps, "hyper_parameters": hp, "rows": []}
+    for kept in (False, True):
+        gens = _sample_gens(0, len(x))
+        sc = {"psnr": [], "ssim": [], "colourfulness": [], "colour_cosine": []}
+        for i in range(len(x)):
+            opi = op.select([i])
+            p = _GreyKept(prior, opi, yd[i:i + 1]) if kept else prior
+            xr = _palette(y[i:i + 1], opi, p, preset.steps, hp.get("start", 1.0), hp.get("guidance", 0.0),
+                          [gens[i]], paste=True, paste_denoiser=hp.get("paste_denoiser", "")).mean
+            for key, v in _scores(xr, x[i:i + 1], opi).items():
+                sc[key] += v
+        res["rows"].append({"grey_kept_every_step": kept, **sc})
+        print(f"grey kept at every step: {kept}: {_mean(sc['psnr']):.3f} dB, M {sum(sc['colourfulness']) / truth:.0%} "
+              f"of the truth's, colour cosine {_mean(sc['colour_cosine']):.3f}", flush=True)
+    Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+
+
+def _blurred(c: torch.Tensor, width: float) -> torch.Tensor:
+    """A Gaussian low-pass of std ``width`` px (kornia, reflect borders) of each channel of c."""
+    from kornia.filters import gaussian_blur2d
+
+    k = 2 * round(3 * width) + 1
+    return gaussian_blur2d(c, (k, k), (float(width), float(width)), border_type="reflect")
 
 
 def cli(doc: str, prior: str, tune_fn, report_fn, *, photos: int = 3, report_flags: dict | None = None,
@@ -338,14 +406,17 @@ def _config(text: str) -> tuple[int, float, float]:
 def main() -> None:
     cli(__doc__, PRIOR, tune, report, photos=6, report_flags={"--figures": {"type": int, "default": 3},
                                                     "--skip-ddrm": {"action": "store_true"}},
-        commands={"select": ("K samples on the tuning split: one, their mean, the one nearest their mean", select)},
+        commands={"select": ("K samples on the tuning split: one, their mean, the one nearest their mean", select),
+                  "trajectory": ("the preset with the grey level kept on the measured one at every step", trajectory)},
         tune_flags={"--json": {"default": str(OUT / "colorize_tuning.json"), "help": "where the rows and the choice go"},
                     "--no-preset": {"action": "store_true", "help": "score only: leave the preset of solve as it is"},
                     "--grid": {"type": _config, "nargs": "+", "default": None, "metavar": "STEPS,START,W",
                                "help": "configurations to score instead of GRID (e.g. a recipe A/B arm's shortlist)"}},
         command_flags={"select": {"--photos": {"type": int, "default": 6}, "--prior": {"default": PRIOR},
                                   "-k": {"type": int, "default": 8, "dest": "k"}, "--cache": {"default": None},
-                                  "--json": {"default": str(OUT / "colorize_select.json")}}})
+                                  "--json": {"default": str(OUT / "colorize_select.json")}},
+                       "trajectory": {"--photos": {"type": int, "default": 6}, "--prior": {"default": PRIOR},
+                                      "--json": {"default": str(OUT / "colorize_trajectory.json")}}})
 
 
 if __name__ == "__main__":
