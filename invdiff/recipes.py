@@ -42,6 +42,8 @@ RECIPES: dict[str, TrainConfig] = {
     "natural-palette-colorize": TrainConfig(
         name="natural-palette-colorize", data="natural", patch=128, batch_size=4, lr=2e-4, warmup=200, ema_decay=0.999,
         steps=10_000_000, condition="colorize", cond_dropout=0.1, sample_every=0, ckpt_every=250, ckpt_minutes=10.0,
+        # from leg 10 on (its recipe A/B, arm 'colourful'): each patch the more colourful of two candidates
+        colour_pick=2,
         unet=UNetConfig(in_channels=3, cond_channels=1, base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
                         attention_levels=(3,))),
     # Palette SR x4 of photos (condition: the bicubic-upsampled measurement, 3 channels), started the same way
