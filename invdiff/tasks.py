@@ -330,6 +330,11 @@ class Preset:
     #: estimate and the kernel EM's M-step; None: no kernel prior
     kernel_prior: dict | None = None
 
+    def __post_init__(self):
+        if isinstance(self.kernel_em_samples, bool) or not isinstance(self.kernel_em_samples, int) \
+                or self.kernel_em_samples < 1:
+            raise ValueError(f"kernel_em_samples must be a whole number ≥ 1, got {self.kernel_em_samples!r}")
+
     def describe(self) -> str:
         hp = self.hyper_parameters
         warm = (f", warm start {hp['start']} from {hp.get('init', 'pinv')}" if hp.get("start", 1) < 1 else "")

@@ -532,3 +532,12 @@ def test_kernel_em_samples_of_the_preset_reach_the_e_step_and_the_report(tmp_pat
     k = json.loads(r.stdout)["degradation"]["kernel"]
     assert k["em_rounds"] == 2 and k["em_samples"] == 2
     assert calls.count(2) == 2 and calls[-1] == 1  # two E-steps of 2 samples, then the final restoration
+
+
+def test_kernel_em_samples_below_one_is_refused():
+    from invdiff.tasks import Preset
+
+    assert Preset("diffpir", 20, {}, kernel_em_samples=3).kernel_em_samples == 3
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="kernel_em_samples"):
+            Preset("diffpir", 20, {}, kernel_em_samples=bad)
