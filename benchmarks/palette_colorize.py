@@ -185,7 +185,8 @@ def report(args) -> None:
                      "seconds": round(time.perf_counter() - t0, 1), **_scores(r.mean, x, op)})
         print(json.dumps(rows[-1]), flush=True)
     prior = load(args.prior)
-    for w in (0.0, 1.0, 3.0):
+    w_preset = float(hp.get("guidance", 1.0))
+    for w in sorted({0.0, 1.0, 3.0, w_preset}):  # the three weights and the preset's
         t0 = time.perf_counter()
         r = _palette(y, op, prior, steps, start, w, _sample_gens(suite.seed, len(x)))
         seconds = round(time.perf_counter() - t0, 1)
