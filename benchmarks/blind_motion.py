@@ -57,7 +57,7 @@ def blurred(x, i: int, j: int, s: float):
 
 def case(x, i: int, j: int, s: float, kernel_size: int, prior, diffusion: bool, options: dict | None = None,
          restore_options: dict | None = None, earlier: dict | None = None, kernel_em: int | None = None,
-         baseline: bool = True) -> dict:
+         baseline: bool = True, em_options: dict | None = None) -> dict:
     from invdiff import operators as ops
     from invdiff.baselines import run_baseline
     from invdiff.blind import estimate_motion_kernel, kernel_error, refine_kernel_em
@@ -92,7 +92,8 @@ def case(x, i: int, j: int, s: float, kernel_size: int, prior, diffusion: bool, 
             row["psnr_diffusion_classical"] = round(float(psnr(_diffpir(
                 y, aligned(k, k_true), s, i, prior, pre, restore_options), x)[0]), 3)
         t0 = time.perf_counter()
-        k, _ = refine_kernel_em(y, k, e_step, rounds, prior=kp, per_step=pre.kernel_em_per_step)
+        k, _ = refine_kernel_em(y, k, e_step, rounds, prior=kp, per_step=pre.kernel_em_per_step,
+                                **{"prior_rounds": pre.kernel_em_prior_rounds, **(em_options or {})})
         row["kernel_error"], row["em_seconds"] = round(kernel_error(k, k_true), 4), round(time.perf_counter() - t0, 2)
     k_al = aligned(k, k_true)
 
@@ -259,6 +260,8 @@ def main() -> None:
     ap.add_argument("--restore-options", type=json.loads, default={},
                     help="extra hyper-parameters of the restoration with the estimated kernel, JSON")
     ap.add_argument("--diffusion", action="store_true", help="also restore with the task's solve preset (slow)")
+    ap.add_argument("--em-options", type=json.loads, default={},
+                    help="refine_kernel_em's keyword options over the blind variant's, JSON (e.g. '{\"prior_rounds\": 3}')")
     ap.add_argument("--kernel-em", type=int, default=None,
                     help="rounds of kernel EM after the classical estimate, with --diffusion (default: the preset's)")
     ap.add_argument("--no-em-baseline", action="store_true",

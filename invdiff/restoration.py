@@ -169,7 +169,9 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
 
     kp, _ = kernel_prior_for(plan.task, plan.preset, req.kernel_prior)
     per_step = bool(preset is not None and preset.kernel_em_per_step)
-    k, _ = blind.refine_kernel_em(prob.y, k0, e_step, rounds, callback=callback, prior=kp, per_step=per_step)
+    prior_rounds = preset.kernel_em_prior_rounds if preset is not None else None
+    k, _ = blind.refine_kernel_em(prob.y, k0, e_step, rounds, callback=callback, prior=kp, per_step=per_step,
+                                  prior_rounds=prior_rounds)
     prob.opts = prob.opts.with_(kernel=k)
     prob.op = plan.task.operator(xs, prob.opts)
     entry["em_change"] = round(float((k - k0).norm() / k0.norm()), 5)
@@ -177,6 +179,8 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
     entry["em_hyper_parameters"] = {"steps": steps, **hp}
     entry["em_per_step"] = per_step
     entry["em_samples"] = n
+    if kp is not None:  # the rounds whose M-step had the kernel prior
+        entry["em_prior_rounds"] = rounds if prior_rounds is None else min(rounds, prior_rounds)
     return rounds
 
 

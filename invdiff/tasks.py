@@ -323,6 +323,9 @@ class Preset:
     #: posterior samples per E-step of the kernel EM: with K > 1 the M-step fits the kernel to all K (a Monte Carlo
     #: E-step, ``refine_kernel_em``), which carries the posterior's spread into the fit; 1: one restoration
     kernel_em_samples: int = 1
+    #: the learned kernel prior in the first this many rounds of kernel EM only (``refine_kernel_em(prior_rounds=)``);
+    #: None: in every round
+    kernel_em_prior_rounds: int | None = None
     #: after kernel EM, the refined kernel's error is taken as extra noise of this level (on [−1, 1]) in the final
     #: restoration: DiffPIR's λ scaled by 1 + τ²/σ² (``invdiff.blind.kernel_error_lam``); 0: the preset's λ
     kernel_error_tau: float = 0.0
@@ -334,6 +337,9 @@ class Preset:
         if isinstance(self.kernel_em_samples, bool) or not isinstance(self.kernel_em_samples, int) \
                 or self.kernel_em_samples < 1:
             raise ValueError(f"kernel_em_samples must be a whole number ≥ 1, got {self.kernel_em_samples!r}")
+        r = self.kernel_em_prior_rounds
+        if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 0):
+            raise ValueError(f"kernel_em_prior_rounds must be a whole number ≥ 0 or null, got {r!r}")
 
     def describe(self) -> str:
         hp = self.hyper_parameters
@@ -346,6 +352,8 @@ class Preset:
         k += (f", {self.kernel_em} rounds of kernel EM" + (" (kernel refitted at every step)"
               if self.kernel_em_per_step else "")
               + (f" ({self.kernel_em_samples} samples per E-step)" if self.kernel_em_samples > 1 else "")
+              + (f" (kernel prior in the first {self.kernel_em_prior_rounds})"
+                 if self.kernel_em_prior_rounds is not None and self.kernel_prior else "")
               + (f", then λ for a kernel error τ {self.kernel_error_tau:g}" if self.kernel_error_tau else "")) \
             if self.kernel_em else ""
         k += ", learned kernel prior" if self.kernel_prior else ""
@@ -405,6 +413,8 @@ def solve_preset(task: str, prior: str | None = None) -> Preset | None:
                              kernel_em=int(v.get("kernel_em", 0)),
                              kernel_em_per_step=bool(v.get("kernel_em_per_step", False)),
                              kernel_em_samples=int(v.get("kernel_em_samples", 1)),
+                             kernel_em_prior_rounds=(None if v.get("kernel_em_prior_rounds") is None
+                                                     else int(v["kernel_em_prior_rounds"])),
                              kernel_error_tau=float(v.get("kernel_error_tau", 0.0)),
                              kernel_prior=v.get("kernel_prior"))
                 for kind, v in (p.get("variants") or {}).items()}

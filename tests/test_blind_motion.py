@@ -541,3 +541,111 @@ def test_kernel_em_samples_below_one_is_refused():
     for bad in (0, -2, 1.5, True):
         with pytest.raises(ValueError, match="kernel_em_samples"):
             Preset("diffpir", 20, {}, kernel_em_samples=bad)
+
+
+def test_kernel_em_reblur_fits_a_smoothed_e_step_image_to_y_smoothed_alike():
+    """An E-step whose image is the photo smoothed by a Gaussian G: y = k * x + n, so G * y = k * (G * x) + G * n
+    (convolutions commute), and the M-step on (G * x, G * y) faces the true kernel, while on (G * x, y) it must
+    explain y's edges, sharper than the image's, and its noise with the kernel. With a small L2 weight (which no longer
+    holds the kernel's spread) the reblurred fit is the closer to the truth, by far."""
+    from invdiff.blind import reblurred, refine_kernel_em
+
+    x, k, y = blur(line_kernel(11, 0.6, 15), 0.01)
+    for s in (1.0, 2.0):
+        smooth_x = reblurred(x, s)
+        uniform = torch.full((15, 15), 1 / 225)
+        plain, _ = refine_kernel_em(y, uniform, lambda kk: smooth_x, 1, smooth=0.01, iters=1000)
+        matched, _ = refine_kernel_em(y, uniform, lambda kk: smooth_x, 1, smooth=0.01, iters=1000, reblur=s)
+        assert kernel_error(matched, k) < 0.5 * kernel_error(plain, k), s
+        assert kernel_error(matched, k) < ERROR_BOUND
+    assert torch.equal(reblurred(y, 0.0), y)
+    with pytest.raises(ValueError, match="reblur"):
+        reblurred(y, -1.0)
+
+
+def test_kernel_em_prior_rounds_use_the_kernel_prior_in_the_first_rounds_only():
+    """``prior_rounds`` = 2 of 4: the kernel prior's denoiser runs in the M-steps of rounds 1-2 and in none after;
+    the kernels of rounds 3-4 are the plain least squares warm-started at the previous round's."""
+    from invdiff.blind import EM_KERNEL_UPDATE, centre_kernel, refine_kernel_em, update_kernel
+
+    x, k, y = blur(line_kernel(11, 0.6, 15), 0.01)
+    rough = torch.roll(k, (1, 0), (0, 1))
+
+    class Counting:
+        weight, rounds, calls = 1.0, 2, 0
+
+        def denoise(self, kk):
+            Counting.calls += 1
+            return kk
+
+    rounds_seen, given = [], []
+
+    def e_step(kk):
+        given.append(kk.clone())
+        rounds_seen.append(Counting.calls)
+        return x
+
+    out, history = refine_kernel_em(y, rough, e_step, 4, prior=Counting(), prior_rounds=2)
+    # the prior's 2 splitting rounds per M-step, in the first two M-steps only
+    assert rounds_seen == [0, 2, 4, 4] and Counting.calls == 4 and len(history) == 4
+    expected = centre_kernel(update_kernel(x, y, 15, init=given[3], **EM_KERNEL_UPDATE))
+    assert torch.allclose(out, expected, atol=1e-7)
+    with pytest.raises(ValueError, match="prior_rounds"):
+        refine_kernel_em(y, rough, e_step, 1, prior_rounds=-1)
+
+
+def test_kernel_em_relax_over_relaxes_each_round():
+    """Over-relaxed EM (Salakhutdinov & Roweis 2003), transcribed: k ← centre(Π(k + β·(M(k) − k))), Π the projection
+    onto the simplex and M the plain round's M-step warm-started at k; with an oracle E-step and β 1.5 the rounds
+    are that sequence, β outside (0, 2) is refused."""
+    from invdiff.blind import EM_KERNEL_UPDATE, centre_kernel, project_simplex, refine_kernel_em, update_kernel
+
+    x, k, y = blur(line_kernel(11, 0.6, 15), 0.01)
+    rough = torch.nn.functional.conv2d(k[None, None], torch.ones(1, 1, 3, 3) / 9, padding=1)[0, 0]
+    rough = rough / rough.sum()
+    out, _ = refine_kernel_em(y, rough, lambda kk: x, 2, relax=1.5)
+    current = rough
+    for _ in range(2):
+        m = centre_kernel(update_kernel(x, y, 15, init=current, **EM_KERNEL_UPDATE))
+        current = centre_kernel(project_simplex((current + 1.5 * (m - current)).reshape(1, -1)).reshape(15, 15))
+    assert torch.allclose(out, current, atol=1e-7)
+    assert out.min() >= 0 and abs(float(out.sum()) - 1) < 1e-5
+    for bad in (0.0, 2.0, -1.0):
+        with pytest.raises(ValueError, match="relax"):
+            refine_kernel_em(y, rough, lambda kk: x, 1, relax=bad)
+
+
+def test_kernel_em_prior_rounds_of_the_preset_reach_the_em_and_the_report(tmp_path, blurred, monkeypatch):
+    """A blind variant with ``kernel_em_prior_rounds`` = 1 of 2 rounds: solve's EM gets prior_rounds = 1 and the
+    report says the kernel prior ran in 1 round; a bad value is refused with one clear line."""
+    import dataclasses
+
+    import invdiff.blind as blind
+    from invdiff.tasks import Preset
+
+    prior, photo = tiny_prior_and_photo(tmp_path, blurred[2], 48, 48)
+    original = Preset.for_operator
+
+    def with_prior_rounds(self, op, *, blind=False):
+        p = original(self, op, blind=blind)
+        return dataclasses.replace(p, kernel_em_prior_rounds=1) if blind else p
+
+    monkeypatch.setattr(Preset, "for_operator", with_prior_rounds)
+    seen, refine = [], blind.refine_kernel_em
+
+    def spy(*a, **kw):
+        seen.append(kw.get("prior_rounds"))
+        return refine(*a, **kw)
+
+    monkeypatch.setattr(blind, "refine_kernel_em", spy)
+    r = CliRunner().invoke(app, ["solve", "--task", "motion-deblur", str(photo), "--prior", str(prior), "--steps", "2",
+                                 "--kernel-size", "15", "--kernel-em", "2", "--quiet", "--json", "--out",
+                                 str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    k = json.loads(r.stdout)["degradation"]["kernel"]
+    assert seen == [1] and k["em_rounds"] == 2
+    assert "kernel_prior" in k and k["em_prior_rounds"] == 1  # the blind variant uses the bundled kernel prior
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="kernel_em_prior_rounds"):
+            Preset("diffpir", 20, {}, kernel_em_prior_rounds=bad)
+    assert Preset("diffpir", 20, {}, kernel_em_prior_rounds=0).kernel_em_prior_rounds == 0
