@@ -255,6 +255,8 @@ def main() -> None:
                     help="the natural suite's photos (report), or the declared tuning split (data/tuning: choose here)")
     ap.add_argument("--noise", type=float, nargs="+", default=[0.02, 0.05])
     ap.add_argument("--kernels", type=int, default=3)
+    ap.add_argument("--only-kernels", type=int, nargs="+", default=None,
+                    help="run only these kernels (for parts run side by side; --merge joins them)")
     ap.add_argument("--kernel-size", type=int, default=61, help="side of the estimated kernel")
     ap.add_argument("--options", type=json.loads, default={}, help="estimate_motion_kernel's keyword options, JSON")
     ap.add_argument("--restore-options", type=json.loads, default={},
@@ -287,12 +289,12 @@ def main() -> None:
     rows, kernels = [], {}
     before = {(r["photo"], r["kernel"], r["noise_sigma"]): r
               for r in json.loads(a.true_from.read_text())} if a.true_from else {}
-    for j in range(a.kernels):
+    for j in (a.only_kernels if a.only_kernels is not None else range(a.kernels)):
         for i in range(len(xs)):
             for s in a.noise:
                 row, k, k_true = case(xs[i: i + 1], i, j, s, a.kernel_size, prior, a.diffusion, a.options,
                                       a.restore_options, before.get((i, j, s), {}), a.kernel_em,
-                                      not a.no_em_baseline)
+                                      not a.no_em_baseline, a.em_options)
                 rows.append(row)
                 kernels[(i, j, s)], kernels[("true", j)] = aligned(k, k_true), k_true
                 print(json.dumps(row), flush=True)
