@@ -515,6 +515,23 @@ def reblurred(y: Tensor, sigma: float) -> Tensor:
     return kornia.filters.gaussian_blur2d(y, (ks, ks), (float(sigma), float(sigma)), border_type="reflect")
 
 
+def _check_em(rounds: int, prior_rounds: int | None, relax: float) -> None:
+    if rounds < 0:
+        raise ValueError(f"rounds must be ≥ 0, got {rounds}")
+    if prior_rounds is not None and prior_rounds < 0:
+        raise ValueError(f"prior_rounds must be ≥ 0, got {prior_rounds}")
+    if not 0 < relax < 2:
+        raise ValueError(f"relax must be in (0, 2), got {relax}")
+
+
+def _em_m_step(x: Tensor, y: Tensor, k: Tensor, start: Tensor, opts: dict, relax: float) -> Tensor:
+    """The EM round's kernel: the M-step warm-started at ``start``, centred, over-relaxed from k by ``relax``."""
+    k_new = centre_kernel(update_kernel(x, y, tuple(k.shape), init=start, **opts))
+    if relax != 1.0:
+        k_new = centre_kernel(project_simplex((k + relax * (k_new - k)).reshape(1, -1)).reshape(k.shape))
+    return k_new
+
+
 def refine_kernel_em(y: Tensor, k: Tensor, restore, rounds: int, *, per_step: bool = False, callback=None,
                      reblur: float = 0.0, prior_rounds: int | None = None, relax: float = 1.0,
                      **update) -> tuple[Tensor, list[dict]]:
@@ -545,12 +562,7 @@ def refine_kernel_em(y: Tensor, k: Tensor, restore, rounds: int, *, per_step: bo
     every kernel is nearly a fixed point (the E-step's image explains y with the kernel it was given) and which
     therefore moves slowly; 1 is plain EM. Returns the kernel (its shape kept) and, per round, the relative change
     of the kernel."""
-    if rounds < 0:
-        raise ValueError(f"rounds must be ≥ 0, got {rounds}")
-    if prior_rounds is not None and prior_rounds < 0:
-        raise ValueError(f"prior_rounds must be ≥ 0, got {prior_rounds}")
-    if not 0 < relax < 2:
-        raise ValueError(f"relax must be in (0, 2), got {relax}")
+    _check_em(rounds, prior_rounds, relax)
     opts = {**EM_KERNEL_UPDATE, **update}
     k = k.detach().float().cpu().reshape(k.shape[-2:])
     yc = reblurred(y.detach().float().cpu(), reblur)
@@ -571,9 +583,7 @@ def refine_kernel_em(y: Tensor, k: Tensor, restore, rounds: int, *, per_step: bo
             start = current[0]
         else:
             x, start = restore(k).detach().float().cpu(), k
-        k_new = centre_kernel(update_kernel(x, yc, tuple(k.shape), init=start, **opts))
-        if relax != 1.0:
-            k_new = centre_kernel(project_simplex((k + relax * (k_new - k)).reshape(1, -1)).reshape(k.shape))
+        k_new = _em_m_step(x, yc, k, start, opts, relax)
         change = float((k_new - k).norm() / k.norm().clamp_min(1e-12))
         k = k_new
         history.append({"stage": "kernel-em", "round": r + 1, "rounds": rounds, "change": round(change, 4),
