@@ -502,22 +502,28 @@ def test_kernel_m_step_on_samples_fits_the_mean_of_their_terms():
     assert j_pair <= _m_step_objective(nudged, xs, y, 0.3) + 1e-7
 
 
+def _blind_variant_with(monkeypatch, **fields) -> None:
+    """Make the presets' blind variants carry these fields (``dataclasses.replace``) for one test."""
+    import dataclasses
+
+    from invdiff.tasks import Preset
+
+    original = Preset.for_operator
+
+    def patched(self, op, *, blind=False):
+        p = original(self, op, blind=blind)
+        return dataclasses.replace(p, **fields) if blind else p
+
+    monkeypatch.setattr(Preset, "for_operator", patched)
+
+
 def test_kernel_em_samples_of_the_preset_reach_the_e_step_and_the_report(tmp_path, blurred, monkeypatch):
     """A blind variant with ``kernel_em_samples`` = 2 makes every E-step restore 2 samples (the M-step fits both),
     and the report says so."""
-    import dataclasses
-
     import invdiff.samplers as samplers
-    from invdiff.tasks import Preset
 
     prior, photo = tiny_prior_and_photo(tmp_path, blurred[2], 48, 48)
-    original = Preset.for_operator
-
-    def with_samples(self, op, *, blind=False):
-        p = original(self, op, blind=blind)
-        return dataclasses.replace(p, kernel_em_samples=2) if blind else p
-
-    monkeypatch.setattr(Preset, "for_operator", with_samples)
+    _blind_variant_with(monkeypatch, kernel_em_samples=2)
     calls, restore = [], samplers.restore
 
     def spy(*a, **kw):
@@ -618,19 +624,11 @@ def test_kernel_em_relax_over_relaxes_each_round():
 def test_kernel_em_prior_rounds_of_the_preset_reach_the_em_and_the_report(tmp_path, blurred, monkeypatch):
     """A blind variant with ``kernel_em_prior_rounds`` = 1 of 2 rounds: solve's EM gets prior_rounds = 1 and the
     report says the kernel prior ran in 1 round; a bad value is refused with one clear line."""
-    import dataclasses
-
     import invdiff.blind as blind
     from invdiff.tasks import Preset
 
     prior, photo = tiny_prior_and_photo(tmp_path, blurred[2], 48, 48)
-    original = Preset.for_operator
-
-    def with_prior_rounds(self, op, *, blind=False):
-        p = original(self, op, blind=blind)
-        return dataclasses.replace(p, kernel_em_prior_rounds=1) if blind else p
-
-    monkeypatch.setattr(Preset, "for_operator", with_prior_rounds)
+    _blind_variant_with(monkeypatch, kernel_em_prior_rounds=1)
     seen, refine = [], blind.refine_kernel_em
 
     def spy(*a, **kw):
