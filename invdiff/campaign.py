@@ -97,15 +97,18 @@ def patch_losses(net, schedule: NoiseSchedule, chunks: list[Tensor], g: torch.Ge
                  g_cond: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """Per-patch ε-MSE and t (uniform, then ε, drawn from ``g`` in batches of 8): the validation protocol, whose
     draws are the same for every network, so the losses of two networks pair up patch by patch."""
+    param = next(iter(net.parameters()), None) if isinstance(net, torch.nn.Module) else None
+    dev = param.device if param is not None else torch.device("cpu")  # the draws stay on the CPU generators
     losses, ts = [], []
     for x in chunks:
         for i in range(0, x.shape[0], 8):
             x0 = x[i: i + 8]
             t = torch.randint(0, schedule.num_timesteps, (x0.shape[0],), generator=g)
             eps = torch.randn(x0.shape, generator=g)
-            cond = (condition(x0, g_cond),) if condition is not None else ()
-            pred = net(schedule.q_sample(x0, t, eps), t, *cond)
-            losses.append((pred.float() - eps).pow(2).mean(dim=(1, 2, 3)))
+            cond = (condition(x0, g_cond).to(dev),) if condition is not None else ()
+            x0, eps, td = x0.to(dev), eps.to(dev), t.to(dev)
+            pred = net(schedule.q_sample(x0, td, eps), td, *cond)
+            losses.append((pred.float() - eps).pow(2).mean(dim=(1, 2, 3)).cpu())
             ts.append(t)
     return torch.cat(losses).double(), torch.cat(ts)
 
@@ -204,7 +207,8 @@ class CampaignTrainer(Trainer):
         self.leg = {"leg": len(self.ledger), "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     "from": how, "steps": [self.step, self.step], "images_seen": [self.images_seen, self.images_seen],
                     "wall_minutes": 0.0, "cpu_minutes": 0.0, "threads": threads, "machine": platform.machine(),
-                    "device": str(self.device), "patch": self.cfg.patch, "batch_size": self.cfg.batch_size, "lr": self.cfg.lr}
+                    "device": f"{self.device} ({torch.cuda.get_device_name(self.device)})"
+                    if self.device.type == "cuda" else str(self.device), "patch": self.cfg.patch, "batch_size": self.cfg.batch_size, "lr": self.cfg.lr}
         self._seconds0 = self.seconds
         self._cpu0 = time.process_time()
 
@@ -219,8 +223,12 @@ class CampaignTrainer(Trainer):
         leg = self.leg
         leg["steps"][1], leg["images_seen"][1] = self.step, self.images_seen
         leg["wall_minutes"] = round((self.seconds - self._seconds0) / 60, 1)
-        leg["cpu_minutes"] = round(leg["wall_minutes"] * leg["threads"], 1)  # what the threads could have used
         leg["process_cpu_minutes"] = round((time.process_time() - self._cpu0) / 60, 1)  # what the process did use
+        if self.device.type == "cpu":
+            leg["cpu_minutes"] = round(leg["wall_minutes"] * leg["threads"], 1)  # what the threads could have used
+        else:  # an accelerator's leg: its own minutes, and only the host CPU time the process used
+            leg["gpu_minutes"] = leg["wall_minutes"]
+            leg["cpu_minutes"] = leg["process_cpu_minutes"]
         curve = list(self.card.get("campaign", {}).get("validation_curve", []))
         if not curve and self.ledger and "validation" in self.ledger[0]:
             v0 = self.ledger[0]
@@ -233,7 +241,9 @@ class CampaignTrainer(Trainer):
         legs = self.ledger + [leg]
         cpu = sum(entry["cpu_minutes"] for entry in legs)
         last_val = next((entry["validation"] for entry in reversed(legs) if "validation" in entry), None)
+        gpu = sum(entry.get("gpu_minutes", 0.0) for entry in legs)
         campaign = {"note": self.note, "legs": legs, "validation_curve": curve, "cpu_minutes_total": round(cpu, 1),
+                    **({"gpu_minutes_total": round(gpu, 1)} if gpu else {}),
                     "resume": f"python scripts/train_campaign.py --recipe {self.cfg.name} --minutes M  (see CONTRIBUTING.md)"}
         figures = dict(self.card.get("figures", {}))
         if last_val is not None:

@@ -37,12 +37,19 @@ def main() -> None:
     ap.add_argument("--rewarm", type=int, default=200, help="learning-rate warm-up of a re-created optimiser (steps)")
     ap.add_argument("--ckpt-dir", default="ckpt")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="patches per step (default: the recipe's; a GPU wants more, the ledger records it)")
+    ap.add_argument("--ckpt-every", type=int, default=None, help="steps between checkpoints (default: the recipe's)")
     a = ap.parse_args()
     cfg = campaign_config(threads=a.threads, minutes=a.minutes, ckpt_dir=a.ckpt_dir, recipe=a.recipe)
-    if a.device:
-        from dataclasses import replace
+    from dataclasses import replace
 
+    if a.device:
         cfg = replace(cfg, device=a.device)
+    if a.batch_size:
+        cfg = replace(cfg, batch_size=a.batch_size)
+    if a.ckpt_every:
+        cfg = replace(cfg, ckpt_every=a.ckpt_every)
     tr = LoggingTrainer(cfg, quiet=True)
     tr.begin_leg(rewarm=a.rewarm, threads=a.threads)
     print(f"leg {tr.leg['leg']}: {tr.leg['from']}", flush=True)

@@ -104,11 +104,14 @@ class PatchSampler:
     mean) each scaled by a factor drawn uniformly from [1 − j, 1 + j]. With ``colour_pick`` = k > 1, k candidate
     patches are drawn for each patch and the most colourful (Hasler-Süsstrunk M) is kept: the same photos, with the
     colourful regions more often (for a colouriser, whose colours come from what it sees). Deterministic given the
-    generator; with k = 1 the stream is the plain one."""
+    generator; with k = 1 the stream is the plain one. ``device``: where the photos are held and the patches are cut
+    (a GPU keeps the training step fed); the random draws stay on the CPU generator, so the stream is the same."""
 
     def __init__(self, images: list[Tensor], *, patch: int = 64, max_scale: float = 2.0, colour_jitter: float = 0.0,
-                 colour_pick: int = 1):
-        self.images = [im if im.dtype == torch.uint8 else im.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8) for im in images]
+                 colour_pick: int = 1, device: str | torch.device | None = None):
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.images = [(im if im.dtype == torch.uint8 else im.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)).to(self.device)
+                       for im in images]
         self.patch = patch
         self.max_scale = max_scale
         if not 0 <= colour_jitter < 1:
@@ -134,7 +137,7 @@ class PatchSampler:
 
     def _sample(self, n: int, generator: torch.Generator) -> Tensor:
         p = self.patch
-        out = torch.empty(n, self.images[0].shape[0], p, p)
+        out = torch.empty(n, self.images[0].shape[0], p, p, device=self.device)
         idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         u = torch.rand(n, 5, generator=generator)
         for i in range(n):
@@ -154,7 +157,7 @@ class PatchSampler:
             crop = torch.rot90(crop, int(u[i, 4] * 4) % 4, dims=(-2, -1))
             out[i] = crop
         if self.colour_jitter > 0:  # drawn after the crops: without jitter the stream is unchanged
-            j = 1 + self.colour_jitter * (2 * torch.rand(n, 2, 1, 1, 1, generator=generator) - 1)
+            j = (1 + self.colour_jitter * (2 * torch.rand(n, 2, 1, 1, 1, generator=generator) - 1)).to(self.device)
             grey = out.mean(dim=1, keepdim=True)
             out = grey + j[:, 0] * (out - grey)  # saturation
             out = out.mean(dim=(1, 2, 3), keepdim=True) + j[:, 1] * (out - out.mean(dim=(1, 2, 3), keepdim=True))
