@@ -193,6 +193,7 @@ def per_image_bytes(prior, image_shape, *, gradient: bool, device: torch.device)
         return out
 
     if device.type == "cuda":
+        run(1)  # warm-up: the first call's one-off allocations (cuDNN/cuBLAS workspaces) are not per-image memory
         peaks = []
         for b in (1, 2):
             torch.cuda.synchronize(device)

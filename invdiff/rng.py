@@ -50,8 +50,10 @@ def _per_image(generator: Generators, n: int) -> list[torch.Generator] | None:
 def _draw(fn, shape, generator: Generators, device, dtype) -> Tensor:
     n = shape[0]
     gens = _per_image(generator, n)
-    if gens is None:
-        return fn(shape, generator=generator, device=device, dtype=dtype)
+    if gens is None:  # one generator: drawn where it lives (a CPU stream also feeds a CUDA run), then moved
+        if generator is None:
+            return fn(shape, device=device, dtype=dtype)
+        return fn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
     out = torch.empty(shape, device=device, dtype=dtype)
     for i, g in enumerate(gens):
         gdev = g.device

@@ -57,3 +57,13 @@ def test_restore_with_the_same_generators_repeats_itself_for_one_sample_and_for_
 def test_cuda_generators_without_cuda_are_a_clear_error():
     with pytest.raises(ValueError, match="no CUDA device"):
         make_generators(0, 2, "cuda")
+
+
+def test_one_cpu_generator_feeds_another_device():
+    # the draw happens on the generator's device and is moved: the same numbers wherever the run lives
+    ref = torch.randn(2, 3, generator=torch.Generator().manual_seed(5))
+    moved = randn((2, 3), torch.Generator().manual_seed(5), device="meta")
+    assert moved.device.type == "meta" and moved.shape == ref.shape
+    if torch.cuda.is_available():
+        on_gpu = randn((2, 3), torch.Generator().manual_seed(5), device="cuda")
+        assert torch.equal(on_gpu.cpu(), ref)
