@@ -122,3 +122,23 @@ def test_a_new_leg_resumes_from_the_compact_state(tmp_path):
     card = json.loads((tmp_path / "ckpt" / "weights" / "toy.json").read_text())
     assert [leg["steps"] for leg in card["campaign"]["legs"]] == [[0, 3], [3, 8], [8, 10]]
     assert card["version"] == 2
+
+
+def test_an_accelerator_leg_counts_gpu_minutes_apart_from_cpu_minutes(tmp_path):
+    seed = _seed_prior(tmp_path)
+    tr = _trainer(tmp_path, 5, seed)
+    tr.begin_leg(rewarm=5, threads=8)
+    tr.run()
+    tr.seconds += 120.0  # the leg's wall clock: two more minutes than the run took
+    tr.export_compact(validate=False)
+    cpu_leg = dict(tr.leg)
+    assert "gpu_minutes" not in cpu_leg and cpu_leg["cpu_minutes"] == round(cpu_leg["wall_minutes"] * 8, 1)
+    tr.device = torch.device("cuda")  # the accounting of a leg on an accelerator (nothing runs there here)
+    tr.export_compact(validate=False)
+    leg = tr.leg
+    # the GPU's minutes are the wall minutes; the CPU minutes are only what the host process used, not 8 × wall
+    assert leg["gpu_minutes"] == leg["wall_minutes"] >= 2.0
+    assert leg["cpu_minutes"] == leg["process_cpu_minutes"] < leg["wall_minutes"]
+    campaign = json.loads((tmp_path / "ckpt" / "weights" / "toy.json").read_text())["campaign"]
+    assert campaign["gpu_minutes_total"] == leg["gpu_minutes"]
+    assert campaign["cpu_minutes_total"] == round(sum(entry["cpu_minutes"] for entry in campaign["legs"]), 1)
