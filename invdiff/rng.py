@@ -65,6 +65,18 @@ def randn(shape: Sequence[int], generator: Generators = None, *, device=None, dt
     return _draw(torch.randn, tuple(shape), generator, device, dtype)
 
 
+def poisson(rates: Tensor, generator: Generators = None) -> Tensor:
+    """Poisson counts of ``rates`` (B, …), drawn where the generator lives (one, or one per image) and returned on
+    the rates' device: a CPU stream gives the same counts to a CUDA run."""
+    gens = _per_image(generator, rates.shape[0])
+    if gens is None:
+        if generator is None:
+            return torch.poisson(rates)
+        return torch.poisson(rates.to(generator.device), generator=generator).to(rates.device)
+    return torch.stack([torch.poisson(rates[i: i + 1].to(g.device), generator=g)[0].to(rates.device)
+                        for i, g in enumerate(gens)])
+
+
 def rand(shape: Sequence[int], generator: Generators = None, *, device=None, dtype=torch.float32) -> Tensor:
     return _draw(torch.rand, tuple(shape), generator, device, dtype)
 

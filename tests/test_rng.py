@@ -67,3 +67,15 @@ def test_one_cpu_generator_feeds_another_device():
     if torch.cuda.is_available():
         on_gpu = randn((2, 3), torch.Generator().manual_seed(5), device="cuda")
         assert torch.equal(on_gpu.cpu(), ref)
+
+
+def test_poisson_counts_come_from_the_generator_wherever_the_rates_live():
+    from invdiff.rng import poisson
+
+    rates = torch.full((2, 1, 4, 4), 30.0)
+    one = poisson(rates, torch.Generator().manual_seed(3))
+    assert torch.equal(one, torch.poisson(rates, generator=torch.Generator().manual_seed(3)))
+    per_image = poisson(rates, make_generators(3, 2))
+    assert torch.equal(per_image[1:], poisson(rates[1:], make_generators(3, 1, start=1)))  # image i alone
+    if torch.cuda.is_available():
+        assert torch.equal(poisson(rates.cuda(), torch.Generator().manual_seed(3)).cpu(), one)

@@ -43,9 +43,4 @@ class PoissonNoise:
 
     def __call__(self, y: Tensor, *, generator: rng.Generators = None) -> Tensor:
         lam = ((y + 1) / 2).clamp_min(0) * self.rate
-        gens = rng._per_image(generator, y.shape[0])
-        if gens is None:
-            counts = torch.poisson(lam, generator=generator)
-        else:
-            counts = torch.stack([torch.poisson(lam[i : i + 1], generator=g)[0] for i, g in enumerate(gens)])
-        return counts / self.rate * 2 - 1
+        return rng.poisson(lam, generator) / self.rate * 2 - 1
