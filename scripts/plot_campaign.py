@@ -56,7 +56,9 @@ def main() -> None:
     ax.set_xlabel("training seen (thousands of 64×64 patches, or their pixels in larger ones)")
     ax.set_ylabel("validation L_simple (512 patches, uniform t)")
     cpu = camp.get("process_cpu_minutes_total", camp["cpu_minutes_total"])
-    ax.set_title(f"{card['name']} v{card.get('version')}: {cpu:.0f} CPU-minutes of training in all")
+    gpu = camp.get("gpu_minutes_total")
+    ax.set_title(f"{card['name']} v{card.get('version')}: {cpu:.0f} CPU-minutes" + (f" + {gpu:g} GPU-minutes" if gpu else "")
+                 + " of training in all")
     ax.grid(alpha=0.3)
     legs = [leg for leg in camp["legs"] if leg.get("validation", {}).get("buckets")]
     series = []
