@@ -207,10 +207,14 @@ class CampaignTrainer(Trainer):
         self.leg = {"leg": len(self.ledger), "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     "from": how, "steps": [self.step, self.step], "images_seen": [self.images_seen, self.images_seen],
                     "wall_minutes": 0.0, "cpu_minutes": 0.0, "threads": threads, "machine": platform.machine(),
-                    "device": f"{self.device} ({torch.cuda.get_device_name(self.device)})"
-                    if self.device.type == "cuda" else str(self.device), "patch": self.cfg.patch, "batch_size": self.cfg.batch_size, "lr": self.cfg.lr}
+                    "device": self._device_name(), "patch": self.cfg.patch, "batch_size": self.cfg.batch_size,
+                    "lr": self.cfg.lr}
         self._seconds0 = self.seconds
         self._cpu0 = time.process_time()
+
+    def _device_name(self) -> str:
+        """The ledger's device: 'cpu', or a CUDA device with its model (e.g. 'cuda (NVIDIA H200)')."""
+        return f"{self.device} ({torch.cuda.get_device_name(self.device)})" if self.device.type == "cuda" else str(self.device)
 
     # -- checkpoints write the compact state too --
     def save_state(self) -> None:

@@ -322,7 +322,8 @@ class Trainer:
         self.opt.step()
         d = ema_decay_at(cfg, self.step)
         with torch.no_grad():
-            torch._foreach_lerp_(list(self.ema.parameters()), list(self.net.parameters()), 1 - d)
+            for pe, p in zip(self.ema.parameters(), self.net.parameters()):
+                pe.lerp_(p, 1 - d)
         self.step += 1
         self.images_seen += cfg.batch_size
         return float(loss.detach())
