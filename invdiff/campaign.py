@@ -40,10 +40,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: the campaigns: recipe name → (the shipped prior its first leg starts from, the card's note)
 CAMPAIGNS: dict[str, tuple[str, str]] = {
-    "natural": ("natural64", "continues natural64 (same 2.41M-parameter U-Net, same data) with more training; from "
+    "natural": ("natural64", "continues natural64 (same 2.41M-parameter U-Net, same 38 photos) with more training; from "
                              "leg 11 on with log-normal training levels, from leg 14 on with 128x128 patches, 4 a step, "
-                             "from leg 20 on grown deeper (two more residual blocks per decoder stage, 3.00M parameters) "
-                             "(each leg records its patch and batch size); the version is the number of legs in the ledger"),
+                             "from leg 20 on grown deeper (two more residual blocks per decoder stage, 3.00M parameters), "
+                             "from leg 34 on 53 training photos instead of 38 (15 more from lomiri-wallpapers) "
+                             "(each leg records its patch and batch size, and from leg 34 on its number of photos); the "
+                             "version is the number of legs in the ledger"),
     "natural-palette-colorize": ("natural", "Palette colourisation: the natural prior's U-Net with the grey image as "
                                             "one more input channel (its weights started at zero), started from the "
                                             "natural campaign's weights and trained on the same photos with the "
@@ -209,6 +211,9 @@ class CampaignTrainer(Trainer):
                     "wall_minutes": 0.0, "cpu_minutes": 0.0, "threads": threads, "machine": platform.machine(),
                     "device": self._device_name(), "patch": self.cfg.patch, "batch_size": self.cfg.batch_size,
                     "lr": self.cfg.lr}
+        sampler = getattr(self.batches, "__self__", None)  # a PatchSampler's bound `sample`: the photos it draws from
+        if hasattr(sampler, "images"):
+            self.leg["photos"] = len(sampler.images)
         self._seconds0 = self.seconds
         self._cpu0 = time.process_time()
 

@@ -142,3 +142,22 @@ def test_an_accelerator_leg_counts_gpu_minutes_apart_from_cpu_minutes(tmp_path):
     campaign = json.loads((tmp_path / "ckpt" / "weights" / "toy.json").read_text())["campaign"]
     assert campaign["gpu_minutes_total"] == leg["gpu_minutes"]
     assert campaign["cpu_minutes_total"] == round(sum(entry["cpu_minutes"] for entry in campaign["legs"]), 1)
+
+
+def test_a_leg_on_photos_records_how_many_it_draws_from(tmp_path):
+    """The training set can grow between legs; each leg's ledger entry says how many photos it drew from."""
+    from invdiff.data import PatchSampler
+
+    seed = _seed_prior(tmp_path)
+    photos = [torch.randint(0, 256, (3, 24 + 4 * i, 20), dtype=torch.uint8) for i in range(3)]
+    tr = CampaignTrainer(_cfg(tmp_path / "ckpt" / "ckpt", 3), batches=PatchSampler(photos, patch=8).sample, quiet=True,
+                         weights_dir=tmp_path / "ckpt" / "weights", online=tmp_path / "ckpt" / "training" / "online.safetensors",
+                         seed_prior=seed, validator=_toy_validator, val_every=4)
+    tr.begin_leg(rewarm=5, threads=1)
+    tr.export_compact(validate=False)
+    card = json.loads((tmp_path / "ckpt" / "weights" / "toy.json").read_text())
+    assert card["campaign"]["legs"][-1]["photos"] == 3
+    # data that are not photos (Fashion-MNIST, a toy function) record no count
+    other = _trainer(tmp_path, 3, seed, ckpt="other")
+    other.begin_leg(rewarm=5, threads=1)
+    assert "photos" not in other.leg
