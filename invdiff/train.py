@@ -110,7 +110,7 @@ def make_batches(cfg: TrainConfig, device: str | torch.device | None = None) -> 
         return fmnist
     if cfg.data == "natural" or cfg.data.startswith("folder:"):
         if cfg.data == "natural":
-            photos = D.natural_photos()
+            photos = D.natural_photos(listed=True)
         else:
             from .io import read_image
 

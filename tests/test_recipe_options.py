@@ -151,3 +151,22 @@ def test_colour_pick_keeps_the_most_colourful_of_k_candidates():
                        plain.sample(8, torch.Generator().manual_seed(3)))
     with pytest.raises(ValueError, match="colour_pick"):
         PatchSampler(photos, patch=16, colour_pick=0)
+
+
+def test_the_natural_recipe_draws_from_exactly_the_listed_photos(tmp_path):
+    """A training copy built before the list grew is an error that names the fix, not a silently smaller set;
+    photos in the folder that the list does not name are not trained on."""
+    import numpy as np
+    from PIL import Image
+
+    from invdiff.data import natural_photos, natural_sources
+
+    names = [f["name"] for f in natural_sources()]
+    for i, n in enumerate(names[:-1]):
+        Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(tmp_path / f"{n}.png")
+    with pytest.raises(FileNotFoundError, match=f"lacks 1 of the {len(names)} .*build_natural_data"):
+        natural_photos(tmp_path, listed=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / f"{names[-1]}.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "not-listed.png")
+    assert len(natural_photos(tmp_path, listed=True)) == len(names)
+    assert len(natural_photos(tmp_path)) == len(names) + 1  # a plain folder read takes every PNG
