@@ -59,7 +59,8 @@ def main() -> None:
             photos = leg["photos"]
             ax.axvline(x, color="C3", lw=1.2, ls="--")
             ax.annotate(f"{photos} photos from leg {leg['leg']} on", (x, 0.98), xycoords=("data", "axes fraction"),
-                        ha="right", va="top", rotation=90, fontsize=8, color="C3")
+                        ha="right", va="top", rotation=90, fontsize=8, color="C3",
+                        bbox={"fc": "white", "ec": "none", "alpha": 0.85})
     ax.set_xlabel("training seen (thousands of 64×64 patches, or their pixels in larger ones)")
     ax.set_ylabel("validation L_simple (512 patches, uniform t)")
     cpu = camp.get("process_cpu_minutes_total", camp["cpu_minutes_total"])
