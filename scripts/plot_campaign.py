@@ -51,16 +51,18 @@ def main() -> None:
     eq = equivalent_64(camp["legs"])
     xs = [eq(c[0]) / 1000 for c in curve]
     ax.errorbar(xs, [c[1] for c in curve], yerr=[c[2] or 0 for c in curve], marker="o", capsize=3)
-    photos = None  # the legs before the ledger counted photos drew from natural64's 38
+    photos, changes = None, 0  # the legs before the ledger counted photos drew from natural64's 38
     for leg in camp["legs"][1:]:
         x = eq(leg["images_seen"][0]) / 1000
         ax.axvline(x, color="0.8", lw=0.8)
         if leg.get("photos", photos) != photos:  # the training set changed here
             photos = leg["photos"]
             ax.axvline(x, color="C3", lw=1.2, ls="--")
-            ax.annotate(f"{photos} photos from leg {leg['leg']} on", (x, 0.98), xycoords=("data", "axes fraction"),
+            ax.annotate(f"{photos} photos from leg {leg['leg']} on", (x, 0.98 - 0.4 * (changes % 2)),
+                        xycoords=("data", "axes fraction"),
                         ha="right", va="top", rotation=90, fontsize=8, color="C3",
                         bbox={"fc": "white", "ec": "none", "alpha": 0.85})
+            changes += 1
     ax.set_xlabel("training seen (thousands of 64×64 patches, or their pixels in larger ones)")
     ax.set_ylabel("validation L_simple (512 patches, uniform t)")
     cpu = camp.get("process_cpu_minutes_total", camp["cpu_minutes_total"])
