@@ -17,7 +17,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
 #: the groups of the training list, in the order the list grew (the leg from which each was trained on)
@@ -27,16 +26,14 @@ GROUPS = (("the first 38 (trained on from leg 0)", 0, 38), ("15 from lomiri-wall
 
 def photo_sets(root: str = "data/natural", tuning: str = "data/tuning") -> dict[str, torch.Tensor | None]:
     """The sets as (N, 3, 256, 256) batches in [-1, 1]; None is the validation photos (the card's own draw)."""
-    from PIL import Image
-
-    from invdiff.data import center_crop_resize, load_folder, natural_sources
+    from invdiff.data import center_crop_resize, load_folder, natural_photos, natural_sources
 
     names = [f["name"] for f in natural_sources()]
+    # natural_photos returns the listed photos in file-name order: map them back to the list's order
+    by_name = dict(zip(sorted(names, key=lambda n: Path(root) / f"{n}.png"), natural_photos(root, listed=True)))
 
     def load(ns: list[str]) -> torch.Tensor:
-        ims = [torch.from_numpy(np.asarray(Image.open(Path(root) / f"{n}.png").convert("RGB")).copy()).permute(2, 0, 1)
-               for n in ns]
-        return torch.cat([center_crop_resize(im[None].float() / 127.5 - 1, 256) for im in ims])
+        return torch.cat([center_crop_resize(by_name[n][None].float() / 127.5 - 1, 256) for n in ns])
 
     sets: dict[str, torch.Tensor | None] = {"validation (the card's figure)": None,
                                             "tuning split (never trained on)": load_folder(tuning, size=256)}
