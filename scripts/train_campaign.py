@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None,
                     help="patches per step (default: the recipe's; a GPU wants more, the ledger records it)")
     ap.add_argument("--ckpt-every", type=int, default=None, help="steps between checkpoints (default: the recipe's)")
+    ap.add_argument("--fp32", action="store_true",
+                    help="no bf16 autocast on CUDA (the legs in bf16 raised the loss at t >= 300; benchmarks/RESULTS.md)")
     a = ap.parse_args()
     cfg = campaign_config(threads=a.threads, minutes=a.minutes, ckpt_dir=a.ckpt_dir, recipe=a.recipe)
     from dataclasses import replace
@@ -50,6 +52,8 @@ def main() -> None:
         cfg = replace(cfg, batch_size=a.batch_size)
     if a.ckpt_every:
         cfg = replace(cfg, ckpt_every=a.ckpt_every)
+    if a.fp32:
+        cfg = replace(cfg, bf16=False)
     tr = LoggingTrainer(cfg, quiet=True)
     tr.begin_leg(rewarm=a.rewarm, threads=a.threads)
     print(f"leg {tr.leg['leg']}: {tr.leg['from']}", flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import torch
 
@@ -142,6 +143,11 @@ def test_an_accelerator_leg_counts_gpu_minutes_apart_from_cpu_minutes(tmp_path):
     campaign = json.loads((tmp_path / "ckpt" / "weights" / "toy.json").read_text())["campaign"]
     assert campaign["gpu_minutes_total"] == leg["gpu_minutes"]
     assert campaign["cpu_minutes_total"] == round(sum(entry["cpu_minutes"] for entry in campaign["legs"]), 1)
+    # and in which precision the accelerator trained (a CPU leg always trains in fp32)
+    assert leg["precision"] == "bf16 autocast" and "precision" not in cpu_leg
+    tr.cfg = replace(tr.cfg, bf16=False)
+    tr.export_compact(validate=False)
+    assert tr.leg["precision"] == "fp32"
 
 
 def test_a_leg_on_photos_records_how_many_it_draws_from(tmp_path):
