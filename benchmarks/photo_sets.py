@@ -29,11 +29,9 @@ def photo_sets(root: str = "data/natural", tuning: str = "data/tuning") -> dict[
     from invdiff.data import center_crop_resize, load_folder, natural_photos, natural_sources
 
     names = [f["name"] for f in natural_sources()]
-    # natural_photos returns the listed photos in file-name order: map them back to the list's order
-    by_name = dict(zip(sorted(names, key=lambda n: Path(root) / f"{n}.png"), natural_photos(root, listed=True)))
 
     def load(ns: list[str]) -> torch.Tensor:
-        return torch.cat([center_crop_resize(by_name[n][None].float() / 127.5 - 1, 256) for n in ns])
+        return torch.cat([center_crop_resize(im[None].float() / 127.5 - 1, 256) for im in natural_photos(root, names=ns)])
 
     sets: dict[str, torch.Tensor | None] = {"validation (the card's figure)": None,
                                             "tuning split (never trained on)": load_folder(tuning, size=256)}

@@ -239,7 +239,7 @@ class CampaignTrainer(Trainer):
         else:  # an accelerator's leg: its own minutes, and only the host CPU time the process used
             leg["gpu_minutes"] = leg["wall_minutes"]
             leg["cpu_minutes"] = leg["process_cpu_minutes"]
-            leg["precision"] = "bf16 autocast" if self.cfg.bf16 else "fp32"  # it moves the loss at high t (RESULTS)
+            leg["precision"] = "bf16 autocast" if self.autocast_bf16 else "fp32"  # it moves the loss at high t (RESULTS)
         curve = list(self.card.get("campaign", {}).get("validation_curve", []))
         if not curve and self.ledger and "validation" in self.ledger[0]:
             v0 = self.ledger[0]

@@ -305,6 +305,11 @@ class Trainer:
             cond = drop_condition(cond, self.cfg.cond_dropout, g, self.cfg.unet.num_classes)
         return x0, cond
 
+    @property
+    def autocast_bf16(self) -> bool:
+        """Whether a training step runs in bf16 autocast: asked for by the recipe, and on CUDA only."""
+        return self.cfg.bf16 and self.device.type == "cuda"
+
     def train_step(self) -> float:
         cfg = self.cfg
         g = step_generator(cfg.seed, self.step, self.rank)
@@ -312,8 +317,7 @@ class Trainer:
         x0, cond = self._batch(local, g)
         for group in self.opt.param_groups:
             group["lr"] = lr_at(cfg, self.step)
-        use_bf16 = cfg.bf16 and self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
             loss = diffusion_loss(self.model, self.schedule, x0, g, cond=cond, levels=self.levels)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

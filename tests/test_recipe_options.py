@@ -170,3 +170,10 @@ def test_the_natural_recipe_draws_from_exactly_the_listed_photos(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "not-listed.png")
     assert len(natural_photos(tmp_path, listed=True)) == len(names)
     assert len(natural_photos(tmp_path)) == len(names) + 1  # a plain folder read takes every PNG
+    # named photos come in the order asked for (not file-name order), and a missing one is the same clear error
+    picked = [names[2], names[0], names[1]]
+    got = natural_photos(tmp_path, names=picked)
+    assert [int(im[0, 0, 0]) for im in got] == [2, 0, 1]
+    (tmp_path / f"{names[0]}.png").unlink()
+    with pytest.raises(FileNotFoundError, match="lacks 1 of the 3 .*build_natural_data"):
+        natural_photos(tmp_path, names=picked)

@@ -164,22 +164,25 @@ class PatchSampler:
         return out.clamp(-1, 1)
 
 
-def natural_photos(root: str | Path = "data/natural", *, listed: bool = False) -> list[Tensor]:
+def natural_photos(root: str | Path = "data/natural", *, listed: bool = False,
+                   names: list[str] | None = None) -> list[Tensor]:
     """The compact training copy written by ``scripts/build_natural_data.py``: uint8 (3, H, W) tensors.
     ``listed``: exactly the photos of ``natural_sources.json``; a copy that lacks any of them (built
-    before the list grew) is an error, not a smaller training set."""
+    before the list grew) is an error, not a smaller training set. ``names``: these listed names, in this order."""
     from PIL import Image
 
     files = sorted(Path(root).glob("*.png"))
     if not files:
         raise FileNotFoundError(f"no training photos in {root}: run `python scripts/build_natural_data.py` first")
-    if listed:
-        names = sorted(f["name"] for f in natural_sources())
-        missing = [n for n in names if not (Path(root) / f"{n}.png").is_file()]
+    if listed or names is not None:
+        want = list(names) if names is not None else sorted(f["name"] for f in natural_sources())
+        missing = [n for n in want if not (Path(root) / f"{n}.png").is_file()]
         if missing:
-            raise FileNotFoundError(f"{root} lacks {len(missing)} of the {len(names)} training photos listed in "
+            raise FileNotFoundError(f"{root} lacks {len(missing)} of the {len(want)} training photos listed in "
                                     f"{NATURAL_SOURCES.name} (e.g. {missing[0]}): run `python scripts/build_natural_data.py`")
-        files = sorted(Path(root) / f"{n}.png" for n in names)  # the order of the glob above: the same stream
+        files = [Path(root) / f"{n}.png" for n in want]
+        if names is None:
+            files = sorted(files)  # the order of the glob above: the same stream
     return [torch.from_numpy(np.asarray(Image.open(f).convert("RGB")).copy()).permute(2, 0, 1).contiguous() for f in files]
 
 
