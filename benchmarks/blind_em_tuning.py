@@ -10,7 +10,9 @@ change, so a stopping or fall-back rule can be read off the same runs. Writes a 
     python benchmarks/blind_em_tuning.py --settings '{"smooth": 0.3}' '{"smooth": 1.0}' --out benchmarks/blind/x.json
 
 A setting's ``em_samples`` (K posterior samples per E-step, the M-step fitting all K: ``kernel_em_samples``) and
-``e_step`` (the E-step restoration's options, e.g. ``{"lam": 28}``) belong to the E-step; the rest is the M-step's.
+``e_step`` (the E-step restoration's options, e.g. ``{"lam": 28}``, ``{"start": 1.0, "steps": 100}``) belong to the
+E-step, ``init_kernel`` (``classical``: the estimate, as solve; ``dirac``: a delta, as Fast Diffusion EM starts;
+``saved:DIR``: an earlier run's refined kernel) to the start; the rest is the M-step's.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from blind_motion import _diffpir, _photos, aligned, blurred
 
 
 def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int, kernel_size: int,
-          score_rounds: list[int], final_tau: list[float] = (), tau_hat: bool = False) -> dict:
+          score_rounds: list[int], final_tau: list[float] = (), tau_hat: bool = False,
+          save: Path | None = None) -> dict:
     from invdiff.blind import estimate_motion_kernel, kernel_error, kernel_error_lam, refine_kernel_em
     from invdiff.measured import kernel_prior_for
     from invdiff.metrics import psnr
@@ -46,6 +49,7 @@ def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int,
     row = {"photo": i, "kernel": j, "noise_sigma": s, "psnr_blurry": round(float(psnr(y.clamp(-1, 1), x)[0]), 3),
            "true": score(k_true, preset), "kernel_error_classical": round(kernel_error(k0, k_true), 4),
            "no_em": score(aligned(k0, k_true), blind), "settings": []}
+    saved = {"k_true": k_true, "k0": k0, "kernels": [], "last_e_step": []}
     for st in settings:
         t0 = time.perf_counter()
         errors, kernels, restored = [], [], []
@@ -60,9 +64,10 @@ def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int,
         m_step = _resolved(st)
         # not the M-step's: K posterior samples per E-step (the Monte Carlo E-step), the E-step's own options
         n, e_options = int(m_step.pop("em_samples", 1)), m_step.pop("e_step", None)
+        start = _initial_kernel(m_step.pop("init_kernel", "classical"), k0, i, j)
         if "kernel_prior" in m_step:  # update_kernel's name for it
             m_step["prior"] = m_step.pop("kernel_prior")
-        k, hist = refine_kernel_em(y, k0, e_step, rounds, **m_step)
+        k, hist = refine_kernel_em(y, start, e_step, rounds, **m_step)
         errors.append(round(kernel_error(k, k_true), 4))
         kernels.append(k)
         row["settings"].append({"setting": st, "kernel_error_rounds": errors[1:],
@@ -73,11 +78,31 @@ def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int,
                                                            options={"lam": kernel_error_lam(lam, tau, s)})
                                            for tau in final_tau},
                                 "seconds": round(time.perf_counter() - t0, 1)})
+        saved["kernels"].append(k)
+        saved["last_e_step"].append(restored[-1])
         if tau_hat:  # the level of what the refined kernel cannot explain in the last E-step's restoration
             t_hat = residual_tau(y, k, restored[-1], s)
             row["settings"][-1].update({"tau_hat": round(t_hat, 5), "em_tau_hat": score(
                 aligned(k, k_true), preset, options={"lam": kernel_error_lam(lam, t_hat, s)})})
+    if save is not None:  # the kernels (and each setting's last E-step image) for selection rules read off later
+        save.mkdir(parents=True, exist_ok=True)
+        torch.save(saved, save / f"case_{i}_{j}.pt")
     return row
+
+
+def _initial_kernel(name: str, k0, i: int, j: int):
+    """The kernel the EM starts from: ``classical`` (the estimate, as solve starts), ``dirac`` (a centred delta of
+    the estimate's size, as Laroche et al.'s Fast Diffusion EM starts its sampler from pure noise), or
+    ``saved:DIR`` (the refined kernel an earlier run saved there with ``--save-kernels``, for chaining two EMs)."""
+    if name == "classical":
+        return k0
+    if name == "dirac":
+        k = torch.zeros_like(k0)
+        k[k.shape[-2] // 2, k.shape[-1] // 2] = 1.0
+        return k
+    if name.startswith("saved:"):
+        return torch.load(Path(name[len("saved:"):]) / f"case_{i}_{j}.pt")["kernels"][0]
+    raise ValueError(f"init_kernel must be 'classical', 'dirac' or 'saved:DIR', got {name!r}")
 
 
 def residual_tau(y, k, x, s: float) -> float:
@@ -248,6 +273,8 @@ def main() -> None:
     ap.add_argument("--prior", default="natural64")
     ap.add_argument("--previous", type=Path, default=None,
                     help="rows already run (JSON lines, in the cases' order, same settings): continue after them")
+    ap.add_argument("--save-kernels", type=Path, default=None, metavar="DIR",
+                    help="save each case's true, classical and refined kernels (and the last E-step images) there")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     prior = load(a.prior)
@@ -264,7 +291,7 @@ def main() -> None:
     for i, j in [(i, j) for j in a.kernels for i in a.photos][len(rows):]:
         s = a.noise[(i + j) % 2]
         rows.append({"name": names[i], **_case(xs[i: i + 1], i, j, s, prior, a.settings, a.rounds, a.kernel_size,
-                                                 a.score_rounds, a.final_tau, a.tau_hat)})
+                                                 a.score_rounds, a.final_tau, a.tau_hat, a.save_kernels)})
         print(json.dumps(rows[-1]), flush=True)
         _write(a, rows)
     _write(a, rows)

@@ -166,9 +166,10 @@ def _diffpir(y, k, s: float, i: int, prior, preset, options: dict | None, purpos
     from invdiff.tasks import get_task
 
     hp = {**preset.run_hyper_parameters(get_task("motion-deblur")), **(options or {})}
+    steps = hp.pop("steps", preset.steps)
     with torch.no_grad():
         return restore(y, ops.Blur(k, padding="reflect"), ops.GaussianNoise(s), prior, method=preset.method,
-                       steps=preset.steps, generator=make_generators(0, 1, purpose=purpose, start=i),
+                       steps=steps, generator=make_generators(0, 1, purpose=purpose, start=i),
                        operator_update=None if refit is None else lambda x0, t: ops.Blur(refit(x0), padding="reflect"),
                        samples=samples, **hp).samples[0]
 
