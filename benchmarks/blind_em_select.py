@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from blind_em_probes import SpectralEvidence
+from blind_em_tuning import normalised_sparsity
 from blind_motion import _photos, aligned, blurred
 
 RULES = ("evidence", "residual", "sparsity")
@@ -39,15 +40,13 @@ def scores(y: torch.Tensor, s: float, k: torch.Tensor, x_last: torch.Tensor) -> 
     """The no-reference scores of kernel k for the blurred photo y (noise σ = s); lower is better for each."""
     from invdiff import operators as ops
     from invdiff.baselines import run_baseline
-    from invdiff.blind import _gradients
 
     op = ops.Blur(k, padding="reflect")
     with torch.no_grad():
         residual = float((y - op(x_last)).square().mean())
         x_tv = run_baseline("tv", y, op, s)
-    g = _gradients(x_tv.mean(1, keepdim=True)).abs()
     return {"evidence": SpectralEvidence(y, s).model(k)[0], "residual": residual,
-            "sparsity": float(g.sum() / g.square().sum().sqrt()) / g.numel() ** 0.5}
+            "sparsity": normalised_sparsity(x_tv)}
 
 
 def figure(rows: list[dict], kernels: list[dict[str, torch.Tensor]], names: list[str], path: Path) -> None:
