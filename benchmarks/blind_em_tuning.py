@@ -10,7 +10,8 @@ change, so a stopping or fall-back rule can be read off the same runs. Writes a 
     python benchmarks/blind_em_tuning.py --settings '{"smooth": 0.3}' '{"smooth": 1.0}' --out benchmarks/blind/x.json
 
 A setting's ``em_samples`` (K posterior samples per E-step, the M-step fitting all K: ``kernel_em_samples``) and
-``e_step`` (the E-step restoration's options, e.g. ``{"lam": 28}``, ``{"start": 1.0, "steps": 100}``) belong to the
+``e_step`` (the E-step restoration's options, e.g. ``{"lam": 28}``, ``{"start": 1.0, "steps": 100}``,
+``{"lam": 4, "kernel_uncertainty": 0.6}``: the kernel's error per frequency, ``blind_uncertain_probe.py``) belong to the
 E-step, ``init_kernel`` (``classical``: the estimate, as solve; ``dirac``: a delta, as Fast Diffusion EM starts;
 ``saved:DIR``: an earlier run's refined kernel) to the start; the rest is the M-step's.
 """

@@ -167,8 +167,15 @@ def _diffpir(y, k, s: float, i: int, prior, preset, options: dict | None, purpos
 
     hp = {**preset.run_hyper_parameters(get_task("motion-deblur")), **(options or {})}
     steps = hp.pop("steps", preset.steps)
+    eps = hp.pop("kernel_uncertainty", 0.0)  # the kernel's error per frequency (blind_uncertain_probe.py)
+    if eps:
+        from blind_uncertain_probe import uncertain_blur
+
+        op = uncertain_blur(k, s, eps)
+    else:
+        op = ops.Blur(k, padding="reflect")
     with torch.no_grad():
-        return restore(y, ops.Blur(k, padding="reflect"), ops.GaussianNoise(s), prior, method=preset.method,
+        return restore(y, op, ops.GaussianNoise(s), prior, method=preset.method,
                        steps=steps, generator=make_generators(0, 1, purpose=purpose, start=i),
                        operator_update=None if refit is None else lambda x0, t: ops.Blur(refit(x0), padding="reflect"),
                        samples=samples, **hp).samples[0]
