@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -155,11 +156,51 @@ def final_only(source: Path, out: Path, split: str, restore_options: dict | None
     figure(kernels, rows, out / "blind_motion_kernels.png")
 
 
+def residual_weight(x0: torch.Tensor, k: torch.Tensor, sigma: float, eps: float, smooth: int = 5) -> torch.Tensor:
+    """w(f) = σ² / (σ² + ε²‖k‖² ramp(f) P(f)) on the full FFT grid of x0's size, (B, 1, H, W)."""
+    h, w = x0.shape[-2:]
+    p = torch.fft.fft2(x0.double(), norm="ortho").abs().square().mean(1, keepdim=True)
+    r = smooth // 2
+    p = F.avg_pool2d(F.pad(p, (r, r, r, r), mode="circular"), smooth, stride=1)
+    kk = k.double()
+    yy, xx = torch.meshgrid(torch.arange(kk.shape[-2], dtype=kk.dtype), torch.arange(kk.shape[-1], dtype=kk.dtype),
+                            indexing="ij")
+    cy, cx = (kk * yy).sum() / kk.sum(), (kk * xx).sum() / kk.sum()
+    l2 = float((kk * ((yy - cy) ** 2 + (xx - cx) ** 2)).sum() / kk.sum())
+    wy = 2 * math.pi * torch.fft.fftfreq(h, dtype=kk.dtype)
+    wx = 2 * math.pi * torch.fft.fftfreq(w, dtype=kk.dtype)
+    om2 = wy[:, None] ** 2 + wx[None, :] ** 2
+    ramp = 1 - torch.exp(-om2 * l2 / 2)
+    v = eps ** 2 * float(kk.square().sum()) * ramp * p
+    return (sigma ** 2 / (sigma ** 2 + v)).float()
+
+
+def uncertain_blur(k: torch.Tensor, sigma: float, eps: float):
+    """``ops.Blur(k)`` whose data step (``prox``) weights the residual by ``residual_weight`` of its x0."""
+    from invdiff import operators as ops
+    from invdiff.operators.base import _per_image, conjugate_gradient
+
+    class UncertainBlur(ops.Blur):
+        def prox(self, x0, y, rho, *, tol: float = 1e-5, iters: int = 50, **_):
+            wf = residual_weight(x0, self.kernel[0], sigma, eps)
+
+            def weigh(r):
+                return torch.fft.ifft2(torch.fft.fft2(r) * wf).real
+
+            r4 = _per_image(rho, x0)
+            delta = conjugate_gradient(lambda v: torch.addcmul(self.adjoint(weigh(self(v))), r4, v),
+                                       self.adjoint(weigh(y - self(x0))), iters=iters, tol=tol)
+            return delta.add_(x0)
+
+    return UncertainBlur(k, padding="reflect")
+
+
 def _diffpir(y, k, s: float, i: int, prior, preset, options: dict | None, purpose: str = "sample",
              refit=None, samples: int = 1) -> torch.Tensor:
     """The motion-deblur preset (or its blind variant) restoring y with kernel k, on the seeded stream of photo i;
     ``refit``: the kernel refitted at every step (``refine_kernel_em(..., per_step=True)``); ``samples`` > 1: that
-    many samples (samples, C, H, W), as the kernel EM's Monte Carlo E-step takes them."""
+    many samples (samples, C, H, W), as the kernel EM's Monte Carlo E-step takes them. ``options``' own
+    ``kernel_uncertainty`` ε > 0 restores with ``uncertain_blur`` (the kernel's error per frequency)."""
     from invdiff import operators as ops
     from invdiff.rng import make_generators
     from invdiff.samplers import restore
@@ -167,13 +208,8 @@ def _diffpir(y, k, s: float, i: int, prior, preset, options: dict | None, purpos
 
     hp = {**preset.run_hyper_parameters(get_task("motion-deblur")), **(options or {})}
     steps = hp.pop("steps", preset.steps)
-    eps = hp.pop("kernel_uncertainty", 0.0)  # the kernel's error per frequency (blind_uncertain_probe.py)
-    if eps:
-        from blind_uncertain_probe import uncertain_blur
-
-        op = uncertain_blur(k, s, eps)
-    else:
-        op = ops.Blur(k, padding="reflect")
+    eps = hp.pop("kernel_uncertainty", 0.0)  # the kernel's error per frequency (uncertain_blur)
+    op = uncertain_blur(k, s, eps) if eps else ops.Blur(k, padding="reflect")
     with torch.no_grad():
         return restore(y, op, ops.GaussianNoise(s), prior, method=preset.method,
                        steps=steps, generator=make_generators(0, 1, purpose=purpose, start=i),

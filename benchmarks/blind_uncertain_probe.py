@@ -8,7 +8,8 @@ E|Δ(f)|² = ε²‖k̂‖² (zero-sum and centred kernels: times a ramp 1 − e
 L the kernel's RMS radius), so the residual's variance at frequency f is σ² + ε²‖k̂‖² |X(f)|² (orthonormal FFT).
 DiffPIR's data step then weights the residual by w(f) = σ² / (σ² + ε²‖k̂‖² P(f)) (P: the prior's x̂0's power
 spectrum, smoothed over 5×5 frequencies, the channels' mean), solved by conjugate gradients; w ≡ 1/(1 + τ²/σ²)
-is the white model solve uses.
+is the white model solve uses (``blind_motion.uncertain_blur``; ``blind_motion._diffpir``'s option
+``kernel_uncertainty`` = ε).
 
 Reads the refined kernels that ``blind_em_tuning.py --save-kernels DIR`` saved, and restores each case with the
 true kernel (the preset), with the white τ (solve's final restoration, as a check against the run's recorded
@@ -22,72 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from blind_motion import _photos, aligned, blurred
-
-
-def residual_weight(x0: torch.Tensor, k: torch.Tensor, sigma: float, eps: float, smooth: int = 5) -> torch.Tensor:
-    """w(f) = σ² / (σ² + ε²‖k‖² ramp(f) P(f)) on the full FFT grid of x0's size, (B, 1, H, W)."""
-    h, w = x0.shape[-2:]
-    p = torch.fft.fft2(x0.double(), norm="ortho").abs().square().mean(1, keepdim=True)
-    r = smooth // 2
-    p = F.avg_pool2d(F.pad(p, (r, r, r, r), mode="circular"), smooth, stride=1)
-    kk = k.double()
-    yy, xx = torch.meshgrid(torch.arange(kk.shape[-2], dtype=kk.dtype), torch.arange(kk.shape[-1], dtype=kk.dtype),
-                            indexing="ij")
-    cy, cx = (kk * yy).sum() / kk.sum(), (kk * xx).sum() / kk.sum()
-    l2 = float((kk * ((yy - cy) ** 2 + (xx - cx) ** 2)).sum() / kk.sum())
-    wy = 2 * math.pi * torch.fft.fftfreq(h, dtype=kk.dtype)
-    wx = 2 * math.pi * torch.fft.fftfreq(w, dtype=kk.dtype)
-    om2 = wy[:, None] ** 2 + wx[None, :] ** 2
-    ramp = 1 - torch.exp(-om2 * l2 / 2)
-    v = eps ** 2 * float(kk.square().sum()) * ramp * p
-    return (sigma ** 2 / (sigma ** 2 + v)).float()
-
-
-def uncertain_blur(k: torch.Tensor, sigma: float, eps: float):
-    """``ops.Blur(k)`` whose data step (``prox``) weights the residual by ``residual_weight`` of its x0."""
-    from invdiff import operators as ops
-    from invdiff.operators.base import _per_image, conjugate_gradient
-
-    class UncertainBlur(ops.Blur):
-        def prox(self, x0, y, rho, *, tol: float = 1e-5, iters: int = 50, **_):
-            wf = residual_weight(x0, self.kernel[0], sigma, eps)
-
-            def weigh(r):
-                return torch.fft.ifft2(torch.fft.fft2(r) * wf).real
-
-            r4 = _per_image(rho, x0)
-            delta = conjugate_gradient(lambda v: torch.addcmul(self.adjoint(weigh(self(v))), r4, v),
-                                       self.adjoint(weigh(y - self(x0))), iters=iters, tol=tol)
-            return delta.add_(x0)
-
-    return UncertainBlur(k, padding="reflect")
-
-
-def restore(y, op, s: float, i: int, prior, preset, options: dict | None = None) -> torch.Tensor:
-    """The motion-deblur preset restoring y with the operator op, on the seeded stream of photo i (as
-    ``blind_motion._diffpir``)."""
-    from invdiff import operators as ops
-    from invdiff.rng import make_generators
-    from invdiff.samplers import restore as run
-    from invdiff.tasks import get_task
-
-    hp = {**preset.run_hyper_parameters(get_task("motion-deblur")), **(options or {})}
-    steps = hp.pop("steps", preset.steps)
-    with torch.no_grad():
-        return run(y, op, ops.GaussianNoise(s), prior, method=preset.method, steps=steps,
-                   generator=make_generators(0, 1, purpose="sample", start=i), **hp).samples[0]
+from blind_motion import _diffpir, _photos, aligned, blurred
 
 
 def main() -> None:
-    from invdiff import operators as ops
     from invdiff.blind import kernel_error, kernel_error_lam
     from invdiff.metrics import psnr
     from invdiff.prior import load
@@ -121,19 +65,21 @@ def main() -> None:
         k = aligned(saved["kernels"][0] if a.source == "refined" else saved["k0"], k_true)
         t0 = time.perf_counter()
 
-        def score(op, options=None):
-            return round(float(psnr(restore(y, op, s, i, prior, preset, options), x)[0]), 3)
+        def score(kernel, options=None):
+            return round(float(psnr(_diffpir(y, kernel, s, i, prior, preset, options), x)[0]), 3)
+
+        def spectral(kernel, e, options=None):
+            return score(kernel, {**(options or {}), "kernel_uncertainty": e})
 
         row = {"name": names[i], "photo": i, "kernel": j, "noise_sigma": s,
                "kernel_error": round(kernel_error(k, k_true), 4),
-               "true": None if a.no_true else score(ops.Blur(k_true, padding="reflect")),
-               "white": score(ops.Blur(k, padding="reflect"), {"lam": kernel_error_lam(lam, a.tau, s)}),
-               "spectral": {str(e): score(uncertain_blur(k, s, e)) for e in a.eps}}
+               "true": None if a.no_true else score(k_true),
+               "white": score(k, {"lam": kernel_error_lam(lam, a.tau, s)}),
+               "spectral": {str(e): spectral(k, e) for e in a.eps}}
         if a.eps_tau:
-            row["spectral_white"] = {str(e): score(uncertain_blur(k, s, e), {"lam": kernel_error_lam(lam, a.tau, s)})
-                                     for e in a.eps}
+            row["spectral_white"] = {str(e): spectral(k, e, {"lam": kernel_error_lam(lam, a.tau, s)}) for e in a.eps}
         if a.true_kernel:
-            row["spectral_true"] = {str(e): score(uncertain_blur(k_true, s, e)) for e in a.eps}
+            row["spectral_true"] = {str(e): spectral(k_true, e) for e in a.eps}
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
