@@ -10,7 +10,10 @@ scores, per case, every candidate kernel k by rules that need no ground truth:
   ``SpectralEvidence`` of ``blind_em_probes.py``), lower is likelier;
 - ``residual``: mean (y − k * x)², x the candidate's own last E-step image;
 - ``sparsity``: ‖∇x‖₁/‖∇x‖₂ (normalised by √N) of TV deconvolution of y with k (Krishnan et al. 2011: blur and
-  ringing both raise it).
+  ringing both raise it);
+- ``prior`` (with ``--prior-rule PRIOR``): the diffusion prior's denoising loss at low noise levels
+  (``invdiff.blind.prior_score``) of the final restoration with k (the preset, λ for the run's τ), the rule solve's
+  ``kernel_fast_em`` uses; the restoration is run again and its PSNR checked against the run's record.
 
 Each rule's choice is scored by the PSNR its candidate's run recorded (final restoration, τ as given), against
 each run alone and the oracle choice, paired per case.
@@ -31,7 +34,7 @@ import torch
 
 from blind_em_probes import SpectralEvidence
 from blind_em_tuning import normalised_sparsity
-from blind_motion import _photos, aligned, blurred
+from blind_motion import _diffpir, _photos, aligned, blurred
 
 RULES = ("evidence", "residual", "sparsity")
 
@@ -47,6 +50,19 @@ def scores(y: torch.Tensor, s: float, k: torch.Tensor, x_last: torch.Tensor) -> 
         x_tv = run_baseline("tv", y, op, s)
     return {"evidence": SpectralEvidence(y, s).model(k)[0], "residual": residual,
             "sparsity": normalised_sparsity(x_tv)}
+
+
+def prior_rule(y: torch.Tensor, x: torch.Tensor, s: float, i: int, k_al: torch.Tensor, tau: float, prior,
+               score_prior) -> tuple[float, float]:
+    """(prior_score, PSNR) of the final restoration with the aligned kernel k_al, as the tuning runs restored it."""
+    from invdiff.blind import kernel_error_lam, prior_score
+    from invdiff.metrics import psnr
+    from invdiff.tasks import get_task, solve_preset
+
+    preset = solve_preset("motion-deblur")
+    lam = preset.run_hyper_parameters(get_task("motion-deblur")).get("lam")
+    x_hat = _diffpir(y, k_al, s, i, prior, preset, {"lam": kernel_error_lam(lam, tau, s)})
+    return float(prior_score(score_prior, x_hat)[0]), float(psnr(x_hat, x)[0])
 
 
 def figure(rows: list[dict], kernels: list[dict[str, torch.Tensor]], names: list[str], path: Path) -> None:
@@ -73,6 +89,8 @@ def main() -> None:
                     help="a blind_em_tuning.py run: its JSON and its --save-kernels folder (one setting each)")
     ap.add_argument("--tau", default="0.02", help="which final restoration's PSNR to score (the run's --final-tau)")
     ap.add_argument("--figure", type=Path, default=None, help="the kernels of every case, as a PNG")
+    ap.add_argument("--prior-rule", nargs="*", default=[], metavar="PRIOR",
+                    help="also the prior rule, scored by each of these priors (the restorations by natural64)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     runs = {}
@@ -81,6 +99,11 @@ def main() -> None:
         js, folder = rest.split(":", 1)
         runs[name] = (json.loads(Path(js).read_text()), Path(folder))
     names = list(runs)
+    rules = (*RULES, *(f"prior {p}" for p in a.prior_rule))
+    if a.prior_rule:
+        from invdiff.prior import load
+
+        restorer, scorers = load("natural64"), {p: load(p) for p in a.prior_rule}
     first = runs[names[0]][0]["rows"]
     xs, photo_names = _photos("tuning", max(r["photo"] for r in first) + 1)
     rows, kernels = [], []
@@ -101,14 +124,18 @@ def main() -> None:
             st = r["settings"][0]
             row["candidates"][name] = {"psnr": st["em_tau"][a.tau], "kernel_error": st["kernel_error_rounds"][-1],
                                        **{key: round(v, 6) for key, v in scores(y, s, k, x_last).items()}}
+            for p in a.prior_rule:
+                sc, check = prior_rule(y, xs[i: i + 1], s, i, kernels[-1][name], float(a.tau), restorer, scorers[p])
+                assert abs(check - row["candidates"][name]["psnr"]) < 5e-3, "the restoration is not the run's"
+                row["candidates"][name][f"prior {p}"] = round(sc, 6)
         c = row["candidates"]
-        row["picked"] = {rule: min(names, key=lambda m: c[m][rule]) for rule in RULES}
+        row["picked"] = {rule: min(names, key=lambda m: c[m][rule]) for rule in rules}
         row["picked"]["oracle"] = max(names, key=lambda m: c[m]["psnr"])
         rows.append(row)
         print(json.dumps(row), flush=True)
     summary = {}
     base = names[0]
-    for choice in [*({"run": m} for m in names), *({"rule": m} for m in (*RULES, "oracle"))]:
+    for choice in [*({"run": m} for m in names), *({"rule": m} for m in (*rules, "oracle"))]:
         if "run" in choice:
             v = [r["candidates"][choice["run"]]["psnr"] for r in rows]
         else:

@@ -591,3 +591,37 @@ def refine_kernel_em(y: Tensor, k: Tensor, restore, rounds: int, *, per_step: bo
         if callback is not None:
             callback(dict(history[-1]))
     return k, history
+
+
+PRIOR_SCORE_TIMESTEPS = (10, 25, 50)
+#: Fast Diffusion EM's E-step (Laroche et al. 2024, as their samplers run it: from pure noise, 100 steps; DiffPIR at
+#: its default λ in place of their ΠGDM/DPS guidance): the options over the blind variant's restoration
+FAST_EM_E_STEP = {"steps": 100, "start": 1.0, "init": "zeros", "lam": 28.0}
+
+
+def prior_score(prior, x: Tensor, *, timesteps=PRIOR_SCORE_TIMESTEPS, draws: int = 3, seed: int = 0) -> Tensor:
+    """How unnatural the diffusion prior finds the fine detail of each image of x (B, C, H, W) on [−1, 1]: its
+    denoising loss mean ‖ε_θ(√ᾱ_t x + √(1−ᾱ_t) ε, t) − ε‖² at the low noise levels ``timesteps`` (the terms of
+    the variational bound that weigh the most), ``draws`` noises each. Lower is likelier. Every image gets the same
+    noises (drawn from ``seed`` per timestep and draw, common random numbers), so the scores of two restorations
+    of one photo differ by the images, not by the draws. A restoration with the wrong blur kernel carries its
+    ghosts and ringing there; benchmarks/RESULTS.md ("Two kernels, and the prior's choice") measures it as a rule
+    that picks one of two blind kernel estimates. Returns one score per image (B,)."""
+    if x.dim() != 4 or draws < 1 or not timesteps:
+        raise ValueError(f"prior_score needs x (B, C, H, W), draws ≥ 1 and timesteps; got {tuple(x.shape)}, "
+                         f"{draws}, {timesteps!r}")
+    n = prior.schedule.num_timesteps
+    if any(not 0 <= int(t) < n for t in timesteps):
+        raise ValueError(f"timesteps must lie in [0, {n}), got {timesteps!r}")
+    x = x.to(prior.device, prior.dtype)
+    total = torch.zeros(x.shape[0], dtype=torch.float64)
+    with torch.no_grad():
+        for t in timesteps:
+            ab = prior.schedule.alpha_bar(int(t))
+            for d in range(draws):
+                g = torch.Generator().manual_seed(seed * 1_000_003 + int(t) * 101 + d)
+                e = torch.randn(x.shape[1:], generator=g).to(x).expand_as(x)
+                x_t = math.sqrt(ab) * x + math.sqrt(1 - ab) * e
+                err = (prior.eps(x_t, int(t)) - e).float().square().mean(dim=(1, 2, 3))
+                total += err.double().cpu()
+    return (total / (len(timesteps) * draws)).float()

@@ -317,8 +317,7 @@ def _stderr_console():
 # ---- solve --------------------------------------------------------------------------------------
 @app.command("solve")
 def solve_cmd(
-    images: list[Path] = typer.Argument(..., help="the measurement (or, with --simulate, the clean image); several "
-                                        "files or folders restore every image in them"),
+    images: list[Path] = typer.Argument(..., help="the measurement (or, with --simulate, the clean image); several files or folders restore every image in them"),
     task: str = typer.Option(..., "--task", "-t", help="deblur, motion-deblur, nonuniform-deblur, sr, inpaint, phase-retrieval, colorize, denoise"),
     simulate: bool = typer.Option(False, "--simulate", help="IMAGE is clean: degrade it with the task, restore, and score"),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="output folder"),
@@ -335,6 +334,7 @@ def solve_cmd(
     blind: bool = typer.Option(False, "--blind", help="with --simulate: hide the simulated kernel and estimate it"),
     kernel_em: Optional[int] = typer.Option(None, help="blind motion: rounds of kernel EM (default: the preset's)"),
     kernel_prior: Optional[str] = typer.Option(None, help="blind motion: 'none' or a kernel prior file (default: bundled)"),
+    fast_em: Optional[bool] = typer.Option(None, "--fast-em/--no-fast-em", help="blind motion: also Fast Diffusion EM's kernel, the prior choosing (default: the preset's)"),
     select: Optional[str] = typer.Option(None, help="with -k K: 'residual' keeps the sample with the smallest ||y-A(x)||, 'mbr' the sample nearest the mean of the K"),
     symmetry: Optional[str] = typer.Option(None, help="with -k K: flips|dihedral, sample k on y flipped/turned and back"),
     padding: str = typer.Option("reflect", help="blur boundary: zeros, reflect, replicate, circular"),
@@ -370,7 +370,7 @@ def solve_cmd(
                            device=_device(device), batch_size=_batch_size(batch_size), hyper_parameters=_hp(hp, guidance),
                            fast=fast, overwrite=overwrite, save_measurement=save_measurement,
                            lpips_backbone=lpips_backbone, blind=blind, select=select, kernel_em=kernel_em,
-                           symmetry=symmetry, kernel_prior=kernel_prior)
+                           symmetry=symmetry, kernel_prior=kernel_prior, fast_em=fast_em)
         one = len(images) == 1 and not images[0].is_dir()
         return _solve_one_cmd(req, quiet, json_out) if one else _solve_many_cmd(req, images, quiet, json_out)
 

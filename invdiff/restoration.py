@@ -95,7 +95,6 @@ def operator_parameters(op, opts, req) -> dict:
 
 
 def _restore(plan, req, prob, callback):
-    from . import blind as blind_em
     from .rng import make_generators
     from .samplers import restore
 
@@ -107,11 +106,7 @@ def _restore(plan, req, prob, callback):
     blind = str(prob.degradation.get("kernel", {}).get("source", "")).startswith("estimated")
     preset, hp, steps = _run_settings(plan, req, prob, blind)
     if blind and plan.task.blind == "motion" and _kernel_em(plan, req, prob, preset, hp, steps, callback):
-        tau = preset.kernel_error_tau if preset is not None else 0.0
-        preset, hp, steps = _run_settings(plan, req, prob, False)  # the refined kernel is restored as a known one
-        # its remaining error taken as extra noise of level τ (benchmarks/blind/tuning_em_tau.json); reported
-        prob.degradation.setdefault("kernel", {})["kernel_error_tau"] = tau
-        hp = blind_em.with_kernel_error(hp, tau, float(prob.opts.noise_sigma), req.hyper_parameters)
+        preset, hp, steps = _refined_settings(plan, req, prob, preset)
     at_once = req.samples if not isinstance(req.batch_size, int) else min(req.samples, req.batch_size)
     xs = tuple(plan.task.x_shape(tuple(prob.y.shape), prob.opts))
     memory_check(plan.prior, xs, at_once, req.device, gradient=METHODS[plan.method].network_gradient)
@@ -132,6 +127,30 @@ def _run_settings(plan, req, prob, blind: bool):
     hp = {**(preset.run_hyper_parameters(plan.task) if preset else plan.task.hyper_parameters.get(plan.method, {})),
           **req.hyper_parameters}
     return preset, hp, req.steps if req.steps is not None else (preset.steps if preset else None)
+
+
+def _refined_settings(plan, req, prob, blind_preset):
+    """(preset, hyper-parameters, steps) of the final restoration of a kernel refined by EM: the refined kernel is
+    restored as a known one (the task's preset), its remaining error taken as extra noise of the blind variant's
+    level τ (benchmarks/blind/tuning_em_tau.json), which the report records."""
+    from . import blind
+
+    tau = blind_preset.kernel_error_tau if blind_preset is not None else 0.0
+    preset, hp, steps = _run_settings(plan, req, prob, False)
+    prob.degradation.setdefault("kernel", {})["kernel_error_tau"] = tau
+    return preset, blind.with_kernel_error(hp, tau, float(prob.opts.noise_sigma), req.hyper_parameters), steps
+
+
+def _wants_fast_em(plan, req, preset) -> bool:
+    """Whether the blind motion kernel also gets Fast Diffusion EM's candidate (--fast-em, else the preset's); one
+    clear error, before any work, for a method that cannot refit the kernel while it samples."""
+    from .samplers.registry import METHODS
+
+    wanted = req.fast_em if req.fast_em is not None else bool(preset is not None and preset.kernel_fast_em)
+    if wanted and not METHODS[plan.method].operator_update:
+        raise ValueError(f"--fast-em refits the kernel at every step, which method {plan.method!r} cannot; use "
+                         f"{', '.join(n for n, v in METHODS.items() if v.operator_update)} or --no-fast-em")
+    return wanted
 
 
 def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
@@ -170,8 +189,11 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
     kp, _ = kernel_prior_for(plan.task, plan.preset, req.kernel_prior)
     per_step = bool(preset is not None and preset.kernel_em_per_step)
     prior_rounds = preset.kernel_em_prior_rounds if preset is not None else None
+    fast = _wants_fast_em(plan, req, preset)
     k, _ = blind.refine_kernel_em(prob.y, k0, e_step, rounds, callback=callback, prior=kp, per_step=per_step,
                                   prior_rounds=prior_rounds)
+    if fast:
+        k = _prior_choice(plan, req, prob, preset, hp, k, kp, operator, callback)
     prob.opts = prob.opts.with_(kernel=k)
     prob.op = plan.task.operator(xs, prob.opts)
     entry["em_change"] = round(float((k - k0).norm() / k0.norm()), 5)
@@ -182,6 +204,45 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
     if kp is not None:  # the rounds whose M-step had the kernel prior
         entry["em_prior_rounds"] = rounds if prior_rounds is None else min(rounds, prior_rounds)
     return rounds
+
+
+def _prior_choice(plan, req, prob, preset, hp: dict, k_em: Tensor, kp, operator, callback) -> Tensor:
+    """The EM's kernel or Fast Diffusion EM's (Laroche et al. 2024: one E-step from pure noise and a centred delta,
+    the kernel refitted to the prior's x̂0 at every step, then the M-step), whichever gives the final restoration
+    the prior finds likelier (``invdiff.blind.prior_score``, lower). The two fail on different photos: on the
+    declared tuning split the choice kept the better kernel in 7 of 8 cases (benchmarks/RESULTS.md, "Two kernels,
+    and the prior's choice"). Both candidates, their scores and the choice go into the report."""
+    from . import blind
+    from .rng import make_generators
+    from .samplers import restore
+
+    entry = prob.degradation["kernel"]
+    y, noise = prob.y.to(req.device), plan.task.noise(prob.opts)
+    fast = {**blind.FAST_EM_E_STEP, **((preset.kernel_fast_em or {}) if preset is not None else {})}
+    fast_steps = int(fast.pop("steps"))
+    fast_hp = {**hp, **fast}
+
+    def e_step(k: Tensor, refit) -> Tensor:
+        return restore(y, operator(k), noise, plan.prior, method=plan.method, steps=fast_steps, callback=callback,
+                       generator=make_generators(req.seed, 1, req.device, purpose="fast-em"),
+                       operator_update=lambda x0, t: operator(refit(x0)), **fast_hp).samples[0]
+
+    t0 = time.perf_counter()
+    delta = torch.zeros_like(k_em)
+    delta[k_em.shape[-2] // 2, k_em.shape[-1] // 2] = 1.0
+    k_fast, _ = blind.refine_kernel_em(prob.y, delta, e_step, 1, callback=callback, prior=kp, per_step=True)
+    _, final_hp, final_steps = _refined_settings(plan, req, prob, preset)
+    candidates = {}
+    for name, k in (("em", k_em), ("fast_em", k_fast)):  # each restored as the final restoration will be
+        x = restore(y, operator(k), noise, plan.prior, method=plan.method, steps=final_steps, callback=callback,
+                    generator=make_generators(req.seed, 1, req.device, purpose="sample"), **final_hp).samples[0]
+        candidates[name] = {"kernel": k, "prior_score": float(blind.prior_score(plan.prior, x)[0])}
+    chosen = min(candidates, key=lambda n: candidates[n]["prior_score"])
+    entry["candidates"] = {n: {"prior_score": round(c["prior_score"], 6)} for n, c in candidates.items()}
+    entry["candidates"]["fast_em"]["hyper_parameters"] = {"steps": fast_steps, **fast_hp}
+    entry["chosen"] = chosen
+    entry["fast_em_seconds"] = round(time.perf_counter() - t0, 2)
+    return candidates[chosen]["kernel"]
 
 
 def _scores(req, plan, prob, res, x_true, obs) -> dict:

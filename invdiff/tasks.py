@@ -332,6 +332,11 @@ class Preset:
     #: the learned kernel prior's settings (``invdiff.kernel_prior``: sigma, weight, rounds) for the blind motion
     #: estimate and the kernel EM's M-step; None: no kernel prior
     kernel_prior: dict | None = None
+    #: a second kernel after the EM, from Laroche et al.'s Fast Diffusion EM (one E-step run from pure noise and a
+    #: delta kernel, the kernel refitted at every step; these are that E-step's options over the blind variant's:
+    #: steps, start, init, lam); both kernels are restored as the final restoration restores a refined kernel, and
+    #: the one whose restoration the prior finds likelier (``invdiff.blind.prior_score``) is kept; None: the EM's
+    kernel_fast_em: dict | None = None
 
     def __post_init__(self):
         if isinstance(self.kernel_em_samples, bool) or not isinstance(self.kernel_em_samples, int) \
@@ -357,6 +362,8 @@ class Preset:
               + (f", then λ for a kernel error τ {self.kernel_error_tau:g}" if self.kernel_error_tau else "")) \
             if self.kernel_em else ""
         k += ", learned kernel prior" if self.kernel_prior else ""
+        k += (f", or Fast Diffusion EM's kernel ({self.kernel_fast_em.get('steps', self.steps)} steps) when the prior "
+              "prefers its restoration") if self.kernel_fast_em and self.kernel_em else ""
         return (f"{self.method}" + (f" ({self.prior})" if self.prior else "") + f", {self.steps} steps{warm}{guided}{k}{extra}")
 
     def run_hyper_parameters(self, task: "Task") -> dict:
@@ -416,7 +423,7 @@ def solve_preset(task: str, prior: str | None = None) -> Preset | None:
                              kernel_em_prior_rounds=(None if v.get("kernel_em_prior_rounds") is None
                                                      else int(v["kernel_em_prior_rounds"])),
                              kernel_error_tau=float(v.get("kernel_error_tau", 0.0)),
-                             kernel_prior=v.get("kernel_prior"))
+                             kernel_prior=v.get("kernel_prior"), kernel_fast_em=v.get("kernel_fast_em"))
                 for kind, v in (p.get("variants") or {}).items()}
     return Preset(p["method"], int(p["steps"]), dict(p.get("hyper_parameters", {})), p.get("prior"), variants,
                   int(p.get("samples", 1)), p.get("select"))

@@ -647,3 +647,63 @@ def test_kernel_em_prior_rounds_of_the_preset_reach_the_em_and_the_report(tmp_pa
         with pytest.raises(ValueError, match="kernel_em_prior_rounds"):
             Preset("diffpir", 20, {}, kernel_em_prior_rounds=bad)
     assert Preset("diffpir", 20, {}, kernel_em_prior_rounds=0).kernel_em_prior_rounds == 0
+
+
+@pytest.mark.parametrize("favour", ["em", "fast_em"])
+def test_fast_em_candidate_is_restored_scored_and_the_likelier_one_kept(tmp_path, blurred, monkeypatch, favour):
+    """A blind variant with ``kernel_fast_em``: after the EM, one Fast Diffusion EM round from a delta (per-step
+    refit) gives a second kernel; each is restored as the final restoration restores it and scored by the prior;
+    the kernel of the lower score is the one used and written, and the report shows both scores and the choice."""
+    import invdiff.blind as blind
+
+    prior, photo = tiny_prior_and_photo(tmp_path, blurred[2], 48, 48)
+    _blind_variant_with(monkeypatch, kernel_fast_em={"steps": 3})
+    kernels, refine = [], blind.refine_kernel_em
+
+    def spy_refine(y, k, restore, rounds, **kw):
+        out = refine(y, k, restore, rounds, **kw)
+        kernels.append((k.clone(), kw.get("per_step"), rounds, out[0]))
+        return out
+
+    scored, score = [], blind.prior_score
+
+    def spy_score(p, x, **kw):  # the real score, then a bias that makes the favoured candidate the likelier
+        s = score(p, x, **kw)
+        scored.append(float(s[0]))
+        return s - 10.0 if ("em", "fast_em")[len(scored) - 1] == favour else s
+
+    monkeypatch.setattr(blind, "refine_kernel_em", spy_refine)
+    monkeypatch.setattr(blind, "prior_score", spy_score)
+    r = CliRunner().invoke(app, ["solve", "--task", "motion-deblur", str(photo), "--prior", str(prior), "--steps", "2",
+                                 "--kernel-size", "15", "--kernel-em", "1", "--quiet", "--json", "--out",
+                                 str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    k = rep["degradation"]["kernel"]
+    assert len(kernels) == 2 and len(scored) == 2
+    (_, _, _, k_em), (start, per_step, rounds, k_fast) = kernels
+    centre = torch.zeros_like(start)
+    centre[7, 7] = 1.0
+    assert per_step is True and rounds == 1 and torch.equal(start, centre)  # from a delta, refitted at each step
+    assert k["chosen"] == favour and set(k["candidates"]) == {"em", "fast_em"}
+    assert k["candidates"]["fast_em"]["hyper_parameters"]["steps"] == 3
+    assert k["candidates"]["fast_em"]["hyper_parameters"]["start"] == blind.FAST_EM_E_STEP["start"]
+    used = np.load(rep["files"]["kernel"])
+    np.testing.assert_allclose(used, (k_em if favour == "em" else k_fast).numpy(), atol=1e-7)
+    # without the option the EM's kernel is used as it is, and nothing is reported about candidates
+    kernels.clear()
+    r2 = CliRunner().invoke(app, ["solve", "--task", "motion-deblur", str(photo), "--prior", str(prior), "--steps", "2",
+                                  "--kernel-size", "15", "--kernel-em", "1", "--no-fast-em", "--quiet", "--json",
+                                  "--out", str(tmp_path / "out2")])
+    assert r2.exit_code == 0, r2.output
+    assert len(kernels) == 1 and "candidates" not in json.loads(r2.stdout)["degradation"]["kernel"]
+
+
+def test_fast_em_with_a_method_that_cannot_refit_the_kernel_is_one_clear_error(tmp_path, blurred):
+    prior, photo = tiny_prior_and_photo(tmp_path, blurred[2], 48, 48)
+    r = CliRunner().invoke(app, ["solve", "--task", "motion-deblur", str(photo), "--prior", str(prior), "--steps", "2",
+                                 "--kernel-size", "15", "--kernel-em", "1", "--fast-em", "--method", "dps", "--quiet",
+                                 "--out", str(tmp_path / "out")])
+    assert r.exit_code != 0
+    assert "--fast-em" in r.output and "diffpir" in r.output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

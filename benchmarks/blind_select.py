@@ -1,0 +1,147 @@
+"""Two blind kernel estimates per photo, and the diffusion prior's choice between them (``invdiff.blind.prior_score``).
+
+Solve's kernel EM (the classical estimate, then 6 rounds of restoration and least squares, the kernel prior in
+rounds 1-3) and Fast Diffusion EM from a delta (Laroche et al.: one sampler run from pure noise, 100 DiffPIR steps
+at λ 28, the kernel refitted to the prior's x̂0 at every step) fail on different photos (RESULTS.md, "Fast
+Diffusion EM as its authors run it"). For each case this script runs both, restores each kernel as solve restores
+a refined kernel (the preset, λ for τ = 0.02), and scores each restoration by the prior's denoising loss at low
+noise levels (``prior_score``: lower is likelier); the rule takes the candidate with the lower score. The PSNR of
+each candidate, the rule's choice and the better of the two (the oracle) are recorded per case.
+
+Cases come in a fixed random order (seed 0) over photos × kernels × σ, so that a run cut short is an unbiased
+subset; ``--previous`` continues one. The true kernel's restoration is read from a ``blind_motion.py`` JSON of the
+same photos (``--true-from``: the same restoration, streams and kernel), and solve's EM row is checked against it.
+
+    python benchmarks/blind_select.py --split suite --true-from benchmarks/blind/blind_motion.json \\
+        --out benchmarks/blind/select_suite.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from blind_em_tuning import _initial_kernel
+from blind_motion import _diffpir, _photos, aligned, blurred
+
+FAST_EM = {"per_step": True, "init_kernel": "dirac",
+           "e_step": {"start": 1.0, "init": "zeros", "steps": 100, "lam": 28}}
+
+
+def cases(photos: int, kernels: int, noise: list[float], seed: int = 0) -> list[tuple[int, int, float]]:
+    """Every (photo, kernel, σ), in a random order fixed by ``seed``."""
+    every = [(i, j, s) for j in range(kernels) for i in range(photos) for s in noise]
+    order = torch.randperm(len(every), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [every[n] for n in order]
+
+
+def run_case(x, i: int, j: int, s: float, prior, tau: float, kernel_size: int = 61) -> tuple[dict, dict]:
+    from invdiff.blind import (estimate_motion_kernel, kernel_error, prior_score, refine_kernel_em,
+                               with_kernel_error)
+    from invdiff.measured import kernel_prior_for
+    from invdiff.metrics import psnr
+    from invdiff.tasks import get_task, solve_preset
+
+    op, y, k_true = blurred(x, i, j, s)
+    task, preset = get_task("motion-deblur"), solve_preset("motion-deblur")
+    blind = preset.for_operator(op, blind=True)
+    kp = kernel_prior_for(task, preset)[0]
+    t0 = time.perf_counter()
+    k0 = estimate_motion_kernel(y, prior, s, kernel_size=kernel_size, kernel_prior=kp).kernel
+    final_hp = with_kernel_error(preset.run_hyper_parameters(task), tau, s)
+    row = {"photo": i, "kernel": j, "noise_sigma": s, "psnr_blurry": round(float(psnr(y.clamp(-1, 1), x)[0]), 3),
+           "kernel_error_classical": round(kernel_error(k0, k_true), 4), "candidates": {}}
+    saved = {"k_true": k_true, "k0": k0}
+    for name in ("em", "fastem"):
+        e_options = FAST_EM["e_step"] if name == "fastem" else None
+
+        def e_step(kk, refit=None):
+            return _diffpir(y, kk, s, i, prior, blind, e_options, purpose="kernel-em", refit=refit)
+
+        if name == "em":  # what solve runs
+            k, _ = refine_kernel_em(y, k0, e_step, blind.kernel_em, prior=kp, per_step=blind.kernel_em_per_step,
+                                    prior_rounds=blind.kernel_em_prior_rounds)
+        else:  # Fast Diffusion EM: one sampler run from pure noise and a delta, the kernel refitted at each step
+            k, _ = refine_kernel_em(y, _initial_kernel("dirac", k0, i, j), e_step, 1, prior=kp, per_step=True)
+        k_al = aligned(k, k_true)
+        x_hat = _diffpir(y, k_al, s, i, prior, preset, final_hp)
+        row["candidates"][name] = {"kernel_error": round(kernel_error(k, k_true), 4),
+                                   "psnr": round(float(psnr(x_hat, x)[0]), 3),
+                                   "prior_score": round(float(prior_score(prior, x_hat)[0]), 6),
+                                   "seconds": round(time.perf_counter() - t0, 1)}
+        saved[name] = {"kernel": k, "restored": x_hat}
+        t0 = time.perf_counter()
+    c = row["candidates"]
+    row["picked"] = min(c, key=lambda m: c[m]["prior_score"])
+    row["oracle"] = max(c, key=lambda m: c[m]["psnr"])
+    return row, saved
+
+
+def summary(rows: list[dict]) -> dict:
+    def stats(v, base):
+        d = torch.tensor(v, dtype=torch.float64) - torch.tensor(base, dtype=torch.float64)
+        return {"psnr": round(sum(v) / len(v), 3), "change over em": round(float(d.mean()), 3),
+                "stderr": round(float(d.std() / math.sqrt(len(d))), 3) if len(d) > 1 else None,
+                "better_in": int((d > 0).sum()), "worse_in": int((d < 0).sum())}
+
+    em = [r["candidates"]["em"]["psnr"] for r in rows]
+    out = {"cases": len(rows)}
+    for key, v in (("em (solve)", em), ("fastem", [r["candidates"]["fastem"]["psnr"] for r in rows]),
+                   ("prior's choice", [r["candidates"][r["picked"]]["psnr"] for r in rows]),
+                   ("oracle", [r["candidates"][r["oracle"]]["psnr"] for r in rows])):
+        out[key] = stats(v, em)
+    out["prior's choice"]["picks_the_better"] = sum(r["picked"] == r["oracle"] for r in rows)
+    if all(r.get("true") is not None for r in rows):
+        true = [r["true"] for r in rows]
+        out["true kernel"] = {"psnr": round(sum(true) / len(true), 3)}
+        for key in ("em (solve)", "prior's choice"):
+            gap = [t - r["candidates"][r["picked"] if key != "em (solve)" else "em"]["psnr"]
+                   for t, r in zip(true, rows)]
+            out[key]["below the true kernel"] = round(sum(gap) / len(gap), 3)
+            out[key]["within 1.5 dB"] = sum(g <= 1.5 for g in gap)
+    return out
+
+
+def main() -> None:
+    from invdiff.prior import load
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--split", choices=("suite", "tuning"), default="suite")
+    ap.add_argument("--photos", type=int, default=6)
+    ap.add_argument("--kernels", type=int, default=3)
+    ap.add_argument("--noise", type=float, nargs="+", default=[0.02, 0.05])
+    ap.add_argument("--max-cases", type=int, default=None, help="stop after this many cases of the random order")
+    ap.add_argument("--tau", type=float, default=0.02, help="the final restoration's τ (solve's)")
+    ap.add_argument("--true-from", type=Path, default=None,
+                    help="a blind_motion.py JSON of the same split: the true kernel's restoration, and solve's EM row")
+    ap.add_argument("--previous", type=Path, default=None, help="an earlier --out of this script: continue it")
+    ap.add_argument("--save", type=Path, default=None, help="save each case's kernels and restorations here (.pt)")
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args()
+    prior = load("natural64")
+    xs, names = _photos(a.split, a.photos)
+    before = {(r["photo"], r["kernel"], r["noise_sigma"]): r
+              for r in json.loads(a.true_from.read_text())} if a.true_from else {}
+    rows = json.loads(a.previous.read_text())["rows"] if a.previous else []
+    todo = cases(len(xs), a.kernels, a.noise)[len(rows):]
+    for i, j, s in todo[: None if a.max_cases is None else max(a.max_cases - len(rows), 0)]:
+        row, saved = run_case(xs[i: i + 1], i, j, s, prior, a.tau)
+        earlier = before.get((i, j, s), {})
+        row = {"name": names[i], **row, "true": earlier.get("psnr_diffusion_true"),
+               "em_recorded": earlier.get("psnr_diffusion_estimated")}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if a.save is not None:
+            a.save.mkdir(parents=True, exist_ok=True)
+            torch.save(saved, a.save / f"case_{i}_{j}_{s}.pt")
+        a.out.write_text(json.dumps({"split": a.split, "prior": "natural64", "tau": a.tau, "fast_em": FAST_EM,
+                                     "summary": summary(rows), "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
