@@ -124,11 +124,10 @@ def _resolved(setting: dict) -> dict:
 
 
 def normalised_sparsity(x) -> float:
-    """‖∇x‖₁/‖∇x‖₂ of the grey image, divided by √N (Krishnan et al. 2011: blur and ringing both raise it)."""
-    from invdiff.blind import _gradients
+    """‖∇x‖₁/‖∇x‖₂ of the grey image, divided by √N (``invdiff.blind.gradient_sparsity`` of one image)."""
+    from invdiff.blind import gradient_sparsity
 
-    g = _gradients(x.mean(1, keepdim=True)).abs()
-    return float(g.sum() / g.square().sum().sqrt()) / g.numel() ** 0.5
+    return float(gradient_sparsity(x[:1])[0])
 
 
 def classical(xs, names: list[str], photos: list[int], kernels: list[int], noise: list[float], settings: list[dict],

@@ -1,12 +1,14 @@
-"""Two blind kernel estimates per photo, and the diffusion prior's choice between them (``invdiff.blind.prior_score``).
+"""Two blind kernel estimates per photo, and a no-reference rule's choice between them.
 
 Solve's kernel EM (the classical estimate, then 6 rounds of restoration and least squares, the kernel prior in
 rounds 1-3) and Fast Diffusion EM from a delta (Laroche et al.: one sampler run from pure noise, 100 DiffPIR steps
 at λ 28, the kernel refitted to the prior's x̂0 at every step) fail on different photos (RESULTS.md, "Fast
-Diffusion EM as its authors run it"). For each case this script runs both, restores each kernel as solve restores
-a refined kernel (the preset, λ for τ = 0.02), and scores each restoration by the prior's denoising loss at low
-noise levels (``prior_score``: lower is likelier); the rule takes the candidate with the lower score. The PSNR of
-each candidate, the rule's choice and the better of the two (the oracle) are recorded per case.
+Diffusion EM as its authors run it"). For each case this script runs both and restores each kernel as solve restores
+a refined kernel (the preset, λ for τ = 0.02). Each restoration x̂ is scored by three rules, each taking the
+candidate with the lower value: ``prior``, the prior's denoising loss at low noise levels (``invdiff.blind.
+prior_score``; ``picked`` in the rows); ``residual``, mean (y − k * x̂)² / σ²; ``sparsity``, the normalised gradient
+sparsity ‖∇x̂‖₁ / (‖∇x̂‖₂ √N) (``invdiff.blind.gradient_sparsity``). The PSNR of each candidate, each rule's choice
+and the better of the two (the oracle) are recorded per case.
 
 Cases come in a fixed random order (seed 0) over photos × kernels × σ, so that a run cut short is an unbiased
 subset; ``--previous`` continues one. The true kernel's restoration is read from a ``blind_motion.py`` JSON of the
@@ -33,16 +35,19 @@ FAST_EM = {"per_step": True, "init_kernel": "dirac",
            "e_step": {"start": 1.0, "init": "zeros", "steps": 100, "lam": 28}}
 
 
-def cases(photos: int, kernels: int, noise: list[float], seed: int = 0) -> list[tuple[int, int, float]]:
-    """Every (photo, kernel, σ), in a random order fixed by ``seed``."""
-    every = [(i, j, s) for j in range(kernels) for i in range(photos) for s in noise]
+def cases(photos: int, kernels: int, noise: list[float], seed: int = 0,
+          alternate: bool = False) -> list[tuple[int, int, float]]:
+    """Every (photo, kernel, σ), in a random order fixed by ``seed``; with ``alternate``, one σ per (photo, kernel),
+    ``noise[(i + j) % 2]`` (the tuning split's cases in ``blind_em_tuning.py``)."""
+    every = ([(i, j, noise[(i + j) % 2]) for j in range(kernels) for i in range(photos)] if alternate else
+             [(i, j, s) for j in range(kernels) for i in range(photos) for s in noise])
     order = torch.randperm(len(every), generator=torch.Generator().manual_seed(seed)).tolist()
     return [every[n] for n in order]
 
 
 def run_case(x, i: int, j: int, s: float, prior, tau: float, kernel_size: int = 61) -> tuple[dict, dict]:
-    from invdiff.blind import (estimate_motion_kernel, kernel_error, prior_score, refine_kernel_em,
-                               with_kernel_error)
+    from invdiff.blind import (estimate_motion_kernel, gradient_sparsity, kernel_error, prior_score,
+                               refine_kernel_em, with_kernel_error)
     from invdiff.measured import kernel_prior_for
     from invdiff.metrics import psnr
     from invdiff.tasks import get_task, solve_preset
@@ -73,13 +78,53 @@ def run_case(x, i: int, j: int, s: float, prior, tau: float, kernel_size: int = 
         row["candidates"][name] = {"kernel_error": round(kernel_error(k, k_true), 4),
                                    "psnr": round(float(psnr(x_hat, x)[0]), 3),
                                    "prior_score": round(float(prior_score(prior, x_hat)[0]), 6),
+                                   "residual": residual(y, x_hat, k_al, s),
+                                   "sparsity": round(float(gradient_sparsity(x_hat)[0]), 5),
                                    "seconds": round(time.perf_counter() - t0, 1)}
         saved[name] = {"kernel": k, "restored": x_hat}
         t0 = time.perf_counter()
+    return picks(row), saved
+
+
+def residual(y: torch.Tensor, x_hat: torch.Tensor, k: torch.Tensor, s: float) -> float:
+    """mean (y − k * x̂)² / σ²: how well the restoration with its own kernel explains the photo (1: to the noise)."""
+    from invdiff.tasks import TaskOptions, get_task
+
+    op = get_task("motion-deblur").operator(tuple(x_hat.shape), TaskOptions(noise_sigma=s, kernel=k))
+    with torch.no_grad():
+        return round(float(((y - op(x_hat)) ** 2).mean() / s ** 2), 5)
+
+
+#: no-reference rules, each picking the candidate with the lowest value
+RULES = {"prior": lambda c: c["prior_score"], "residual": lambda c: c["residual"],
+         "sparsity": lambda c: c["sparsity"]}
+
+
+def picks(row: dict) -> dict:
+    """The row with each rule's pick (``picked``: the prior's, what solve's ``kernel_fast_em`` does) and the oracle."""
     c = row["candidates"]
     row["picked"] = min(c, key=lambda m: c[m]["prior_score"])
+    if all("residual" in v and "sparsity" in v for v in c.values()):
+        row["picked_by"] = {r: min(c, key=lambda m: f(c[m])) for r, f in RULES.items()}
     row["oracle"] = max(c, key=lambda m: c[m]["psnr"])
-    return row, saved
+    return row
+
+
+def rescore(rows: list[dict], saved: Path, split: str, photos: int) -> list[dict]:
+    """Add each candidate's residual and sparsity to an earlier run's rows, from the restorations it saved
+    (``--save``)."""
+    from invdiff.blind import gradient_sparsity
+
+    xs, _ = _photos(split, photos)
+    for r in rows:
+        i, j, s = r["photo"], r["kernel"], r["noise_sigma"]
+        d = torch.load(saved / f"case_{i}_{j}_{s}.pt")
+        _, y, k_true = blurred(xs[i: i + 1], i, j, s)
+        for name, c in r["candidates"].items():
+            c["residual"] = residual(y, d[name]["restored"], aligned(d[name]["kernel"], k_true), s)
+            c["sparsity"] = round(float(gradient_sparsity(d[name]["restored"])[0]), 5)
+        picks(r)
+    return rows
 
 
 def summary(rows: list[dict]) -> dict:
@@ -96,6 +141,11 @@ def summary(rows: list[dict]) -> dict:
                    ("oracle", [r["candidates"][r["oracle"]]["psnr"] for r in rows])):
         out[key] = stats(v, em)
     out["prior's choice"]["picks_the_better"] = sum(r["picked"] == r["oracle"] for r in rows)
+    if all("picked_by" in r for r in rows):
+        for rule in RULES:
+            v = [r["candidates"][r["picked_by"][rule]]["psnr"] for r in rows]
+            out[f"rule {rule}"] = {**stats(v, em), "picks_the_better": sum(r["picked_by"][rule] == r["oracle"]
+                                                                            for r in rows)}
     if all(r.get("true") is not None for r in rows):
         true = [r["true"] for r in rows]
         out["true kernel"] = {"psnr": round(sum(true) / len(true), 3)}
@@ -115,20 +165,30 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=6)
     ap.add_argument("--kernels", type=int, default=3)
     ap.add_argument("--noise", type=float, nargs="+", default=[0.02, 0.05])
+    ap.add_argument("--alternate-noise", action="store_true",
+                    help="one σ per (photo, kernel), alternating as blind_em_tuning.py's tuning cases do")
     ap.add_argument("--max-cases", type=int, default=None, help="stop after this many cases of the random order")
     ap.add_argument("--tau", type=float, default=0.02, help="the final restoration's τ (solve's)")
     ap.add_argument("--true-from", type=Path, default=None,
                     help="a blind_motion.py JSON of the same split: the true kernel's restoration, and solve's EM row")
     ap.add_argument("--previous", type=Path, default=None, help="an earlier --out of this script: continue it")
     ap.add_argument("--save", type=Path, default=None, help="save each case's kernels and restorations here (.pt)")
+    ap.add_argument("--rescore", action="store_true",
+                    help="only add the residual and sparsity rules to --previous, from the restorations it saved in --save")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
+    if a.rescore:
+        previous = json.loads(a.previous.read_text())
+        rows = rescore(previous["rows"], a.save, a.split, a.photos)
+        a.out.write_text(json.dumps({**previous, "summary": summary(rows), "rows": rows}, indent=1) + "\n")
+        return
     prior = load("natural64")
     xs, names = _photos(a.split, a.photos)
     before = {(r["photo"], r["kernel"], r["noise_sigma"]): r
               for r in json.loads(a.true_from.read_text())} if a.true_from else {}
     rows = json.loads(a.previous.read_text())["rows"] if a.previous else []
-    todo = cases(len(xs), a.kernels, a.noise)[len(rows):]
+    done = {(r["photo"], r["kernel"], r["noise_sigma"]) for r in rows}
+    todo = [c for c in cases(len(xs), a.kernels, a.noise, alternate=a.alternate_noise) if c not in done]
     for i, j, s in todo[: None if a.max_cases is None else max(a.max_cases - len(rows), 0)]:
         row, saved = run_case(xs[i: i + 1], i, j, s, prior, a.tau)
         earlier = before.get((i, j, s), {})
@@ -139,7 +199,8 @@ def main() -> None:
         if a.save is not None:
             a.save.mkdir(parents=True, exist_ok=True)
             torch.save(saved, a.save / f"case_{i}_{j}_{s}.pt")
-        a.out.write_text(json.dumps({"split": a.split, "prior": "natural64", "tau": a.tau, "fast_em": FAST_EM,
+        a.out.write_text(json.dumps({"split": a.split, "prior": "natural64", "tau": a.tau, "noise": a.noise,
+                                     "alternate_noise": a.alternate_noise, "fast_em": FAST_EM,
                                      "summary": summary(rows), "rows": rows}, indent=1) + "\n")
 
 

@@ -597,6 +597,34 @@ PRIOR_SCORE_TIMESTEPS = (10, 25, 50)
 #: Fast Diffusion EM's E-step (Laroche et al. 2024, as their samplers run it: from pure noise, 100 steps; DiffPIR at
 #: its default λ in place of their ΠGDM/DPS guidance): the options over the blind variant's restoration
 FAST_EM_E_STEP = {"steps": 100, "start": 1.0, "init": "zeros", "lam": 28.0}
+#: the no-reference rules that pick one of several restorations of one photo (each: lower is better), and the
+#: one solve's ``kernel_fast_em`` uses unless its ``rule`` says otherwise (benchmarks/RESULTS.md, "Two kernels,
+#: and a rule to choose")
+CHOICE_RULES = ("sparsity", "prior")
+FAST_EM_RULE = "sparsity"
+
+
+def gradient_sparsity(x: Tensor) -> Tensor:
+    """‖∇x‖₁ / (‖∇x‖₂ √N) of the grey version of each image of x (B, C, H, W), N the number of differences
+    (Krishnan, Tay and Fergus 2011, "Blind deconvolution using a normalized sparsity measure"): blur, ringing and
+    the ghost copies of a wrong kernel all raise it; a sharp image with few strong edges keeps it low. Scale-free:
+    x and a·x score the same. Returns (B,)."""
+    if x.dim() != 4:
+        raise ValueError(f"gradient_sparsity needs x (B, C, H, W), got {tuple(x.shape)}")
+    v = x.float().mean(1, keepdim=True)
+    g = torch.cat([(v[..., :-1, 1:] - v[..., :-1, :-1]).flatten(1), (v[..., 1:, :-1] - v[..., :-1, :-1]).flatten(1)], 1)
+    l2 = g.square().sum(1).sqrt().clamp_min(torch.finfo(torch.float32).tiny)
+    return g.abs().sum(1) / l2 / math.sqrt(g.shape[1])
+
+
+def choice_score(rule: str, prior, x: Tensor) -> Tensor:
+    """One score per image of x (B,) by a rule of ``CHOICE_RULES``, lower is better: ``sparsity`` is
+    ``gradient_sparsity``, ``prior`` is ``prior_score`` under ``prior``."""
+    if rule == "sparsity":
+        return gradient_sparsity(x)
+    if rule == "prior":
+        return prior_score(prior, x)
+    raise ValueError(f"unknown choice rule {rule!r}; the rules are {', '.join(CHOICE_RULES)}")
 
 
 def prior_score(prior, x: Tensor, *, timesteps=PRIOR_SCORE_TIMESTEPS, draws: int = 3, seed: int = 0) -> Tensor:

@@ -193,7 +193,7 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
     k, _ = blind.refine_kernel_em(prob.y, k0, e_step, rounds, callback=callback, prior=kp, per_step=per_step,
                                   prior_rounds=prior_rounds)
     if fast:
-        k = _prior_choice(plan, req, prob, preset, hp, k, kp, operator, callback)
+        k = _kernel_choice(plan, req, prob, preset, hp, k, kp, operator, callback)
     prob.opts = prob.opts.with_(kernel=k)
     prob.op = plan.task.operator(xs, prob.opts)
     entry["em_change"] = round(float((k - k0).norm() / k0.norm()), 5)
@@ -206,12 +206,12 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
     return rounds
 
 
-def _prior_choice(plan, req, prob, preset, hp: dict, k_em: Tensor, kp, operator, callback) -> Tensor:
+def _kernel_choice(plan, req, prob, preset, hp: dict, k_em: Tensor, kp, operator, callback) -> Tensor:
     """The EM's kernel or Fast Diffusion EM's (Laroche et al. 2024: one E-step from pure noise and a centred delta,
     the kernel refitted to the prior's x̂0 at every step, then the M-step), whichever gives the final restoration
-    the prior finds likelier (``invdiff.blind.prior_score``, lower). The two fail on different photos: on the
-    declared tuning split the choice kept the better kernel in 7 of 8 cases (benchmarks/RESULTS.md, "Two kernels,
-    and the prior's choice"). Both candidates, their scores and the choice go into the report."""
+    the lower score by the preset's rule (``invdiff.blind.choice_score``; the normalised gradient sparsity unless
+    ``kernel_fast_em`` names another). The two fail on different photos (benchmarks/RESULTS.md, "Two kernels, and
+    a rule to choose"). Both candidates, their scores, the rule and the choice go into the report."""
     from . import blind
     from .rng import make_generators
     from .samplers import restore
@@ -219,7 +219,7 @@ def _prior_choice(plan, req, prob, preset, hp: dict, k_em: Tensor, kp, operator,
     entry = prob.degradation["kernel"]
     y, noise = prob.y.to(req.device), plan.task.noise(prob.opts)
     fast = {**blind.FAST_EM_E_STEP, **((preset.kernel_fast_em or {}) if preset is not None else {})}
-    fast_steps = int(fast.pop("steps"))
+    fast_steps, rule = int(fast.pop("steps")), fast.pop("rule", blind.FAST_EM_RULE)
     fast_hp = {**hp, **fast}
 
     def e_step(k: Tensor, refit) -> Tensor:
@@ -236,10 +236,11 @@ def _prior_choice(plan, req, prob, preset, hp: dict, k_em: Tensor, kp, operator,
     for name, k in (("em", k_em), ("fast_em", k_fast)):  # each restored as the final restoration will be
         x = restore(y, operator(k), noise, plan.prior, method=plan.method, steps=final_steps, callback=callback,
                     generator=make_generators(req.seed, 1, req.device, purpose="sample"), **final_hp).samples[0]
-        candidates[name] = {"kernel": k, "prior_score": float(blind.prior_score(plan.prior, x)[0])}
-    chosen = min(candidates, key=lambda n: candidates[n]["prior_score"])
-    entry["candidates"] = {n: {"prior_score": round(c["prior_score"], 6)} for n, c in candidates.items()}
+        candidates[name] = {"kernel": k, "score": float(blind.choice_score(rule, plan.prior, x)[0])}
+    chosen = min(candidates, key=lambda n: candidates[n]["score"])
+    entry["candidates"] = {n: {"score": round(c["score"], 6)} for n, c in candidates.items()}
     entry["candidates"]["fast_em"]["hyper_parameters"] = {"steps": fast_steps, **fast_hp}
+    entry["choice_rule"] = rule
     entry["chosen"] = chosen
     entry["fast_em_seconds"] = round(time.perf_counter() - t0, 2)
     return candidates[chosen]["kernel"]

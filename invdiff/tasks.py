@@ -334,8 +334,9 @@ class Preset:
     kernel_prior: dict | None = None
     #: a second kernel after the EM, from Laroche et al.'s Fast Diffusion EM (one E-step run from pure noise and a
     #: delta kernel, the kernel refitted at every step; these are that E-step's options over the blind variant's:
-    #: steps, start, init, lam); both kernels are restored as the final restoration restores a refined kernel, and
-    #: the one whose restoration the prior finds likelier (``invdiff.blind.prior_score``) is kept; None: the EM's
+    #: steps, start, init, lam; and ``rule``, one of ``invdiff.blind.CHOICE_RULES``); both kernels are restored as
+    #: the final restoration restores a refined kernel, and the one whose restoration scores lower by the rule
+    #: (``invdiff.blind.choice_score``) is kept; None: the EM's
     kernel_fast_em: dict | None = None
 
     def __post_init__(self):
@@ -345,8 +346,15 @@ class Preset:
         r = self.kernel_em_prior_rounds
         if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 0):
             raise ValueError(f"kernel_em_prior_rounds must be a whole number ≥ 0 or null, got {r!r}")
+        from .blind import CHOICE_RULES, FAST_EM_RULE
+
+        rule = (self.kernel_fast_em or {}).get("rule", FAST_EM_RULE)
+        if rule not in CHOICE_RULES:
+            raise ValueError(f"kernel_fast_em's rule must be one of {', '.join(CHOICE_RULES)}; got {rule!r}")
 
     def describe(self) -> str:
+        from .blind import FAST_EM_E_STEP, FAST_EM_RULE as _rule
+
         hp = self.hyper_parameters
         warm = (f", warm start {hp['start']} from {hp.get('init', 'pinv')}" if hp.get("start", 1) < 1 else "")
         guided = f", guidance {hp['guidance']:g}" if hp.get("guidance") else ""
@@ -362,8 +370,8 @@ class Preset:
               + (f", then λ for a kernel error τ {self.kernel_error_tau:g}" if self.kernel_error_tau else "")) \
             if self.kernel_em else ""
         k += ", learned kernel prior" if self.kernel_prior else ""
-        k += (f", or Fast Diffusion EM's kernel ({self.kernel_fast_em.get('steps', self.steps)} steps) when the prior "
-              "prefers its restoration") if self.kernel_fast_em and self.kernel_em else ""
+        k += (f", or Fast Diffusion EM's kernel ({self.kernel_fast_em.get('steps', FAST_EM_E_STEP['steps'])} steps) when its restoration "
+              f"scores lower by {self.kernel_fast_em.get('rule', _rule)}") if self.kernel_fast_em and self.kernel_em else ""
         return (f"{self.method}" + (f" ({self.prior})" if self.prior else "") + f", {self.steps} steps{warm}{guided}{k}{extra}")
 
     def run_hyper_parameters(self, task: "Task") -> dict:

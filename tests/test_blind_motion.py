@@ -649,15 +649,16 @@ def test_kernel_em_prior_rounds_of_the_preset_reach_the_em_and_the_report(tmp_pa
     assert Preset("diffpir", 20, {}, kernel_em_prior_rounds=0).kernel_em_prior_rounds == 0
 
 
-@pytest.mark.parametrize("favour", ["em", "fast_em"])
-def test_fast_em_candidate_is_restored_scored_and_the_likelier_one_kept(tmp_path, blurred, monkeypatch, favour):
+@pytest.mark.parametrize("favour,rule", [("em", None), ("fast_em", None), ("fast_em", "prior")])
+def test_fast_em_candidate_is_restored_scored_and_the_better_one_kept(tmp_path, blurred, monkeypatch, favour, rule):
     """A blind variant with ``kernel_fast_em``: after the EM, one Fast Diffusion EM round from a delta (per-step
-    refit) gives a second kernel; each is restored as the final restoration restores it and scored by the prior;
-    the kernel of the lower score is the one used and written, and the report shows both scores and the choice."""
+    refit) gives a second kernel; each is restored as the final restoration restores it and scored by the rule
+    (the default's, or the one the preset names); the kernel of the lower score is the one used and written, and
+    the report shows both scores, the rule and the choice."""
     import invdiff.blind as blind
 
     prior, photo = tiny_prior_and_photo(tmp_path, blurred[2], 48, 48)
-    _blind_variant_with(monkeypatch, kernel_fast_em={"steps": 3})
+    _blind_variant_with(monkeypatch, kernel_fast_em={"steps": 3, **({"rule": rule} if rule else {})})
     kernels, refine = [], blind.refine_kernel_em
 
     def spy_refine(y, k, restore, rounds, **kw):
@@ -665,15 +666,16 @@ def test_fast_em_candidate_is_restored_scored_and_the_likelier_one_kept(tmp_path
         kernels.append((k.clone(), kw.get("per_step"), rounds, out[0]))
         return out
 
-    scored, score = [], blind.prior_score
+    scored, score = [], blind.choice_score
 
-    def spy_score(p, x, **kw):  # the real score, then a bias that makes the favoured candidate the likelier
-        s = score(p, x, **kw)
-        scored.append(float(s[0]))
-        return s - 10.0 if ("em", "fast_em")[len(scored) - 1] == favour else s
+    def spy_score(r, p, x):  # the real score, then a bias that makes the favoured candidate the better
+        s = score(r, p, x)
+        s = s - 10.0 if ("em", "fast_em")[len(scored)] == favour else s
+        scored.append((r, float(s[0])))
+        return s
 
     monkeypatch.setattr(blind, "refine_kernel_em", spy_refine)
-    monkeypatch.setattr(blind, "prior_score", spy_score)
+    monkeypatch.setattr(blind, "choice_score", spy_score)
     r = CliRunner().invoke(app, ["solve", "--task", "motion-deblur", str(photo), "--prior", str(prior), "--steps", "2",
                                  "--kernel-size", "15", "--kernel-em", "1", "--quiet", "--json", "--out",
                                  str(tmp_path / "out")])
@@ -686,6 +688,8 @@ def test_fast_em_candidate_is_restored_scored_and_the_likelier_one_kept(tmp_path
     centre[7, 7] = 1.0
     assert per_step is True and rounds == 1 and torch.equal(start, centre)  # from a delta, refitted at each step
     assert k["chosen"] == favour and set(k["candidates"]) == {"em", "fast_em"}
+    assert k["choice_rule"] == (rule or blind.FAST_EM_RULE) and {r for r, _ in scored} == {k["choice_rule"]}
+    assert [k["candidates"][n]["score"] for n in ("em", "fast_em")] == pytest.approx([v for _, v in scored], abs=1e-6)
     assert k["candidates"]["fast_em"]["hyper_parameters"]["steps"] == 3
     assert k["candidates"]["fast_em"]["hyper_parameters"]["start"] == blind.FAST_EM_E_STEP["start"]
     used = np.load(rep["files"]["kernel"])

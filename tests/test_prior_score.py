@@ -82,3 +82,33 @@ def test_scores_are_per_image_and_the_draws_are_common(gaussian):
 def test_bad_arguments_are_one_clear_error(gaussian, kwargs):
     with pytest.raises(ValueError, match="prior_score|timesteps"):
         prior_score(gaussian[0], torch.zeros(1, *SHAPE), **kwargs)
+
+
+def test_gradient_sparsity_of_edges_is_the_fraction_of_differences_they_hold():
+    """‖∇x‖₁/(‖∇x‖₂√N) of m equal differences among N is √(m/N) exactly: one vertical step edge of height a
+    (m = H − 1 differences of the cropped grid), the same edge split into two half steps (a ghost: 2m), and the
+    image's scale and colour do not matter."""
+    from invdiff.blind import gradient_sparsity
+
+    h, w = 16, 20
+    n = 2 * (h - 1) * (w - 1)
+    edge = torch.zeros(1, 3, h, w)
+    edge[..., 10:] = 0.8
+    ghost = torch.zeros(1, 3, h, w)
+    ghost[..., 7:] = 0.4
+    ghost[..., 13:] = 0.8
+    got = gradient_sparsity(torch.cat([edge, ghost, 0.25 * edge, edge * torch.tensor([1.0, 0.0, 0.5]).view(1, 3, 1, 1)]))
+    want = torch.tensor([(h - 1) / n, 2 * (h - 1) / n, (h - 1) / n, (h - 1) / n]).sqrt()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=0)
+    with pytest.raises(ValueError, match="gradient_sparsity"):
+        gradient_sparsity(torch.zeros(3, 8, 8))
+
+
+def test_choice_score_names_its_rules():
+    from invdiff.blind import CHOICE_RULES, FAST_EM_RULE, choice_score, gradient_sparsity
+
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert FAST_EM_RULE in CHOICE_RULES
+    torch.testing.assert_close(choice_score("sparsity", None, x), gradient_sparsity(x))
+    with pytest.raises(ValueError, match="sparsity"):
+        choice_score("evidence", None, x)
