@@ -157,6 +157,39 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
+def figure(rows: list[dict], saved: Path, split: str, photos: int, path: Path, limit: int = 6) -> None:
+    """Per case (the ``limit`` with the largest gap between the candidates): the true photo, each candidate's
+    restoration with its PSNR and which rules chose it, and the true, EM and Fast Diffusion EM kernels."""
+    import matplotlib.figure
+
+    xs, names = _photos(split, photos)
+    rows = sorted(rows, key=lambda r: -abs(r["candidates"]["em"]["psnr"] - r["candidates"]["fastem"]["psnr"]))[:limit]
+    fig = matplotlib.figure.Figure(figsize=(9.6, 2.0 * len(rows)))
+    axs = fig.subplots(len(rows), 6, squeeze=False, gridspec_kw={"width_ratios": [3, 3, 3, 1, 1, 1]})
+
+    def show(ax, x, title):
+        ax.imshow(x[0].clamp(-1, 1).add(1).div(2).permute(1, 2, 0).numpy())
+        ax.set_title(title, fontsize=7)
+
+    for a, r in enumerate(rows):
+        i, j, s = r["photo"], r["kernel"], r["noise_sigma"]
+        d = torch.load(saved / f"case_{i}_{j}_{s}.pt")
+        show(axs[a, 0], xs[i: i + 1], f"{names[i]}, kernel {j}, σ {s}")
+        for b, name in enumerate(("em", "fastem")):
+            c = r["candidates"][name]
+            by = [rule for rule, pick in r.get("picked_by", {"prior": r["picked"]}).items() if pick == name]
+            show(axs[a, b + 1], d[name]["restored"], f"{'EM' if name == 'em' else 'Fast Diffusion EM'}: "
+                 f"{c['psnr']:.2f} dB" + (f" ({', '.join(by)})" if by else ""))
+        for b, (title, k) in enumerate((("true", d["k_true"]), ("EM", d["em"]["kernel"]),
+                                       ("Fast EM", d["fastem"]["kernel"]))):
+            axs[a, b + 3].imshow(k.reshape(k.shape[-2:]).numpy(), cmap="gray")
+            axs[a, b + 3].set_title(title, fontsize=7)
+    for ax in axs.flat:
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def main() -> None:
     from invdiff.prior import load
 
@@ -167,6 +200,8 @@ def main() -> None:
     ap.add_argument("--noise", type=float, nargs="+", default=[0.02, 0.05])
     ap.add_argument("--alternate-noise", action="store_true",
                     help="one σ per (photo, kernel), alternating as blind_em_tuning.py's tuning cases do")
+    ap.add_argument("--from-end", action="store_true",
+                    help="take the cases from the end of the order (a second process beside one from the start)")
     ap.add_argument("--max-cases", type=int, default=None, help="stop after this many cases of the random order")
     ap.add_argument("--tau", type=float, default=0.02, help="the final restoration's τ (solve's)")
     ap.add_argument("--true-from", type=Path, default=None,
@@ -175,8 +210,12 @@ def main() -> None:
     ap.add_argument("--save", type=Path, default=None, help="save each case's kernels and restorations here (.pt)")
     ap.add_argument("--rescore", action="store_true",
                     help="only add the residual and sparsity rules to --previous, from the restorations it saved in --save")
+    ap.add_argument("--figure", type=Path, default=None,
+                    help="with --previous and --save: the cases with the largest gap between the kernels, as a PNG")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
+    if a.figure is not None:
+        return figure(json.loads(a.previous.read_text())["rows"], a.save, a.split, a.photos, a.figure)
     if a.rescore:
         previous = json.loads(a.previous.read_text())
         rows = rescore(previous["rows"], a.save, a.split, a.photos)
@@ -189,6 +228,7 @@ def main() -> None:
     rows = json.loads(a.previous.read_text())["rows"] if a.previous else []
     done = {(r["photo"], r["kernel"], r["noise_sigma"]) for r in rows}
     todo = [c for c in cases(len(xs), a.kernels, a.noise, alternate=a.alternate_noise) if c not in done]
+    todo = todo[::-1] if a.from_end else todo
     for i, j, s in todo[: None if a.max_cases is None else max(a.max_cases - len(rows), 0)]:
         row, saved = run_case(xs[i: i + 1], i, j, s, prior, a.tau)
         earlier = before.get((i, j, s), {})

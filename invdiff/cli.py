@@ -334,7 +334,7 @@ def solve_cmd(
     blind: bool = typer.Option(False, "--blind", help="with --simulate: hide the simulated kernel and estimate it"),
     kernel_em: Optional[int] = typer.Option(None, help="blind motion: rounds of kernel EM (default: the preset's)"),
     kernel_prior: Optional[str] = typer.Option(None, help="blind motion: 'none' or a kernel prior file (default: bundled)"),
-    fast_em: Optional[bool] = typer.Option(None, "--fast-em/--no-fast-em", help="blind motion: also Fast Diffusion EM's kernel, the prior choosing (default: the preset's)"),
+    fast_em: Optional[bool] = typer.Option(None, "--fast-em/--no-fast-em", help="blind motion: also Fast Diffusion EM's kernel, a no-reference rule choosing (invdiff.blind.FAST_EM_RULE; default: off)"),
     select: Optional[str] = typer.Option(None, help="with -k K: 'residual' keeps the sample with the smallest ||y-A(x)||, 'mbr' the sample nearest the mean of the K"),
     symmetry: Optional[str] = typer.Option(None, help="with -k K: flips|dihedral, sample k on y flipped/turned and back"),
     padding: str = typer.Option("reflect", help="blur boundary: zeros, reflect, replicate, circular"),

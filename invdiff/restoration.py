@@ -209,7 +209,7 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
 def _kernel_choice(plan, req, prob, preset, hp: dict, k_em: Tensor, kp, operator, callback) -> Tensor:
     """The EM's kernel or Fast Diffusion EM's (Laroche et al. 2024: one E-step from pure noise and a centred delta,
     the kernel refitted to the prior's x̂0 at every step, then the M-step), whichever gives the final restoration
-    the lower score by the preset's rule (``invdiff.blind.choice_score``; the normalised gradient sparsity unless
+    the lower score by the preset's rule (``invdiff.blind.choice_score``; the residual, ``FAST_EM_RULE``, unless
     ``kernel_fast_em`` names another). The two fail on different photos (benchmarks/RESULTS.md, "Two kernels, and
     a rule to choose"). Both candidates, their scores, the rule and the choice go into the report."""
     from . import blind
@@ -236,7 +236,7 @@ def _kernel_choice(plan, req, prob, preset, hp: dict, k_em: Tensor, kp, operator
     for name, k in (("em", k_em), ("fast_em", k_fast)):  # each restored as the final restoration will be
         x = restore(y, operator(k), noise, plan.prior, method=plan.method, steps=final_steps, callback=callback,
                     generator=make_generators(req.seed, 1, req.device, purpose="sample"), **final_hp).samples[0]
-        candidates[name] = {"kernel": k, "score": float(blind.choice_score(rule, plan.prior, x)[0])}
+        candidates[name] = {"kernel": k, "score": float(blind.choice_score(rule, plan.prior, x, y, operator(k))[0])}
     chosen = min(candidates, key=lambda n: candidates[n]["score"])
     entry["candidates"] = {n: {"score": round(c["score"], 6)} for n, c in candidates.items()}
     entry["candidates"]["fast_em"]["hyper_parameters"] = {"steps": fast_steps, **fast_hp}

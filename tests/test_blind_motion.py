@@ -649,7 +649,7 @@ def test_kernel_em_prior_rounds_of_the_preset_reach_the_em_and_the_report(tmp_pa
     assert Preset("diffpir", 20, {}, kernel_em_prior_rounds=0).kernel_em_prior_rounds == 0
 
 
-@pytest.mark.parametrize("favour,rule", [("em", None), ("fast_em", None), ("fast_em", "prior")])
+@pytest.mark.parametrize("favour,rule", [("em", None), ("fast_em", None), ("fast_em", "prior"), ("em", "residual")])
 def test_fast_em_candidate_is_restored_scored_and_the_better_one_kept(tmp_path, blurred, monkeypatch, favour, rule):
     """A blind variant with ``kernel_fast_em``: after the EM, one Fast Diffusion EM round from a delta (per-step
     refit) gives a second kernel; each is restored as the final restoration restores it and scored by the rule
@@ -668,8 +668,8 @@ def test_fast_em_candidate_is_restored_scored_and_the_better_one_kept(tmp_path, 
 
     scored, score = [], blind.choice_score
 
-    def spy_score(r, p, x):  # the real score, then a bias that makes the favoured candidate the better
-        s = score(r, p, x)
+    def spy_score(r, p, x, y=None, op=None):  # the real score, then a bias that makes the favoured one the better
+        s = score(r, p, x, y, op)
         s = s - 10.0 if ("em", "fast_em")[len(scored)] == favour else s
         scored.append((r, float(s[0])))
         return s

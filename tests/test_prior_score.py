@@ -110,5 +110,9 @@ def test_choice_score_names_its_rules():
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     assert FAST_EM_RULE in CHOICE_RULES
     torch.testing.assert_close(choice_score("sparsity", None, x), gradient_sparsity(x))
+    y = torch.zeros(2, 3, 8, 8)
+    torch.testing.assert_close(choice_score("residual", None, x, y, lambda v: 2 * v), (2 * x).square().mean((1, 2, 3)))
+    with pytest.raises(ValueError, match="residual"):
+        choice_score("residual", None, x)
     with pytest.raises(ValueError, match="sparsity"):
         choice_score("evidence", None, x)
