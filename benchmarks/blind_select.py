@@ -87,12 +87,13 @@ def run_case(x, i: int, j: int, s: float, prior, tau: float, kernel_size: int = 
 
 
 def residual(y: torch.Tensor, x_hat: torch.Tensor, k: torch.Tensor, s: float) -> float:
-    """mean (y − k * x̂)² / σ²: how well the restoration with its own kernel explains the photo (1: to the noise)."""
+    """mean (y − k * x̂)² / σ² (solve's ``residual`` rule over σ²): how well the restoration with its own kernel
+    explains the photo (1: to the noise)."""
+    from invdiff.blind import choice_score
     from invdiff.tasks import TaskOptions, get_task
 
     op = get_task("motion-deblur").operator(tuple(x_hat.shape), TaskOptions(noise_sigma=s, kernel=k))
-    with torch.no_grad():
-        return round(float(((y - op(x_hat)) ** 2).mean() / s ** 2), 5)
+    return round(float(choice_score("residual", None, x_hat, y, op)[0]) / s ** 2, 5)
 
 
 #: no-reference rules, each picking the candidate with the lowest value

@@ -599,7 +599,7 @@ PRIOR_SCORE_TIMESTEPS = (10, 25, 50)
 FAST_EM_E_STEP = {"steps": 100, "start": 1.0, "init": "zeros", "lam": 28.0}
 #: the no-reference rules that pick one of several restorations of one photo (each: lower is better), and the
 #: one solve's ``kernel_fast_em`` uses unless its ``rule`` says otherwise: the best of the three on the declared
-#: tuning split (17 cases), though not by enough to make the choice solve's default (benchmarks/RESULTS.md, "Two
+#: tuning split (18 cases), though not by enough to make the choice solve's default (benchmarks/RESULTS.md, "Two
 #: kernels, and a rule to choose")
 CHOICE_RULES = ("sparsity", "prior", "residual")
 FAST_EM_RULE = "residual"
@@ -629,8 +629,9 @@ def choice_score(rule: str, prior, x: Tensor, y: Tensor | None = None, op=None) 
     if rule == "residual":
         if y is None or op is None:
             raise ValueError("the residual rule needs the photo y and the operator")
-        with torch.no_grad():
-            return (y.to(x) - op(x)).float().square().flatten(1).mean(1)
+        from .samplers.registry import measurement_residuals
+
+        return measurement_residuals(y.to(x), op, x.unsqueeze(1))[:, 0].float().square() / y[0].numel()
     raise ValueError(f"unknown choice rule {rule!r}; the rules are {', '.join(CHOICE_RULES)}")
 
 

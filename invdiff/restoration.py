@@ -234,9 +234,10 @@ def _kernel_choice(plan, req, prob, preset, hp: dict, k_em: Tensor, kp, operator
     _, final_hp, final_steps = _refined_settings(plan, req, prob, preset)
     candidates = {}
     for name, k in (("em", k_em), ("fast_em", k_fast)):  # each restored as the final restoration will be
-        x = restore(y, operator(k), noise, plan.prior, method=plan.method, steps=final_steps, callback=callback,
+        op = operator(k)
+        x = restore(y, op, noise, plan.prior, method=plan.method, steps=final_steps, callback=callback,
                     generator=make_generators(req.seed, 1, req.device, purpose="sample"), **final_hp).samples[0]
-        candidates[name] = {"kernel": k, "score": float(blind.choice_score(rule, plan.prior, x, y, operator(k))[0])}
+        candidates[name] = {"kernel": k, "score": float(blind.choice_score(rule, plan.prior, x, y, op)[0])}
     chosen = min(candidates, key=lambda n: candidates[n]["score"])
     entry["candidates"] = {n: {"score": round(c["score"], 6)} for n, c in candidates.items()}
     entry["candidates"]["fast_em"]["hyper_parameters"] = {"steps": fast_steps, **fast_hp}

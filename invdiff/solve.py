@@ -79,8 +79,8 @@ class SolveRequest:
     #: blind motion: the learned kernel prior ("none", or a .safetensors file of ``invdiff.kernel_prior``); None:
     #: the preset's (the bundled prior with the blind variant's settings)
     kernel_prior: str | None = None
-    #: blind motion: also Fast Diffusion EM's kernel after the EM, the prior choosing between the two restorations
-    #: (``Preset.kernel_fast_em``); None: as the preset says
+    #: blind motion: also Fast Diffusion EM's kernel after the EM, a no-reference rule choosing between the two
+    #: restorations (``Preset.kernel_fast_em``'s rule, else ``invdiff.blind.FAST_EM_RULE``); None: as the preset says
     fast_em: bool | None = None
 
 
