@@ -4,11 +4,13 @@ Solve's kernel EM (the classical estimate, then 6 rounds of restoration and leas
 rounds 1-3) and Fast Diffusion EM from a delta (Laroche et al.: one sampler run from pure noise, 100 DiffPIR steps
 at λ 28, the kernel refitted to the prior's x̂0 at every step) fail on different photos (RESULTS.md, "Fast
 Diffusion EM as its authors run it"). For each case this script runs both and restores each kernel as solve restores
-a refined kernel (the preset, λ for τ = 0.02). Each restoration x̂ is scored by three rules, each taking the
+a refined kernel (the preset, λ for τ = 0.02). Each restoration x̂ is scored by five rules, each taking the
 candidate with the lower value: ``prior``, the prior's denoising loss at low noise levels (``invdiff.blind.
 prior_score``; ``picked`` in the rows); ``residual``, mean (y − k * x̂)² / σ²; ``sparsity``, the normalised gradient
-sparsity ‖∇x̂‖₁ / (‖∇x̂‖₂ √N) (``invdiff.blind.gradient_sparsity``). The PSNR of each candidate, each rule's choice
-and the better of the two (the oracle) are recorded per case.
+sparsity ‖∇x̂‖₁ / (‖∇x̂‖₂ √N) (``invdiff.blind.gradient_sparsity``); and two that score the kernel from y alone,
+``gcv``, generalised cross-validation of a Tikhonov restoration (Reeves & Mersereau's blur identification), and
+``evidence``, the kernel's type-II likelihood under a power-law spectrum. The PSNR of each candidate, each rule's
+choice, the better of the two (the oracle) and the PSNR of the two restorations' mean are recorded per case.
 
 Cases come in a fixed random order (seed 0) over photos × kernels × σ, so that a run cut short is an unbiased
 subset; ``--previous`` continues one. The true kernel's restoration is read from a ``blind_motion.py`` JSON of the
@@ -80,9 +82,12 @@ def run_case(x, i: int, j: int, s: float, prior, tau: float, kernel_size: int = 
                                    "prior_score": round(float(prior_score(prior, x_hat)[0]), 6),
                                    "residual": residual(y, x_hat, k_al, s),
                                    "sparsity": round(float(gradient_sparsity(x_hat)[0]), 5),
+                                   "gcv": round(gcv(y, k), 5), "evidence": round(spectral_evidence(y, k, s), 6),
                                    "seconds": round(time.perf_counter() - t0, 1)}
         saved[name] = {"kernel": k, "restored": x_hat}
         t0 = time.perf_counter()
+    row["psnr_mean_of_both"] = round(float(psnr(sum(v["restored"] for v in saved.values() if isinstance(v, dict))
+                                               / 2, x)[0]), 3)
     return picks(row), saved
 
 
@@ -96,25 +101,63 @@ def residual(y: torch.Tensor, x_hat: torch.Tensor, k: torch.Tensor, s: float) ->
     return round(float(choice_score("residual", None, x_hat, y, op)[0]) / s ** 2, 5)
 
 
-#: no-reference rules, each picking the candidate with the lowest value
+def gcv(y: torch.Tensor, k: torch.Tensor, lams=None) -> float:
+    """Generalised cross-validation of the kernel k (Reeves & Mersereau 1992, blur identification): for the
+    Tikhonov restoration with a Laplacian penalty, GCV(k, λ) = (‖(I − A)y‖²/N) / (tr(I − A)/N)²,
+    A = H(HᵀH + λCᵀC)⁻¹Hᵀ, minimised over λ on a log grid (channels share A; N counts the pixels of all of them).
+    Circulant on y's symmetric extension (periodic), so A is diagonal in Fourier: 1 − A_f = λ|C_f|² / (|H_f|² +
+    λ|C_f|²). Lower means k predicts left-out data better; it sees |H| only."""
+    lams = torch.logspace(-7, 0, 36, dtype=torch.float64) if lams is None else lams
+    g = y.detach().double()[0]
+    g = torch.cat([g, g.flip(-1)], -1)
+    g = torch.cat([g, g.flip(-2)], -2)
+    h, w = g.shape[-2:]
+    power = torch.fft.fft2(g).abs().square()
+
+    def transfer(a: torch.Tensor) -> torch.Tensor:
+        n, m = a.shape
+        pad = torch.zeros(h, w, dtype=torch.float64)
+        pad[:n, :m] = a.double()
+        return torch.fft.fft2(torch.roll(pad, (-(n // 2), -(m // 2)), (0, 1))).abs().square()
+
+    k2 = transfer(k.reshape(k.shape[-2:]))
+    c2 = transfer(torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]]))
+    best = math.inf
+    for lam in lams.tolist():
+        rest = lam * c2 / (k2 + lam * c2)
+        best = min(best, float((rest.square() * power).mean() / (h * w) / rest.mean().square()))
+    return best
+
+
+def spectral_evidence(y: torch.Tensor, k: torch.Tensor, s: float) -> float:
+    """−log p(y | k) per frequency under a power-law clean spectrum and white noise of σ = s (the probe's
+    ``SpectralEvidence``, blind_em_probes.py): the kernel's type-II likelihood, from y alone; it sees |H| only."""
+    from blind_em_probes import SpectralEvidence
+
+    return SpectralEvidence(y, s).model(k.reshape(k.shape[-2:]))[0]
+
+
+#: no-reference rules, each picking the candidate with the lowest value (``gcv`` and ``evidence`` score the kernel
+#: from y alone; the others score the restoration)
 RULES = {"prior": lambda c: c["prior_score"], "residual": lambda c: c["residual"],
-         "sparsity": lambda c: c["sparsity"]}
+         "sparsity": lambda c: c["sparsity"], "gcv": lambda c: c["gcv"], "evidence": lambda c: c["evidence"]}
 
 
 def picks(row: dict) -> dict:
     """The row with each rule's pick (``picked``: the prior's, what solve's ``kernel_fast_em`` does) and the oracle."""
     c = row["candidates"]
     row["picked"] = min(c, key=lambda m: c[m]["prior_score"])
-    if all("residual" in v and "sparsity" in v for v in c.values()):
+    if all(all(key in v for key in ("residual", "sparsity", "gcv", "evidence")) for v in c.values()):
         row["picked_by"] = {r: min(c, key=lambda m: f(c[m])) for r, f in RULES.items()}
     row["oracle"] = max(c, key=lambda m: c[m]["psnr"])
     return row
 
 
 def rescore(rows: list[dict], saved: Path, split: str, photos: int) -> list[dict]:
-    """Add each candidate's residual and sparsity to an earlier run's rows, from the restorations it saved
-    (``--save``)."""
+    """Add each candidate's residual, sparsity, GCV and spectral evidence to an earlier run's rows, and the PSNR of
+    the two restorations' mean, from the restorations and kernels it saved (``--save``)."""
     from invdiff.blind import gradient_sparsity
+    from invdiff.metrics import psnr
 
     xs, _ = _photos(split, photos)
     for r in rows:
@@ -124,6 +167,10 @@ def rescore(rows: list[dict], saved: Path, split: str, photos: int) -> list[dict
         for name, c in r["candidates"].items():
             c["residual"] = residual(y, d[name]["restored"], aligned(d[name]["kernel"], k_true), s)
             c["sparsity"] = round(float(gradient_sparsity(d[name]["restored"])[0]), 5)
+            c["gcv"] = round(gcv(y, d[name]["kernel"]), 5)
+            c["evidence"] = round(spectral_evidence(y, d[name]["kernel"], s), 6)
+        r["psnr_mean_of_both"] = round(float(psnr(sum(d[m]["restored"] for m in r["candidates"])
+                                                  / len(r["candidates"]), xs[i: i + 1])[0]), 3)
         picks(r)
     return rows
 
@@ -147,6 +194,8 @@ def summary(rows: list[dict]) -> dict:
             v = [r["candidates"][r["picked_by"][rule]]["psnr"] for r in rows]
             out[f"rule {rule}"] = {**stats(v, em), "picks_the_better": sum(r["picked_by"][rule] == r["oracle"]
                                                                             for r in rows)}
+    if all("psnr_mean_of_both" in r for r in rows):
+        out["mean of the two restorations"] = stats([r["psnr_mean_of_both"] for r in rows], em)
     if all(r.get("true") is not None for r in rows):
         true = [r["true"] for r in rows]
         out["true kernel"] = {"psnr": round(sum(true) / len(true), 3)}
@@ -210,7 +259,8 @@ def main() -> None:
     ap.add_argument("--previous", type=Path, default=None, help="an earlier --out of this script: continue it")
     ap.add_argument("--save", type=Path, default=None, help="save each case's kernels and restorations here (.pt)")
     ap.add_argument("--rescore", action="store_true",
-                    help="only add the residual and sparsity rules to --previous, from the restorations it saved in --save")
+                    help="only (re)compute the rules after the prior's and the mean of the two for --previous, from what "
+                         "it saved in --save")
     ap.add_argument("--figure", type=Path, default=None,
                     help="with --previous and --save: the cases with the largest gap between the kernels, as a PNG")
     ap.add_argument("--out", type=Path, required=True)
