@@ -10,7 +10,8 @@ prior_score``; ``picked`` in the rows); ``residual``, mean (y − k * x̂)² / �
 sparsity ‖∇x̂‖₁ / (‖∇x̂‖₂ √N) (``invdiff.blind.gradient_sparsity``); and two that score the kernel from y alone,
 ``gcv``, generalised cross-validation of a Tikhonov restoration (Reeves & Mersereau's blur identification), and
 ``evidence``, the kernel's type-II likelihood under a power-law spectrum. The PSNR of each candidate, each rule's
-choice, the better of the two (the oracle) and the PSNR of the two restorations' mean are recorded per case.
+choice, the better of the two (the oracle) and the PSNR of the two restorations' mean are recorded per case, and
+the choice of ``residual+sparsity``, which keeps the EM's kernel unless both of those rules prefer the other.
 
 Cases come in a fixed random order (seed 0) over photos × kernels × σ, so that a run cut short is an unbiased
 subset; ``--previous`` continues one. The true kernel's restoration is read from a ``blind_motion.py`` JSON of the
@@ -82,7 +83,7 @@ def run_case(x, i: int, j: int, s: float, prior, tau: float, kernel_size: int = 
                                    "prior_score": round(float(prior_score(prior, x_hat)[0]), 6),
                                    "residual": residual(y, x_hat, k_al, s),
                                    "sparsity": round(float(gradient_sparsity(x_hat)[0]), 5),
-                                   "gcv": round(gcv(y, k), 5), "evidence": round(spectral_evidence(y, k, s), 6),
+                                   "gcv": float(f"{gcv(y, k):.7g}"), "evidence": round(spectral_evidence(y, k, s), 6),
                                    "seconds": round(time.perf_counter() - t0, 1)}
         saved[name] = {"kernel": k, "restored": x_hat}
         t0 = time.perf_counter()
@@ -141,6 +142,8 @@ def spectral_evidence(y: torch.Tensor, k: torch.Tensor, s: float) -> float:
 #: from y alone; the others score the restoration)
 RULES = {"prior": lambda c: c["prior_score"], "residual": lambda c: c["residual"],
          "sparsity": lambda c: c["sparsity"], "gcv": lambda c: c["gcv"], "evidence": lambda c: c["evidence"]}
+#: rules that keep solve's EM unless both parts prefer Fast Diffusion EM (``invdiff.blind.choose``)
+AGREEMENTS = ("residual+sparsity",)
 
 
 def picks(row: dict) -> dict:
@@ -148,7 +151,11 @@ def picks(row: dict) -> dict:
     c = row["candidates"]
     row["picked"] = min(c, key=lambda m: c[m]["prior_score"])
     if all(all(key in v for key in ("residual", "sparsity", "gcv", "evidence")) for v in c.values()):
+        from invdiff.blind import choose
+
         row["picked_by"] = {r: min(c, key=lambda m: f(c[m])) for r, f in RULES.items()}
+        for rule in AGREEMENTS:
+            row["picked_by"][rule] = choose({m: {p: c[m][p] for p in rule.split("+")} for m in c}, rule, "em")
     row["oracle"] = max(c, key=lambda m: c[m]["psnr"])
     return row
 
@@ -167,7 +174,7 @@ def rescore(rows: list[dict], saved: Path, split: str, photos: int) -> list[dict
         for name, c in r["candidates"].items():
             c["residual"] = residual(y, d[name]["restored"], aligned(d[name]["kernel"], k_true), s)
             c["sparsity"] = round(float(gradient_sparsity(d[name]["restored"])[0]), 5)
-            c["gcv"] = round(gcv(y, d[name]["kernel"]), 5)
+            c["gcv"] = float(f"{gcv(y, d[name]['kernel']):.7g}")
             c["evidence"] = round(spectral_evidence(y, d[name]["kernel"], s), 6)
         r["psnr_mean_of_both"] = round(float(psnr(sum(d[m]["restored"] for m in r["candidates"])
                                                   / len(r["candidates"]), xs[i: i + 1])[0]), 3)
@@ -190,7 +197,7 @@ def summary(rows: list[dict]) -> dict:
         out[key] = stats(v, em)
     out["prior's choice"]["picks_the_better"] = sum(r["picked"] == r["oracle"] for r in rows)
     if all("picked_by" in r for r in rows):
-        for rule in RULES:
+        for rule in (*RULES, *AGREEMENTS):
             v = [r["candidates"][r["picked_by"][rule]]["psnr"] for r in rows]
             out[f"rule {rule}"] = {**stats(v, em), "picks_the_better": sum(r["picked_by"][rule] == r["oracle"]
                                                                             for r in rows)}

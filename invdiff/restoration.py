@@ -209,7 +209,8 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
 def _kernel_choice(plan, req, prob, preset, hp: dict, k_em: Tensor, kp, operator, callback) -> Tensor:
     """The EM's kernel or Fast Diffusion EM's (Laroche et al. 2024: one E-step from pure noise and a centred delta,
     the kernel refitted to the prior's x̂0 at every step, then the M-step), whichever gives the final restoration
-    the lower score by the preset's rule (``invdiff.blind.choice_score``; the residual, ``FAST_EM_RULE``, unless
+    the lower score by the preset's rule (``invdiff.blind.choice_score``, ``invdiff.blind.choose``; rules joined by
+    "+" keep the EM's unless all of them prefer the other; ``FAST_EM_RULE``, the residual and the sparsity, unless
     ``kernel_fast_em`` names another). The two fail on different photos (benchmarks/RESULTS.md, "Two kernels, and
     a rule to choose"). Both candidates, their scores, the rule and the choice go into the report."""
     from . import blind
@@ -232,19 +233,21 @@ def _kernel_choice(plan, req, prob, preset, hp: dict, k_em: Tensor, kp, operator
     delta[k_em.shape[-2] // 2, k_em.shape[-1] // 2] = 1.0
     k_fast, _ = blind.refine_kernel_em(prob.y, delta, e_step, 1, callback=callback, prior=kp, per_step=True)
     _, final_hp, final_steps = _refined_settings(plan, req, prob, preset)
-    candidates = {}
+    candidates, scores, parts = {}, {}, blind.choice_rules(rule)
     for name, k in (("em", k_em), ("fast_em", k_fast)):  # each restored as the final restoration will be
         op = operator(k)
         x = restore(y, op, noise, plan.prior, method=plan.method, steps=final_steps, callback=callback,
                     generator=make_generators(req.seed, 1, req.device, purpose="sample"), **final_hp).samples[0]
-        candidates[name] = {"kernel": k, "score": float(blind.choice_score(rule, plan.prior, x, y, op)[0])}
-    chosen = min(candidates, key=lambda n: candidates[n]["score"])
-    entry["candidates"] = {n: {"score": round(c["score"], 6)} for n, c in candidates.items()}
+        candidates[name] = k
+        scores[name] = {p: float(blind.choice_score(p, plan.prior, x, y, op)[0]) for p in parts}
+    chosen = blind.choose(scores, rule, default="em")
+    entry["candidates"] = {n: ({"score": round(v[parts[0]], 6)} if len(parts) == 1
+                               else {"scores": {p: round(v[p], 6) for p in parts}}) for n, v in scores.items()}
     entry["candidates"]["fast_em"]["hyper_parameters"] = {"steps": fast_steps, **fast_hp}
     entry["choice_rule"] = rule
     entry["chosen"] = chosen
     entry["fast_em_seconds"] = round(time.perf_counter() - t0, 2)
-    return candidates[chosen]["kernel"]
+    return candidates[chosen]
 
 
 def _scores(req, plan, prob, res, x_true, obs) -> dict:

@@ -334,9 +334,9 @@ class Preset:
     kernel_prior: dict | None = None
     #: a second kernel after the EM, from Laroche et al.'s Fast Diffusion EM (one E-step run from pure noise and a
     #: delta kernel, the kernel refitted at every step; these are that E-step's options over the blind variant's:
-    #: steps, start, init, lam; and ``rule``, one of ``invdiff.blind.CHOICE_RULES``); both kernels are restored as
-    #: the final restoration restores a refined kernel, and the one whose restoration scores lower by the rule
-    #: (``invdiff.blind.choice_score``) is kept; None: the EM's
+    #: steps, start, init, lam; and ``rule``, one of ``invdiff.blind.CHOICE_RULES`` or several joined by "+"); both
+    #: kernels are restored as the final restoration restores a refined kernel, and the one whose restoration scores
+    #: lower by the rule (``invdiff.blind.choice_score``, ``invdiff.blind.choose``) is kept; None: the EM's
     kernel_fast_em: dict | None = None
 
     def __post_init__(self):
@@ -346,11 +346,14 @@ class Preset:
         r = self.kernel_em_prior_rounds
         if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 0):
             raise ValueError(f"kernel_em_prior_rounds must be a whole number ≥ 0 or null, got {r!r}")
-        from .blind import CHOICE_RULES, FAST_EM_RULE
+        from .blind import CHOICE_RULES, FAST_EM_RULE, choice_rules
 
         rule = (self.kernel_fast_em or {}).get("rule", FAST_EM_RULE)
-        if rule not in CHOICE_RULES:
-            raise ValueError(f"kernel_fast_em's rule must be one of {', '.join(CHOICE_RULES)}; got {rule!r}")
+        try:
+            choice_rules(rule)
+        except ValueError:
+            raise ValueError(f"kernel_fast_em's rule must be one of {', '.join(CHOICE_RULES)}, or several joined by "
+                             f"'+'; got {rule!r}") from None
 
     def describe(self) -> str:
         from .blind import FAST_EM_E_STEP, FAST_EM_RULE as _rule
@@ -370,8 +373,9 @@ class Preset:
               + (f", then λ for a kernel error τ {self.kernel_error_tau:g}" if self.kernel_error_tau else "")) \
             if self.kernel_em else ""
         k += ", learned kernel prior" if self.kernel_prior else ""
+        rule = " and ".join((self.kernel_fast_em or {}).get("rule", _rule).split("+"))
         k += (f", or Fast Diffusion EM's kernel ({self.kernel_fast_em.get('steps', FAST_EM_E_STEP['steps'])} steps) when its restoration "
-              f"scores lower by {self.kernel_fast_em.get('rule', _rule)}") if self.kernel_fast_em and self.kernel_em else ""
+              f"scores lower by {rule}") if self.kernel_fast_em and self.kernel_em else ""
         return (f"{self.method}" + (f" ({self.prior})" if self.prior else "") + f", {self.steps} steps{warm}{guided}{k}{extra}")
 
     def run_hyper_parameters(self, task: "Task") -> dict:

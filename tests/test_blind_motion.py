@@ -649,7 +649,8 @@ def test_kernel_em_prior_rounds_of_the_preset_reach_the_em_and_the_report(tmp_pa
     assert Preset("diffpir", 20, {}, kernel_em_prior_rounds=0).kernel_em_prior_rounds == 0
 
 
-@pytest.mark.parametrize("favour,rule", [("em", None), ("fast_em", None), ("fast_em", "prior"), ("em", "residual")])
+@pytest.mark.parametrize("favour,rule", [("em", None), ("fast_em", None), ("fast_em", "prior"), ("em", "residual"),
+                                         ("fast_em", "residual+sparsity"), ("em", "sparsity+residual")])
 def test_fast_em_candidate_is_restored_scored_and_the_better_one_kept(tmp_path, blurred, monkeypatch, favour, rule):
     """A blind variant with ``kernel_fast_em``: after the EM, one Fast Diffusion EM round from a delta (per-step
     refit) gives a second kernel; each is restored as the final restoration restores it and scored by the rule
@@ -666,11 +667,11 @@ def test_fast_em_candidate_is_restored_scored_and_the_better_one_kept(tmp_path, 
         kernels.append((k.clone(), kw.get("per_step"), rounds, out[0]))
         return out
 
-    scored, score = [], blind.choice_score
+    scored, score, parts = [], blind.choice_score, (rule or blind.FAST_EM_RULE).split("+")
 
     def spy_score(r, p, x, y=None, op=None):  # the real score, then a bias that makes the favoured one the better
         s = score(r, p, x, y, op)
-        s = s - 10.0 if ("em", "fast_em")[len(scored)] == favour else s
+        s = s - 10.0 if ("em", "fast_em")[len(scored) // len(parts)] == favour else s
         scored.append((r, float(s[0])))
         return s
 
@@ -682,14 +683,16 @@ def test_fast_em_candidate_is_restored_scored_and_the_better_one_kept(tmp_path, 
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     k = rep["degradation"]["kernel"]
-    assert len(kernels) == 2 and len(scored) == 2
+    assert len(kernels) == 2 and len(scored) == 2 * len(parts)
     (_, _, _, k_em), (start, per_step, rounds, k_fast) = kernels
     centre = torch.zeros_like(start)
     centre[7, 7] = 1.0
     assert per_step is True and rounds == 1 and torch.equal(start, centre)  # from a delta, refitted at each step
     assert k["chosen"] == favour and set(k["candidates"]) == {"em", "fast_em"}
-    assert k["choice_rule"] == (rule or blind.FAST_EM_RULE) and {r for r, _ in scored} == {k["choice_rule"]}
-    assert [k["candidates"][n]["score"] for n in ("em", "fast_em")] == pytest.approx([v for _, v in scored], abs=1e-6)
+    assert k["choice_rule"] == (rule or blind.FAST_EM_RULE) and [r for r, _ in scored] == parts * 2
+    reported = [k["candidates"][n]["score"] if len(parts) == 1 else k["candidates"][n]["scores"][p]
+                for n in ("em", "fast_em") for p in parts]
+    assert reported == pytest.approx([v for _, v in scored], abs=1e-6)
     assert k["candidates"]["fast_em"]["hyper_parameters"]["steps"] == 3
     assert k["candidates"]["fast_em"]["hyper_parameters"]["start"] == blind.FAST_EM_E_STEP["start"]
     used = np.load(rep["files"]["kernel"])

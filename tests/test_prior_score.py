@@ -105,10 +105,10 @@ def test_gradient_sparsity_of_edges_is_the_fraction_of_differences_they_hold():
 
 
 def test_choice_score_names_its_rules():
-    from invdiff.blind import CHOICE_RULES, FAST_EM_RULE, choice_score, gradient_sparsity
+    from invdiff.blind import CHOICE_RULES, FAST_EM_RULE, choice_rules, choice_score, gradient_sparsity
 
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    assert FAST_EM_RULE in CHOICE_RULES
+    assert set(choice_rules(FAST_EM_RULE)) <= set(CHOICE_RULES)
     torch.testing.assert_close(choice_score("sparsity", None, x), gradient_sparsity(x))
     y = torch.zeros(2, 3, 8, 8)
     torch.testing.assert_close(choice_score("residual", None, x, y, lambda v: 2 * v), (2 * x).square().mean((1, 2, 3)))
@@ -116,3 +116,37 @@ def test_choice_score_names_its_rules():
         choice_score("residual", None, x)
     with pytest.raises(ValueError, match="sparsity"):
         choice_score("evidence", None, x)
+
+
+def test_choose_switches_by_one_rule_and_only_by_agreement_of_several():
+    from invdiff.blind import choice_rules, choose
+
+    assert choice_rules("residual") == ("residual",) and choice_rules("residual+sparsity") == ("residual", "sparsity")
+    for bad in ("", "evidence", "residual+residual", "residual+", None, 3):
+        with pytest.raises(ValueError, match="choice rule"):
+            choice_rules(bad)
+    s = {"em": {"residual": 1.0, "sparsity": 0.5}, "fast_em": {"residual": 0.9, "sparsity": 0.6}}
+    assert choose(s, "residual", "em") == "fast_em" and choose(s, "sparsity", "em") == "em"
+    assert choose(s, "residual+sparsity", "em") == "em"  # the two disagree: no switch
+    assert choose(s, "residual+sparsity", "fast_em") == "fast_em"
+    s["fast_em"]["sparsity"] = 0.4
+    assert choose(s, "residual+sparsity", "em") == "fast_em" and choose(s, "sparsity+residual", "em") == "fast_em"
+    s["fast_em"]["sparsity"] = 0.5  # a tie is no agreement to switch
+    assert choose(s, "residual+sparsity", "em") == "em"
+    s["fast_em"]["sparsity"] = 0.4
+    three = {**s, "third": {"residual": 0.95, "sparsity": 0.1}}
+    assert choose(three, "residual+sparsity", "em") == "fast_em"  # both beat em; the lower by the first rule
+    three["third"]["residual"] = 0.85
+    assert choose(three, "residual+sparsity", "em") == "third"
+    with pytest.raises(ValueError, match="default"):
+        choose(s, "residual", "nothing")
+
+
+def test_a_presets_fast_em_rule_is_checked_when_the_preset_is_made():
+    from invdiff.tasks import Preset
+
+    assert Preset("diffpir", 20, {}, kernel_fast_em={"rule": "residual+sparsity"}).kernel_fast_em["rule"] == \
+        "residual+sparsity"
+    for bad in ("evidence", "residual+evidence", "residual+"):
+        with pytest.raises(ValueError, match="kernel_fast_em's rule"):
+            Preset("diffpir", 20, {}, kernel_fast_em={"rule": bad})
