@@ -49,7 +49,7 @@ def cases(photos: int, kernels: int, noise: list[float], seed: int = 0,
 
 
 def run_case(x, i: int, j: int, s: float, prior, tau: float, kernel_size: int = 61) -> tuple[dict, dict]:
-    from invdiff.blind import (estimate_motion_kernel, gradient_sparsity, kernel_error, prior_score,
+    from invdiff.blind import (estimate_motion_kernel, kernel_error, prior_score,
                                refine_kernel_em, with_kernel_error)
     from invdiff.measured import kernel_prior_for
     from invdiff.metrics import psnr
@@ -81,15 +81,29 @@ def run_case(x, i: int, j: int, s: float, prior, tau: float, kernel_size: int = 
         row["candidates"][name] = {"kernel_error": round(kernel_error(k, k_true), 4),
                                    "psnr": round(float(psnr(x_hat, x)[0]), 3),
                                    "prior_score": round(float(prior_score(prior, x_hat)[0]), 6),
-                                   "residual": residual(y, x_hat, k_al, s),
-                                   "sparsity": round(float(gradient_sparsity(x_hat)[0]), 5),
-                                   "gcv": float(f"{gcv(y, k):.7g}"), "evidence": round(spectral_evidence(y, k, s), 6),
+                                   **no_reference_scores(y, x_hat, k, k_true, s),
                                    "seconds": round(time.perf_counter() - t0, 1)}
         saved[name] = {"kernel": k, "restored": x_hat}
         t0 = time.perf_counter()
-    row["psnr_mean_of_both"] = round(float(psnr(sum(v["restored"] for v in saved.values() if isinstance(v, dict))
-                                               / 2, x)[0]), 3)
+    row["psnr_mean_of_both"] = mean_psnr([saved[m]["restored"] for m in row["candidates"]], x)
     return picks(row), saved
+
+
+def no_reference_scores(y, x_hat, k, k_true, s: float) -> dict:
+    """A candidate's scores by the rules after the prior's: the restoration x̂ through its kernel k (aligned to
+    k_true, as it was restored) against y, the sparsity of x̂, and the two that read k from y alone."""
+    from invdiff.blind import gradient_sparsity
+
+    return {"residual": residual(y, x_hat, aligned(k, k_true), s),
+            "sparsity": round(float(gradient_sparsity(x_hat)[0]), 5),
+            "gcv": float(f"{gcv(y, k):.7g}"), "evidence": round(spectral_evidence(y, k, s), 6)}
+
+
+def mean_psnr(restored: list[torch.Tensor], x: torch.Tensor) -> float:
+    """The PSNR of the mean of the candidates' restorations: a hedge that needs no rule."""
+    from invdiff.metrics import psnr
+
+    return round(float(psnr(sum(restored) / len(restored), x)[0]), 3)
 
 
 def residual(y: torch.Tensor, x_hat: torch.Tensor, k: torch.Tensor, s: float) -> float:
@@ -163,21 +177,14 @@ def picks(row: dict) -> dict:
 def rescore(rows: list[dict], saved: Path, split: str, photos: int) -> list[dict]:
     """Add each candidate's residual, sparsity, GCV and spectral evidence to an earlier run's rows, and the PSNR of
     the two restorations' mean, from the restorations and kernels it saved (``--save``)."""
-    from invdiff.blind import gradient_sparsity
-    from invdiff.metrics import psnr
-
     xs, _ = _photos(split, photos)
     for r in rows:
         i, j, s = r["photo"], r["kernel"], r["noise_sigma"]
         d = torch.load(saved / f"case_{i}_{j}_{s}.pt")
         _, y, k_true = blurred(xs[i: i + 1], i, j, s)
         for name, c in r["candidates"].items():
-            c["residual"] = residual(y, d[name]["restored"], aligned(d[name]["kernel"], k_true), s)
-            c["sparsity"] = round(float(gradient_sparsity(d[name]["restored"])[0]), 5)
-            c["gcv"] = float(f"{gcv(y, d[name]['kernel']):.7g}")
-            c["evidence"] = round(spectral_evidence(y, d[name]["kernel"], s), 6)
-        r["psnr_mean_of_both"] = round(float(psnr(sum(d[m]["restored"] for m in r["candidates"])
-                                                  / len(r["candidates"]), xs[i: i + 1])[0]), 3)
+            c.update(no_reference_scores(y, d[name]["restored"], d[name]["kernel"], k_true, s))
+        r["psnr_mean_of_both"] = mean_psnr([d[m]["restored"] for m in r["candidates"]], xs[i: i + 1])
         picks(r)
     return rows
 
