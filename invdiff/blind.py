@@ -117,9 +117,25 @@ def _fast_size(n: int) -> int:
         m += 1
 
 
+def usefulness(y: Tensor, window: int = 5, eps: float = 0.5) -> Tensor:
+    """Xu & Jia's (2010) usefulness of the gradients of the blurred image y (S, C, H, W) in [−1, 1], per pixel:
+    r = ‖Σ_N ∇y‖ / (Σ_N ‖∇y‖ + ε), sums over the ``window`` × ``window`` neighbourhood N, ∇ the forward
+    differences of the grey image on the [0, 1] scale (the paper's, where ε = 0.5 keeps flat regions low).
+    A blurred step edge adds its gradients coherently (r near its maximum), texture finer than the blur (fur,
+    grass) cancels (r near 0): such structure misleads a kernel estimate. (S, 1, H, W), zero-padded at the end."""
+    g = (y.float().mean(1, keepdim=True) + 1) / 2
+    gx = F.pad(g[..., :, 1:] - g[..., :, :-1], (0, 1, 0, 0))
+    gy = F.pad(g[..., 1:, :] - g[..., :-1, :], (0, 0, 0, 1))
+
+    def box(v):
+        return F.avg_pool2d(v, window, stride=1, padding=window // 2, count_include_pad=True) * window * window
+
+    return torch.sqrt(box(gx).square() + box(gy).square()) / (box(torch.sqrt(gx.square() + gy.square())) + eps)
+
+
 def update_kernel(x: Tensor, y: Tensor, size: int | tuple[int, int], *, padding: str = "reflect", smooth: float = 1e-3,
                   iters: int = 150, prune: float = 0.05, init: Tensor | None = None, edges: float | None = None,
-                  prior=None) -> Tensor:
+                  prior=None, useful: float | None = None, useful_window: int = 5) -> Tensor:
     """The kernel that best explains y = k * pad(x) in the gradient domain:
     argmin_k ½‖∇y − k * ∇pad(x)‖²/N + ½ smooth·E‖k‖² over the simplex {k ≥ 0, Σk = 1}, by accelerated projected
     gradient (FISTA), E the mean gradient energy per pixel; then entries below ``prune``·max are cut and the
@@ -130,14 +146,24 @@ def update_kernel(x: Tensor, y: Tensor, size: int | tuple[int, int], *, padding:
     in Laroche et al.'s M-step: ``prior.rounds`` times, the least-squares kernel with the extra term
     ½ α‖k − z‖² (α = ``prior.weight``·E; ``iters`` FISTA iterations split over the rounds, warm-started), then
     z = the prior's denoised k; the result is the last z (then pruned). Their data step is a closed form in the
-    Fourier domain on the image (circular); ours keeps the gradient domain, the padding and the simplex."""
+    Fourier domain on the image (circular); ours keeps the gradient domain, the padding and the simplex.
+
+    ``useful`` (a fraction, with ``edges``) keeps x's gradients only where y's ``usefulness`` map is in its top
+    ``useful`` fraction (Xu & Jia's edge selection, their adaptive τ_r as a fraction kept), before the strongest
+    ``edges`` fraction of what remains is taken."""
     kh, kw = (size, size) if isinstance(size, int) else size
     xp = pad(x.float().mean(1, keepdim=True), kh // 2, kw // 2, padding)
     X = _gradients(xp)
     if edges is not None:  # keep only the strongest gradients of x (salient edges), per map
-        mag = X.abs().flatten(1)
-        q = torch.quantile(mag[:, :: max(1, mag.shape[1] // 100000)], 1 - edges, dim=1)
-        X = torch.where(X.abs() >= q[:, None, None], X, torch.zeros_like(X))
+        mag = X.abs()
+        if useful is not None:  # ... and only where the blurred photo's edges add up (Xu & Jia's r map)
+            r = pad(usefulness(y, useful_window), kh // 2, kw // 2, padding)[..., :-1, :-1]  # on X's grid
+            r = torch.cat([r, r], 1).flatten(0, 1).repeat(x.shape[0] // y.shape[0], 1, 1)
+            mag = mag * (r >= torch.quantile(r.flatten(1)[:, :: max(1, r[0].numel() // 100000)], 1 - useful,
+                                             dim=1)[:, None, None])
+        flat = mag.flatten(1)
+        q = torch.quantile(flat[:, :: max(1, flat.shape[1] // 100000)], 1 - edges, dim=1)
+        X = torch.where((mag >= q[:, None, None]) & (mag > 0), X, torch.zeros_like(X))
     Y = _gradients(y.float().mean(1, keepdim=True)).repeat(x.shape[0], 1, 1)
     hp, wp = _fast_size(X.shape[-2]), _fast_size(X.shape[-1])
     yh, yw = Y.shape[-2:]
@@ -433,6 +459,7 @@ def estimate_motion_kernel(y: Tensor, prior=None, sigma: float = 0.0, *, kernel_
                            lam: float = 0.008, iters: int = 5, smooth: float = 0.3, edges: float = 0.1,
                            margin: float = 1.25, dark: float = 0.0, prefilter: str | None = None,
                            starts: tuple[str, ...] = ("horizontal",), kernel_prior=None,
+                           useful: float | None = None, useful_window: int = 5,
                            generator=None, callback=None) -> BlindEstimate:
     """A free-form motion (camera-shake) kernel of side ``kernel_size`` from the blurred photo y (1, C, H, W) in
     [−1, 1] alone, by classical coarse-to-fine alternating minimisation (Cho & Lee 2009, Xu & Jia 2010, Pan et al.
@@ -451,7 +478,9 @@ def estimate_motion_kernel(y: Tensor, prior=None, sigma: float = 0.0, *, kernel_
     denoiser applied to y at ``sigma`` first (``prefiltered``), and ``dark`` > 0 adds Pan et al.'s dark channel
     prior to the sharp image (``l0_deblur``): both measured on the same split, and neither the default.
     ``kernel_prior`` (``invdiff.kernel_prior.KernelPrior``) regularises every kernel update with the learned
-    kernel denoiser (``update_kernel``).
+    kernel denoiser (``update_kernel``). ``useful`` restricts every level's kernel update to the pixels where
+    the blurred image's usefulness map (``usefulness``, Xu & Jia 2010, window ``useful_window``) is in its top
+    ``useful`` fraction.
 
     ``prior`` and ``generator`` are accepted for the solver's call and not used: the estimate is classical and
     deterministic (a last kernel update on the diffusion prior's restoration was measured and made the kernels
@@ -465,7 +494,8 @@ def estimate_motion_kernel(y: Tensor, prior=None, sigma: float = 0.0, *, kernel_
     t0 = time.perf_counter()
     g = prefiltered(y.detach().float().cpu(), sigma, prefilter).mean(1, keepdim=True)
     work = max(kernel_size, min(_odd(kernel_size * margin), 2 * ((min(g.shape[-2:]) - 1) // 2) + 1))
-    update = {"smooth": smooth, "edges": edges, "iters": 60, "prune": 0.02, "dark": dark, "prior": kernel_prior}
+    update = {"smooth": smooth, "edges": edges, "iters": 60, "prune": 0.02, "dark": dark, "prior": kernel_prior,
+              "useful": useful, "useful_window": useful_window}
     runs = {s: _estimate_from(g, s, kernel_size, work, lam, iters, update, t0, callback) for s in starts}
     best = min(runs, key=lambda s: runs[s][3])
     k, x, _, _ = runs[best]

@@ -714,3 +714,59 @@ def test_fast_em_with_a_method_that_cannot_refit_the_kernel_is_one_clear_error(t
     assert r.exit_code != 0
     assert "--fast-em" in r.output and "diffpir" in r.output
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_usefulness_transcribes_xu_and_jia_r_map():
+    """r(x) = ‖Σ_{N(x)} ∇B‖ / (Σ_{N(x)} ‖∇B‖ + 0.5) on the [0, 1] scale, transcribed per pixel with explicit loops
+    (forward differences, zero outside the image) and compared with the vectorised map."""
+    from invdiff.blind import usefulness
+
+    g = torch.Generator().manual_seed(3)
+    y = torch.rand(1, 3, 9, 11, generator=g) * 2 - 1
+    b = ((y.mean(1)[0] + 1) / 2).double()
+    h, w = b.shape
+    gx, gy = torch.zeros(h, w, dtype=torch.float64), torch.zeros(h, w, dtype=torch.float64)
+    for i in range(h):
+        for j in range(w):
+            if j + 1 < w:
+                gx[i, j] = b[i, j + 1] - b[i, j]
+            if i + 1 < h:
+                gy[i, j] = b[i + 1, j] - b[i, j]
+    r = torch.zeros(h, w, dtype=torch.float64)
+    for i in range(h):
+        for j in range(w):
+            sx = sy = sn = 0.0
+            for a in range(i - 2, i + 3):
+                for c in range(j - 2, j + 3):
+                    if 0 <= a < h and 0 <= c < w:
+                        sx, sy = sx + gx[a, c], sy + gy[a, c]
+                        sn += math.hypot(gx[a, c], gy[a, c])
+            r[i, j] = math.hypot(sx, sy) / (sn + 0.5)
+    # float32 sums of ≤ 25 terms of size ≤ 1: a few ulps of the ratio
+    assert torch.allclose(usefulness(y, 5)[0, 0].double(), r, atol=1e-6)
+
+
+def test_usefulness_keeps_a_blurred_edge_and_drops_fine_texture():
+    from invdiff.blind import usefulness
+
+    n = 64
+    x = torch.full((1, 1, n, n), -0.6)
+    x[..., :, : n // 2] = torch.where(torch.arange(n // 2) % 2 == 0, 0.6, -0.6)  # stripes one pixel wide, left
+    x[..., : n // 2, n // 2:] = 0.6                                               # a step edge, right
+    y = ops.Blur(line_kernel(7, 0.0, 9).T.contiguous(), padding="reflect")(x.expand(1, 3, n, n))  # vertical blur
+    r = usefulness(y)[0, 0]
+    assert float(r[n // 2 - 1, 3 * n // 4]) > 0.5          # across the blurred edge the gradients add up
+    # the stripes' gradients cancel: over an odd window of 5 alternating ones, one of five is left (r < 1/5)
+    assert float(r[n // 2, 8: n // 2 - 8].max()) < 0.2 + 1e-6
+
+
+def test_useful_edges_restrict_the_kernel_update_and_still_find_the_kernel(blurred):
+    from invdiff.blind import update_kernel
+
+    x, k, y = blurred
+    plain = update_kernel(x, y, 15, edges=0.1)
+    useful = update_kernel(x, y, 15, edges=0.1, useful=0.5)
+    assert kernel_error(useful, k) < ERROR_BOUND
+    assert not torch.equal(plain, useful)  # the r map removed some of the strongest gradients
+    est = estimate_motion_kernel(y, None, 0.01, kernel_size=15, useful=0.5)
+    assert kernel_error(est.kernel, k) < ERROR_BOUND
