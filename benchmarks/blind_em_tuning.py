@@ -12,7 +12,8 @@ change, so a stopping or fall-back rule can be read off the same runs. Writes a 
 A setting's ``em_samples`` (K posterior samples per E-step, the M-step fitting all K: ``kernel_em_samples``) and
 ``e_step`` (the E-step restoration's options, e.g. ``{"lam": 28}``, ``{"start": 1.0, "steps": 100}``,
 ``{"lam": 4, "kernel_uncertainty": 0.6}``: the kernel's error per frequency, ``blind_uncertain_probe.py``) belong to the
-E-step, ``init_kernel`` (``classical``: the estimate, as solve; ``dirac``: a delta, as Fast Diffusion EM starts;
+E-step, ``init_kernel`` (``classical``: the estimate, as solve; ``fitted``: the estimate again in the window that fits its
+support, ``fit_size``; ``dirac``: a delta, as Fast Diffusion EM starts;
 ``saved:DIR``: an earlier run's refined kernel) to the start; the rest is the M-step's.
 """
 
@@ -65,7 +66,9 @@ def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int,
         m_step = _resolved(st)
         # not the M-step's: K posterior samples per E-step (the Monte Carlo E-step), the E-step's own options
         n, e_options = int(m_step.pop("em_samples", 1)), m_step.pop("e_step", None)
-        start = _initial_kernel(m_step.pop("init_kernel", "classical"), k0, i, j)
+        init = m_step.pop("init_kernel", "classical")
+        start = (estimate_motion_kernel(y, None, s, kernel_size=kernel_size, kernel_prior=kp, fit_size=True).kernel
+                 if init == "fitted" else _initial_kernel(init, k0, i, j))
         if "kernel_prior" in m_step:  # update_kernel's name for it
             m_step["prior"] = m_step.pop("kernel_prior")
         k, hist = refine_kernel_em(y, start, e_step, rounds, **m_step)

@@ -15,7 +15,18 @@ from torch import Tensor
 
 from .operators.padding import check_padding, pad
 
-DEFAULT_MOTION_KERNEL_SIZE = 31
+#: the side of a blind motion kernel when none is asked for: the motion-deblur task's own kernels (61 × 61, paths up
+#: to 61 px long), the size the blind pipeline was tuned at; 31 before, which lost 1.16 dB of TV deconvolution with
+#: the estimate on the tuning split, up to 3.8 dB on paths longer than 31 px (benchmarks/RESULTS.md, "The kernel's
+#: window")
+DEFAULT_MOTION_KERNEL_SIZE = 61
+
+
+def default_motion_kernel_size(height: int, width: int) -> int:
+    """The blind motion kernel's side for an image of height × width when none is given:
+    ``DEFAULT_MOTION_KERNEL_SIZE``, at most the largest odd number ≤ half the shorter side (at least 3)."""
+    half = min(height, width) // 2
+    return max(3, min(DEFAULT_MOTION_KERNEL_SIZE, half - (half % 2 == 0)))
 
 
 @dataclass
@@ -455,11 +466,20 @@ def _estimate_from(g: Tensor, start: str, kernel_size: int, work: int, lam: floa
     return k, x, history, float((Blur(k, padding="reflect")(x) - g).square().mean())
 
 
+def fitted_kernel_size(k: Tensor, margin: float = 1.25, smallest: int = 15) -> int:
+    """The odd side of a window that holds the support of the centred kernel k (its nonzero entries) with
+    ``margin`` to spare about the centre, at least ``smallest`` and at most k's own side."""
+    c = k.shape[-1] // 2
+    nz = (centre_kernel(k) > 0).nonzero()
+    r = int((nz - c).abs().max()) if len(nz) else 0
+    return min(k.shape[-1], max(smallest, _odd(2 * r * margin + 1)))
+
+
 def estimate_motion_kernel(y: Tensor, prior=None, sigma: float = 0.0, *, kernel_size: int = DEFAULT_MOTION_KERNEL_SIZE,
                            lam: float = 0.008, iters: int = 5, smooth: float = 0.3, edges: float = 0.1,
                            margin: float = 1.25, dark: float = 0.0, prefilter: str | None = None,
                            starts: tuple[str, ...] = ("horizontal",), kernel_prior=None,
-                           useful: float | None = None, useful_window: int = 5,
+                           useful: float | None = None, useful_window: int = 5, fit_size: bool = False,
                            generator=None, callback=None) -> BlindEstimate:
     """A free-form motion (camera-shake) kernel of side ``kernel_size`` from the blurred photo y (1, C, H, W) in
     [−1, 1] alone, by classical coarse-to-fine alternating minimisation (Cho & Lee 2009, Xu & Jia 2010, Pan et al.
@@ -480,7 +500,9 @@ def estimate_motion_kernel(y: Tensor, prior=None, sigma: float = 0.0, *, kernel_
     ``kernel_prior`` (``invdiff.kernel_prior.KernelPrior``) regularises every kernel update with the learned
     kernel denoiser (``update_kernel``). ``useful`` restricts every level's kernel update to the pixels where
     the blurred image's usefulness map (``usefulness``, Xu & Jia 2010, window ``useful_window``) is in its top
-    ``useful`` fraction.
+    ``useful`` fraction. ``fit_size`` runs the estimate a second time, from the same start, in the smaller
+    window that fits the first estimate's support (``fitted_kernel_size``), and returns that kernel (its side
+    then below ``kernel_size``, which bounds it).
 
     ``prior`` and ``generator`` are accepted for the solver's call and not used: the estimate is classical and
     deterministic (a last kernel update on the diffusion prior's restoration was measured and made the kernels
@@ -500,6 +522,13 @@ def estimate_motion_kernel(y: Tensor, prior=None, sigma: float = 0.0, *, kernel_
     best = min(runs, key=lambda s: runs[s][3])
     k, x, _, _ = runs[best]
     history = [h for r in runs.values() for h in r[2]]
+    fitted = fitted_kernel_size(k) if fit_size else kernel_size
+    if fitted < kernel_size:  # again, in a window that fits the blur the first run found
+        work2 = max(fitted, min(_odd(fitted * margin), 2 * ((min(g.shape[-2:]) - 1) // 2) + 1))
+        k, x, more, _ = _estimate_from(g, best, fitted, work2, lam, iters, update, t0, callback)
+        history += more
+        history.append({"stage": "motion-kernel-size", "kernel_size": kernel_size, "fitted": fitted,
+                        "seconds": round(time.perf_counter() - t0, 2)})
     history.append({"stage": "motion-kernel-start", "chosen": best, "seconds": round(time.perf_counter() - t0, 2),
                     "residuals": {s: round(r[3], 7) for s, r in runs.items()}})
     if callback is not None:

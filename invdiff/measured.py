@@ -172,7 +172,7 @@ def _blind_kernel(task: Task, req, y: Tensor, sigma: float, prior, gens, callbac
     if task.blind == "gaussian":
         est = blind.estimate_gaussian_blur(y, sigma, kernel_size=req.kernel_size, padding=req.padding, callback=callback)
     else:
-        size = req.kernel_size or blind.DEFAULT_MOTION_KERNEL_SIZE
+        size = req.kernel_size or blind.default_motion_kernel_size(*y.shape[-2:])
         kp, kp_entry = kernel_prior_for(task, preset, req.kernel_prior)
         est = blind.estimate_motion_kernel(y, prior, sigma, kernel_size=size, kernel_prior=kp, generator=gens,
                                            callback=callback)

@@ -247,10 +247,11 @@ def test_measured_motion_deblur_runs_blind(tmp_path, blurred):
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     k = rep["degradation"]["kernel"]
-    assert k["source"] == "estimated (blind, motion)" and k["shape"] == [31, 31] and k["seconds"] >= 0
+    side = 25  # the default 61, at most half the 52-px side (odd)
+    assert k["source"] == "estimated (blind, motion)" and k["shape"] == [side, side] and k["seconds"] >= 0
     assert k["start"] == "horizontal" and set(k["start_residuals"]) == {"horizontal"}
     arr = np.load(rep["files"]["kernel"])
-    assert arr.shape == (31, 31) and abs(arr.sum() - 1) < 1e-4 and (arr >= 0).all()
+    assert arr.shape == (side, side) and abs(arr.sum() - 1) < 1e-4 and (arr >= 0).all()
     assert Path(rep["files"]["kernel_image"]).is_file() and Path(rep["files"]["restored"]).is_file()
     # an estimated kernel runs the preset's blind variant; the same photo with that kernel given runs the preset
     from invdiff.tasks import solve_preset
@@ -770,3 +771,41 @@ def test_useful_edges_restrict_the_kernel_update_and_still_find_the_kernel(blurr
     assert not torch.equal(plain, useful)  # the r map removed some of the strongest gradients
     est = estimate_motion_kernel(y, None, 0.01, kernel_size=15, useful=0.5)
     assert kernel_error(est.kernel, k) < ERROR_BOUND
+
+
+def test_fitted_kernel_size_holds_the_support_with_its_margin():
+    from invdiff.blind import fitted_kernel_size
+
+    k = torch.zeros(61, 61)
+    k[30, 30 - 12: 30 + 13] = 1 / 25  # a horizontal path 25 px long: radius 12 about the centre
+    assert fitted_kernel_size(k) == 31  # 2 · 12 · 1.25 + 1 = 31
+    assert fitted_kernel_size(k, margin=1.0) == 25
+    k = torch.zeros(61, 61)
+    k[30, 29:32] = 1 / 3
+    assert fitted_kernel_size(k) == 15  # never below the smallest window
+    k = torch.zeros(21, 21)
+    k[10, :] = 1 / 21
+    assert fitted_kernel_size(k) == 21  # never above the kernel's own side
+
+
+def test_fit_size_estimates_again_in_the_window_that_fits_the_blur():
+    x, k, y = blur(line_kernel(7, 0.6, 31))
+    est = estimate_motion_kernel(y, None, 0.01, kernel_size=31, fit_size=True)
+    side = est.kernel.shape[-1]
+    assert side < 31 and side % 2 == 1 and est.kernel.shape == (side, side)
+    assert (est.kernel >= 0).all() and abs(float(est.kernel.sum()) - 1) < 1e-5
+    assert kernel_error(est.kernel, k) < ERROR_BOUND
+    assert [h for h in est.history if h["stage"] == "motion-kernel-size"] == [
+        {"stage": "motion-kernel-size", "kernel_size": 31, "fitted": side,
+         "seconds": next(h["seconds"] for h in est.history if h["stage"] == "motion-kernel-size")}]
+
+
+def test_default_motion_kernel_size_is_the_tasks_own_and_fits_the_photo():
+    from invdiff.blind import DEFAULT_MOTION_KERNEL_SIZE, default_motion_kernel_size
+    from invdiff.tasks import TaskOptions, get_task
+
+    op = get_task("motion-deblur").operator((1, 3, 256, 256), TaskOptions(noise_sigma=0.02))
+    assert DEFAULT_MOTION_KERNEL_SIZE == op.kernel.shape[-1]  # a blind estimate can hold the task's own kernels
+    assert default_motion_kernel_size(256, 300) == DEFAULT_MOTION_KERNEL_SIZE
+    assert default_motion_kernel_size(100, 120) == 49 and default_motion_kernel_size(52, 60) == 25
+    assert default_motion_kernel_size(4, 4) == 3
