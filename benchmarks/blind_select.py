@@ -243,7 +243,7 @@ def figure(rows: list[dict], saved: Path, split: str, photos: int, path: Path, l
             c = r["candidates"][name]
             by = [rule for rule, pick in r.get("picked_by", {"prior": r["picked"]}).items() if pick == name]
             show(axs[a, b + 1], d[name]["restored"], f"{'EM' if name == 'em' else 'Fast Diffusion EM'}: "
-                 f"{c['psnr']:.2f} dB" + (f" ({', '.join(by)})" if by else ""))
+                 f"{c['psnr']:.2f} dB" + (f"\nchosen by {', '.join(by)}" if by else ""))
         for b, (title, k) in enumerate((("true", d["k_true"]), ("EM", d["em"]["kernel"]),
                                        ("Fast EM", d["fastem"]["kernel"]))):
             axs[a, b + 3].imshow(k.reshape(k.shape[-2:]).numpy(), cmap="gray")

@@ -659,9 +659,9 @@ FAST_EM_E_STEP = {"steps": 100, "start": 1.0, "init": "zeros", "lam": 28.0}
 #: the no-reference rules that pick one of several restorations of one photo (each: lower is better); rules joined
 #: by "+" (``choice_rules``) switch from the default candidate only where all of them agree (``choose``). The rule
 #: solve's ``kernel_fast_em`` uses unless its ``rule`` says otherwise keeps the EM's kernel unless the residual and
-#: the sparsity both prefer Fast Diffusion EM's: on the declared tuning split (30 cases) it makes the residual's
-#: picks, the best of the single rules (+0.33 ± 0.19 dB, worse in none), though not by enough to make the choice
-#: solve's default (benchmarks/RESULTS.md, "Two kernels, and a rule to choose")
+#: the sparsity both prefer Fast Diffusion EM's: on the declared tuning split (36 cases) +0.38 ± 0.19 dB over the EM,
+#: worse in none (nor in 19 suite cases); not solve's default for the 100-step run's time on a CPU
+#: (benchmarks/RESULTS.md, "Two kernels, and a rule to choose", "Six more tuning cases")
 CHOICE_RULES = ("sparsity", "prior", "residual")
 FAST_EM_RULE = "residual+sparsity"
 
