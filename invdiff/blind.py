@@ -144,6 +144,24 @@ def usefulness(y: Tensor, window: int = 5, eps: float = 0.5) -> Tensor:
     return torch.sqrt(box(gx).square() + box(gy).square()) / (box(torch.sqrt(gx.square() + gy.square())) + eps)
 
 
+def _quantile(v: Tensor, q: float) -> Tensor:
+    """Each row's q-quantile of v (rows, ...), from at most ~100k evenly strided entries, shaped to broadcast."""
+    flat = v.flatten(1)
+    return torch.quantile(flat[:, :: max(1, flat.shape[1] // 100000)], q, dim=1)[:, None, None]
+
+
+def _salient(X: Tensor, y: Tensor, size: tuple[int, int], padding: str, edges: float, useful: float | None,
+             window: int) -> Tensor:
+    """The gradient maps X (2S, h, w) of ``update_kernel`` with only their strongest ``edges`` fraction kept, per
+    map; with ``useful``, only where y's usefulness map (on X's grid) is in its top ``useful`` fraction."""
+    mag = X.abs()
+    if useful is not None:  # ... and only where the blurred photo's edges add up (Xu & Jia's r map)
+        r = pad(usefulness(y, window), size[0] // 2, size[1] // 2, padding)[..., :-1, :-1]  # on X's grid
+        r = torch.cat([r, r], 1).flatten(0, 1).repeat(X.shape[0] // (2 * y.shape[0]), 1, 1)
+        mag = mag * (r >= _quantile(r, 1 - useful))
+    return torch.where((mag >= _quantile(mag, 1 - edges)) & (mag > 0), X, torch.zeros_like(X))
+
+
 def update_kernel(x: Tensor, y: Tensor, size: int | tuple[int, int], *, padding: str = "reflect", smooth: float = 1e-3,
                   iters: int = 150, prune: float = 0.05, init: Tensor | None = None, edges: float | None = None,
                   prior=None, useful: float | None = None, useful_window: int = 5) -> Tensor:
@@ -165,16 +183,8 @@ def update_kernel(x: Tensor, y: Tensor, size: int | tuple[int, int], *, padding:
     kh, kw = (size, size) if isinstance(size, int) else size
     xp = pad(x.float().mean(1, keepdim=True), kh // 2, kw // 2, padding)
     X = _gradients(xp)
-    if edges is not None:  # keep only the strongest gradients of x (salient edges), per map
-        mag = X.abs()
-        if useful is not None:  # ... and only where the blurred photo's edges add up (Xu & Jia's r map)
-            r = pad(usefulness(y, useful_window), kh // 2, kw // 2, padding)[..., :-1, :-1]  # on X's grid
-            r = torch.cat([r, r], 1).flatten(0, 1).repeat(x.shape[0] // y.shape[0], 1, 1)
-            mag = mag * (r >= torch.quantile(r.flatten(1)[:, :: max(1, r[0].numel() // 100000)], 1 - useful,
-                                             dim=1)[:, None, None])
-        flat = mag.flatten(1)
-        q = torch.quantile(flat[:, :: max(1, flat.shape[1] // 100000)], 1 - edges, dim=1)
-        X = torch.where((mag >= q[:, None, None]) & (mag > 0), X, torch.zeros_like(X))
+    if edges is not None:
+        X = _salient(X, y, (kh, kw), padding, edges, useful, useful_window)
     Y = _gradients(y.float().mean(1, keepdim=True)).repeat(x.shape[0], 1, 1)
     hp, wp = _fast_size(X.shape[-2]), _fast_size(X.shape[-1])
     yh, yw = Y.shape[-2:]

@@ -329,8 +329,7 @@ def solve_cmd(
     noise_sigma: Optional[str] = typer.Option(None, help="noise sigma on [-1,1] or 'auto' (default: auto; 0.05 simulated)"),
     kernel: Optional[Path] = typer.Option(None, help="blur kernel (.png or .npy); for nonuniform-deblur a kernel field "
                                           ".npy (G, G, kh, kw). Without it a measured deblur/motion-deblur is blind"),
-    kernel_size: Optional[int] = typer.Option(None, help="size of the simulated kernel, or bound of a blind estimate "
-                                                "(blind motion: 61, at most half the photo's shorter side)"),
+    kernel_size: Optional[int] = typer.Option(None, help="simulated kernel size, or bound of a blind one (motion: 61)"),
     blur_sigma: Optional[float] = typer.Option(None, help="Gaussian blur sigma in pixels (measured: else estimated)"),
     blind: bool = typer.Option(False, "--blind", help="with --simulate: hide the simulated kernel and estimate it"),
     kernel_em: Optional[int] = typer.Option(None, help="blind motion: rounds of kernel EM (default: the preset's)"),
