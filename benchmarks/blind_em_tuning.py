@@ -32,7 +32,8 @@ from blind_motion import _diffpir, _photos, aligned, blurred
 def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int, kernel_size: int,
           score_rounds: list[int], final_tau: list[float] = (), tau_hat: bool = False,
           save: Path | None = None) -> dict:
-    from invdiff.blind import estimate_motion_kernel, kernel_error, kernel_error_lam, refine_kernel_em
+    from invdiff.blind import (estimate_motion_kernel, fitted_kernel_size, kernel_error, kernel_error_lam,
+                               refine_kernel_em)
     from invdiff.measured import kernel_prior_for
     from invdiff.metrics import psnr
     from invdiff.tasks import get_task, solve_preset
@@ -67,8 +68,8 @@ def _case(x, i: int, j: int, s: float, prior, settings: list[dict], rounds: int,
         # not the M-step's: K posterior samples per E-step (the Monte Carlo E-step), the E-step's own options
         n, e_options = int(m_step.pop("em_samples", 1)), m_step.pop("e_step", None)
         init = m_step.pop("init_kernel", "classical")
-        start = (estimate_motion_kernel(y, None, s, kernel_size=kernel_size, kernel_prior=kp, fit_size=True).kernel
-                 if init == "fitted" else _initial_kernel(init, k0, i, j))
+        start = _initial_kernel(init, k0, i, j) if init != "fitted" else estimate_motion_kernel(
+            y, None, s, kernel_size=fitted_kernel_size(k0), kernel_prior=kp).kernel  # fit_size's second run
         if "kernel_prior" in m_step:  # update_kernel's name for it
             m_step["prior"] = m_step.pop("kernel_prior")
         k, hist = refine_kernel_em(y, start, e_step, rounds, **m_step)

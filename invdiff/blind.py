@@ -476,6 +476,12 @@ def _estimate_from(g: Tensor, start: str, kernel_size: int, work: int, lam: floa
     return k, x, history, float((Blur(k, padding="reflect")(x) - g).square().mean())
 
 
+def _work_size(size: int, margin: float, g: Tensor) -> int:
+    """The side the estimate of a size × size kernel works at: ``margin``·size, odd, for room to move before it is
+    centred and cut, and no more than the image g allows."""
+    return max(size, min(_odd(size * margin), 2 * ((min(g.shape[-2:]) - 1) // 2) + 1))
+
+
 def fitted_kernel_size(k: Tensor, margin: float = 1.25, smallest: int = 15) -> int:
     """The odd side of a window that holds the support of the centred kernel k (its nonzero entries) with
     ``margin`` to spare about the centre, at least ``smallest`` and at most k's own side."""
@@ -525,17 +531,17 @@ def estimate_motion_kernel(y: Tensor, prior=None, sigma: float = 0.0, *, kernel_
         raise ValueError("starts is empty: give at least one of " + ", ".join(STARTS))
     t0 = time.perf_counter()
     g = prefiltered(y.detach().float().cpu(), sigma, prefilter).mean(1, keepdim=True)
-    work = max(kernel_size, min(_odd(kernel_size * margin), 2 * ((min(g.shape[-2:]) - 1) // 2) + 1))
     update = {"smooth": smooth, "edges": edges, "iters": 60, "prune": 0.02, "dark": dark, "prior": kernel_prior,
               "useful": useful, "useful_window": useful_window}
-    runs = {s: _estimate_from(g, s, kernel_size, work, lam, iters, update, t0, callback) for s in starts}
+    runs = {s: _estimate_from(g, s, kernel_size, _work_size(kernel_size, margin, g), lam, iters, update, t0,
+                              callback) for s in starts}
     best = min(runs, key=lambda s: runs[s][3])
     k, x, _, _ = runs[best]
     history = [h for r in runs.values() for h in r[2]]
     fitted = fitted_kernel_size(k) if fit_size else kernel_size
     if fitted < kernel_size:  # again, in a window that fits the blur the first run found
-        work2 = max(fitted, min(_odd(fitted * margin), 2 * ((min(g.shape[-2:]) - 1) // 2) + 1))
-        k, x, more, _ = _estimate_from(g, best, fitted, work2, lam, iters, update, t0, callback)
+        k, x, more, _ = _estimate_from(g, best, fitted, _work_size(fitted, margin, g), lam, iters, update, t0,
+                                       callback)
         history += more
         history.append({"stage": "motion-kernel-size", "kernel_size": kernel_size, "fitted": fitted,
                         "seconds": round(time.perf_counter() - t0, 2)})
