@@ -258,7 +258,10 @@ def main() -> None:
     from invdiff.prior import load
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--photos", type=int, nargs="+", default=[0, 1, 2, 3], help="indices into data/tuning")
+    ap.add_argument("--photos", type=int, nargs="+", default=[0, 1, 2, 3], help="indices into the split's photos")
+    ap.add_argument("--split", choices=("tuning", "hard"), default="tuning",
+                    help="tuning: data/tuning; hard: blind_motion.HARD_PHOTOS, training photos for the classical "
+                         "estimator's options only")
     ap.add_argument("--kernels", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--noise", type=float, nargs=2, default=[0.02, 0.05],
                     help="σ of case (i, j) is the first when i + j is even, else the second (a balanced design)")
@@ -289,7 +292,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     prior = load(a.prior)
-    xs, names = _photos("tuning", max(a.photos) + 1)
+    xs, names = _photos(a.split, max(a.photos) + 1)
     if a.classical:
         return classical(xs, names, a.photos, a.kernels, a.noise, a.settings, a.kernel_size, a.out)
     if a.oracle:

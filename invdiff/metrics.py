@@ -41,6 +41,35 @@ def psnr(x: Tensor, ref: Tensor) -> Tensor:
     return 10 * torch.log10(1 / mse.clamp_min(1e-20))
 
 
+def psnr_upto_shift(x: Tensor, ref: Tensor, *, maxshift: float = 5.0, step: float = 0.25,
+                    border: int = 15) -> Tensor:
+    """PSNR per image (as ``psnr``) after the best sub-pixel translation of x, the evaluation of blind
+    deblurring (Levin et al. 2009, their ``comp_upto_shift``; also Köhler et al. 2012): ``border`` pixels are
+    shaved from the reference, x is moved by every shift in [−maxshift, maxshift]² on a grid of ``step`` pixels
+    (bilinear, sampled from x's own pixels around the shaved window), and the least mean squared error is kept.
+    A blind kernel, and so its restoration, is defined only up to a translation of the image."""
+    _check(x, ref)
+    h, w = ref.shape[-2:]
+    if 2 * border >= min(h, w) or maxshift > border:
+        raise ValueError(f"border {border} must leave an image of {h}x{w} and be at least maxshift {maxshift}")
+    u, r = _unit(x).double(), _unit(ref).double()[..., border: h - border, border: w - border]
+    n = round(2 * maxshift / step) + 1
+    shifts = torch.linspace(-maxshift, maxshift, n, dtype=torch.float64)
+    # pixel centres of the shaved window, in x's normalised coordinates (align_corners=True)
+    iy = torch.arange(border, h - border, dtype=torch.float64)
+    ix = torch.arange(border, w - border, dtype=torch.float64)
+    best = torch.full((x.shape[0],), float("inf"), dtype=torch.float64)
+    for dy in shifts:
+        gy = (iy + dy) / (h - 1) * 2 - 1
+        gx = (ix[None, :] + shifts[:, None]) / (w - 1) * 2 - 1  # (n, W')
+        g = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[None, :, None]), -1)  # (n, H', W', 2)
+        moved = F.grid_sample(u.repeat_interleave(n, 0), g.repeat(u.shape[0], 1, 1, 1), mode="bilinear",
+                              align_corners=True)
+        mse = (moved - r.repeat_interleave(n, 0)).square().flatten(1).mean(1).reshape(u.shape[0], n)
+        best = torch.minimum(best, mse.min(1).values)
+    return (10 * torch.log10(1 / best.clamp_min(1e-20))).float()
+
+
 def colourfulness(x: Tensor) -> Tensor:
     """Hasler and Süsstrunk's colourfulness M per RGB image (2003, on the 0-255 scale): with rg = R − G and
     yb = (R + G)/2 − B, M = √(σ_rg² + σ_yb²) + 0.3·√(μ_rg² + μ_yb²); 0 for a grey image."""

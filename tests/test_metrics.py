@@ -92,3 +92,43 @@ def test_colourfulness_follows_its_definition():
     assert (colourfulness(0.5 * x + 0.5 * grey) < colourfulness(x)).all()
     with pytest.raises(ValueError, match="RGB"):
         colourfulness(x[:, :1])
+
+
+def _upto_shift_transcribed(x: np.ndarray, ref: np.ndarray, maxshift: float, step: float, border: int) -> float:
+    """Levin et al.'s comp_upto_shift, per the MATLAB: the reference shaved by ``border``, the estimate's window
+    grown by ``maxshift`` and interpolated (bilinear, interp2) at every shift of the grid; the least SSD kept,
+    here as PSNR on [0, 1] of the mean over channels and pixels."""
+    from scipy.ndimage import map_coordinates
+
+    h, w = ref.shape[-2:]
+    r = ref[:, border: h - border, border: w - border]
+    best = np.inf
+    for dy in np.arange(-maxshift, maxshift + step / 2, step):
+        for dx in np.arange(-maxshift, maxshift + step / 2, step):
+            yy, xx = np.meshgrid(np.arange(border, h - border) + dy, np.arange(border, w - border) + dx, indexing="ij")
+            moved = np.stack([map_coordinates(c, [yy, xx], order=1) for c in x])
+            best = min(best, float(((moved - r) ** 2).mean()))
+    return 10 * np.log10(1 / max(best, 1e-20))
+
+
+def test_psnr_upto_shift_transcribes_comp_upto_shift():
+    g = torch.Generator().manual_seed(3)
+    ref = torch.rand(1, 3, 36, 40, generator=g) * 2 - 1
+    x = (torch.roll(ref, (1, -2), (-2, -1)) + 0.1 * torch.randn(1, 3, 36, 40, generator=g)).clamp(-1, 1)
+    ours = float(metrics.psnr_upto_shift(x, ref, maxshift=3, step=0.5, border=6)[0])
+    theirs = _upto_shift_transcribed(((x[0] + 1) / 2).double().numpy(), ((ref[0] + 1) / 2).double().numpy(), 3, 0.5, 6)
+    assert ours == pytest.approx(theirs, abs=1e-4)
+
+
+def test_psnr_upto_shift_undoes_a_translation_and_never_scores_below_the_unshifted_window():
+    from invdiff.data import validation_photos
+
+    ref = validation_photos(64)[:1].float()
+    moved = torch.roll(ref, (2, -3), (-2, -1))  # what wraps round lies inside the shaved border
+    assert float(metrics.psnr(moved, ref)[0]) < 30
+    assert float(metrics.psnr_upto_shift(moved, ref, border=8)[0]) > 100
+    noisy = (ref + 0.05 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    window = float(metrics.psnr(noisy[..., 8:-8, 8:-8], ref[..., 8:-8, 8:-8])[0])
+    assert float(metrics.psnr_upto_shift(noisy, ref, border=8)[0]) >= window - 1e-4  # the zero shift is on the grid
+    with pytest.raises(ValueError, match="border"):
+        metrics.psnr_upto_shift(noisy, ref, border=40)
