@@ -248,7 +248,10 @@ its blind variant, λ = 100 instead of the preset's 4, as ``invdiff solve`` runs
 as a known one, by the preset with λ for the kernel's error (the blind variant's ``kernel_error_tau``), as solve does; "classical k, no EM": the blind variant on the first estimate). The
 estimated kernel is
 moved by the integer shift that best matches the true one before restoring (a blind estimate is defined up to a
-translation; the unaligned TV PSNR is in blind_motion.json). Produced by ``benchmarks/blind_motion.py``.
+translation; the unaligned TV PSNR is in blind_motion.json). Where present, "shift-aligned" columns score the
+diffusion restorations (and the blurry input, in the JSON) as blind-deblurring benchmarks do (Levin et al. 2009,
+``comp_upto_shift``): PSNR after the best sub-pixel shift within ±5 px by 0.25 px, a 15-px border shaved
+(``invdiff.metrics.psnr_upto_shift``). Produced by ``benchmarks/blind_motion.py``.
 
 """
 
