@@ -267,10 +267,10 @@ def table(rows: list[dict], names: list[str]) -> str:
         sep += "---|---|" + ("---|" if classical else "")
     if em:
         head, sep = head.replace("| kernel error |", "| kernel error, classical | kernel error |"), sep + "---|"
-    lines = [head, sep]
     shift = diff and all("psnr_diffusion_true_shift" in r for r in rows)
     if shift:
         head, sep = head + " DiffPIR est. k, shift-aligned | DiffPIR true k, shift-aligned |", sep + "---|---|"
+    lines = [head, sep]
     cols = ["psnr_blurry", "psnr_tv_estimated", "psnr_tv_true"] + (["psnr_diffusion_classical"] if classical else []) \
         + (["psnr_diffusion_estimated", "psnr_diffusion_true"] if diff else []) \
         + (["psnr_diffusion_estimated_shift", "psnr_diffusion_true_shift"] if shift else [])
