@@ -29,12 +29,15 @@ import torch.nn.functional as F
 
 
 def aligned(k: torch.Tensor, k_true: torch.Tensor) -> torch.Tensor:
-    """k zero-padded (or cropped) around its centre to k_true's size and moved by the integer shift that
-    maximises its cross-correlation with k_true (as ``kernel_error`` aligns)."""
+    """k zero-padded around its centre to k_true's size (a larger k keeps its own size: k_true is padded instead)
+    and moved by the integer shift that maximises its cross-correlation with k_true (as ``kernel_error``
+    aligns)."""
     from invdiff.blind import shift_kernel
 
     n, m = k_true.shape[0], k.shape[0]
-    k = F.pad(k, ((n - m) // 2,) * 4) if m < n else k[(m - n) // 2: (m + n) // 2, (m - n) // 2: (m + n) // 2]
+    if m > n:
+        k_true, n = F.pad(k_true, ((m - n) // 2,) * 4), m
+    k = F.pad(k, ((n - m) // 2,) * 4) if m < n else k
     h = 2 * n - 1
     a, b = F.pad(k.double(), (0, h - n, 0, h - n)), F.pad(k_true.double(), (0, h - n, 0, h - n))
     c = torch.fft.irfft2(torch.fft.rfft2(b) * torch.fft.rfft2(a).conj(), s=(h, h))
@@ -130,10 +133,11 @@ def scored(x_hat, x, name: str) -> dict:
             f"psnr_diffusion_{name}_shift": round(float(psnr_upto_shift(x_hat, x)[0]), 3)}
 
 
-def final_restoration(x, y, k_al, s: float, i: int, prior, rounds: int, restore_options: dict | None) -> dict:
+def final_restoration(x, y, k_al, s: float, i: int, prior, rounds: int, restore_options: dict | None,
+                      tau: float | None = None) -> dict:
     """The PSNR of the restoration with the (aligned) estimated kernel, as solve runs it: the blind variant without
-    EM; after EM the preset, with λ for the kernel's error when the blind variant has a ``kernel_error_tau``
-    (``invdiff.blind.kernel_error_lam``; a λ in ``restore_options`` is used as it is)."""
+    EM; after EM the preset, with λ for the kernel's error when the blind variant has a ``kernel_error_tau``, or
+    for ``tau`` where given (``invdiff.blind.kernel_error_lam``; a λ in ``restore_options`` is used as it is)."""
     from invdiff.blind import with_kernel_error
     from invdiff.tasks import get_task, solve_preset
 
@@ -141,7 +145,7 @@ def final_restoration(x, y, k_al, s: float, i: int, prior, rounds: int, restore_
     blind = preset.variants["blind"]
     final, options, out = (preset if rounds else blind), dict(restore_options or {}), {}
     if rounds:
-        out["kernel_error_tau"] = tau = blind.kernel_error_tau
+        out["kernel_error_tau"] = tau = blind.kernel_error_tau if tau is None else tau
         options = {**with_kernel_error(preset.run_hyper_parameters(get_task("motion-deblur")), tau, s, options),
                    **options}
         out["final_lam"] = options.get("lam")
@@ -149,7 +153,7 @@ def final_restoration(x, y, k_al, s: float, i: int, prior, rounds: int, restore_
     return out
 
 
-def final_only(source: Path, out: Path, split: str, restore_options: dict | None) -> None:
+def final_only(source: Path, out: Path, split: str, restore_options: dict | None, tau: float | None = None) -> None:
     """Only the last restoration again, with the refined kernels an earlier run saved (its blind_motion.json and
     blind_motion_kernels.pt, kernels already aligned): for a change of the final restoration's settings, whose
     estimate and EM are deterministic and unchanged. The other columns are the earlier run's."""
@@ -164,7 +168,7 @@ def final_only(source: Path, out: Path, split: str, restore_options: dict | None
         i, j, s = r["photo"], r["kernel"], r["noise_sigma"]
         _, y, _ = blurred(xs[i: i + 1], i, j, s)
         new = final_restoration(xs[i: i + 1], y, kernels[(i, j, s)], s, i, prior, r.get("kernel_em", 0),
-                                restore_options)
+                                restore_options, tau)
         rows.append({**r, **new, "final_only_from": str(source)})
         print(json.dumps(rows[-1]), flush=True)
         (out / "blind_motion.json").write_text(json.dumps(rows, indent=1) + "\n")
@@ -345,6 +349,8 @@ def main() -> None:
     ap.add_argument("--final-only", type=Path, default=None,
                     help="an earlier run's output folder: restore its saved refined kernels again with today's final "
                          "settings, and keep its other columns (the estimate and the EM are deterministic)")
+    ap.add_argument("--final-tau", type=float, default=None,
+                    help="with --final-only: the kernel error τ of the final λ instead of the blind variant's")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/blind"))
     ap.add_argument("--merge", type=Path, nargs="+", default=None,
                     help="only merge the outputs of earlier runs (folders) over disjoint cases into --out")
@@ -352,7 +358,7 @@ def main() -> None:
     if a.merge:
         return merge(a.merge, a.out, _photos(a.split, a.photos)[1])
     if a.final_only:
-        return final_only(a.final_only, a.out, a.split, a.restore_options)
+        return final_only(a.final_only, a.out, a.split, a.restore_options, a.final_tau)
     prior = load("natural64")
     xs, names = _photos(a.split, a.photos)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -383,6 +389,7 @@ def merge(parts: list[Path], out: Path, names: list[str]) -> None:
     rows.sort(key=lambda r: (r["kernel"], r["photo"], r["noise_sigma"]))
     out.mkdir(parents=True, exist_ok=True)
     (out / "blind_motion.json").write_text(json.dumps(rows, indent=1) + "\n")
+    torch.save(kernels, out / "blind_motion_kernels.pt")  # for --final-only
     (out / "blind_motion.md").write_text(HEADER + table(rows, names))
     figure(kernels, rows, out / "blind_motion_kernels.png")
 
