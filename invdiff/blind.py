@@ -552,6 +552,33 @@ def estimate_motion_kernel(y: Tensor, prior=None, sigma: float = 0.0, *, kernel_
     return BlindEstimate(kernel=k, kind="motion", x=x, history=history, seconds=time.perf_counter() - t0)
 
 
+#: the first estimate's crop spread (``crop_spread``) above which solve calls a blind motion kernel unreliable: on
+#: the declared tuning split it separates the estimates of the short kernel 0 (spread 0.19-0.30, error 0.38-0.49)
+#: from those of the 61-px kernel 1 (0.68-0.80, error 0.51-0.67); benchmarks/RESULTS.md, "How far to trust"
+UNRELIABLE_SPREAD = 0.5
+
+
+def crop_spread(y: Tensor, k: Tensor, sigma: float = 0.0, *, crop: float = 0.75, **options) -> float | None:
+    """How much the motion kernel k, estimated from the whole photo y (1, C, H, W), changes when it is estimated
+    again from each of y's four corner crops of ``crop`` times its sides (``estimate_motion_kernel`` with
+    ``options``, at k's size): the mean over the crops of the symmetrised ``kernel_error`` between k and the crop's
+    kernel. A no-reference sign of the estimate's reliability: where the photo pins the blur down, the crops agree
+    with the whole (rank correlation 0.58-0.59 with k's error against the true kernel on the hard split and the
+    natural suite). None where a crop would be smaller than the kernel."""
+    if not 0 < crop < 1:
+        raise ValueError(f"crop must be in (0, 1), got {crop!r}")
+    H, W = y.shape[-2:]
+    ch, cw = int(H * crop), int(W * crop)
+    if min(ch, cw) < k.shape[-1]:
+        return None
+    spread = []
+    for a, b in ((0, 0), (0, W - cw), (H - ch, 0), (H - ch, W - cw)):
+        kc = estimate_motion_kernel(y[..., a: a + ch, b: b + cw], None, sigma, kernel_size=k.shape[-1],
+                                    **options).kernel
+        spread.append((kernel_error(k, kc) + kernel_error(kc, k)) / 2)
+    return sum(spread) / len(spread)
+
+
 # ---- expectation-maximisation with the diffusion prior ---------------------------------------------------------
 #: the M-step's options (``update_kernel``): every gradient of the restoration (not only the strongest), the
 #: estimator's L2 weight; chosen on the tuning split (benchmarks/blind/tuning_kernel_em.json)

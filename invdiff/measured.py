@@ -168,7 +168,7 @@ def kernel_for(task: Task, req, y: Tensor, sigma: float, prior, gens, callback=N
 def _blind_kernel(task: Task, req, y: Tensor, sigma: float, prior, gens, callback, preset=None) -> tuple[Tensor, dict]:
     from . import blind
 
-    kp_entry = None
+    kp_entry, spread = None, {}
     if task.blind == "gaussian":
         est = blind.estimate_gaussian_blur(y, sigma, kernel_size=req.kernel_size, padding=req.padding, callback=callback)
     else:
@@ -176,12 +176,31 @@ def _blind_kernel(task: Task, req, y: Tensor, sigma: float, prior, gens, callbac
         kp, kp_entry = kernel_prior_for(task, preset, req.kernel_prior)
         est = blind.estimate_motion_kernel(y, prior, sigma, kernel_size=size, kernel_prior=kp, generator=gens,
                                            callback=callback)
+        spread = _spread_entry(blind.crop_spread(y, est.kernel, sigma, kernel_prior=kp))
     k = est.kernel.detach().float().cpu()
     choice = est.history[-1] if est.history and "chosen" in est.history[-1] else {}
     return k, _kernel_entry(f"estimated (blind, {est.kind})", k, blur_sigma=getattr(est, "blur_sigma", None),
                             seconds=round(float(est.seconds), 2), start=choice.get("chosen"),
                             start_residuals=choice.get("residuals"),
-                            kernel_prior=kp_entry)
+                            kernel_prior=kp_entry, **spread)
+
+
+def _spread_entry(spread: float | None) -> dict:
+    """The report's words on a blind motion estimate's crop spread (``invdiff.blind.crop_spread``)."""
+    from .blind import UNRELIABLE_SPREAD
+
+    if spread is None:
+        return {"crop_spread": "not measured (the photo's crops are smaller than the kernel)"}
+    return {"crop_spread": round(spread, 4), "reliable": spread <= UNRELIABLE_SPREAD}
+
+
+def unreliable_kernel(entry: dict) -> str:
+    """The warning for a blind motion kernel whose crop spread (its report ``entry``) is above the threshold."""
+    from .blind import UNRELIABLE_SPREAD
+
+    return (f"the blind motion kernel may be wrong: estimated again from four crops of the photo it changes by "
+            f"{entry['crop_spread']:.2f} (kernel error; above {UNRELIABLE_SPREAD}), so the restoration may carry a "
+            "wrong blur; give --kernel if you know it")
 
 
 def mask_for(task: Task, req, alpha: Tensor | None, simulate: bool) -> tuple[str | Tensor | None, dict | None]:
@@ -263,4 +282,4 @@ def build_problem(task: Task, req, prior, y: Tensor, opts: TaskOptions, given: d
 
 
 __all__ = ["MASK_PRESETS", "Problem", "build_problem", "check_kernel", "kernel_for", "load_kernel_file", "load_mask_file",
-           "load_npy", "mask_for", "memory_check", "noise_sigma", "pad_to_multiple", "probe_operator"]
+           "load_npy", "mask_for", "memory_check", "noise_sigma", "pad_to_multiple", "probe_operator", "unreliable_kernel"]

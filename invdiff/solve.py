@@ -374,6 +374,8 @@ def problem_for(plan: Plan, req: SolveRequest, obs: Observation, callback=None):
     degradation["noise_sigma"] = {"value": sigma, "source": sigma_source, "scale": "[-1, 1]"}
     prob = measured.build_problem(task, req, plan.prior, y, opts, given)
     prob.degradation = degradation
+    if degradation.get("kernel", {}).get("reliable") is False:
+        prob.warnings.append(measured.unreliable_kernel(degradation["kernel"]))
     if isinstance(getattr(prob.op, "mask", None), Tensor):
         degradation.setdefault("mask", {})["observed_fraction"] = round(float((prob.op.mask > 0).float().mean()), 6)
         if not bool((prob.op.mask > 0).any()):

@@ -227,6 +227,33 @@ def test_diffpir_uses_the_operator_refitted_at_each_step():
         restore(y, wrong, 0.05, prior, method="dps", steps=2, operator_update=update)
 
 
+# ---- the estimate's crop spread: a no-reference sign of its reliability -----------------------------------------
+def test_crop_spread_is_the_mean_disagreement_with_the_corner_crops(blurred):
+    from invdiff.blind import crop_spread
+
+    _, _, y = blurred
+    k = estimate_motion_kernel(y, None, 0.01, kernel_size=15).kernel
+    spread = crop_spread(y, k, 0.01)
+    # transcribed: the four corner crops of 0.75 of each side (72 of 96 px), each estimated at k's size, and the
+    # mean of (error(k vs crop) + error(crop vs k)) / 2
+    want = []
+    for a, b in ((0, 0), (0, 24), (24, 0), (24, 24)):
+        kc = estimate_motion_kernel(y[..., a: a + 72, b: b + 72], None, 0.01, kernel_size=15).kernel
+        want.append((kernel_error(k, kc) + kernel_error(kc, k)) / 2)
+    assert spread == pytest.approx(sum(want) / 4, rel=1e-6)
+    # a kernel the photo does not support (the path turned by 1.5 rad) disagrees with the crops' far more
+    assert crop_spread(y, line_kernel(11, 2.1, 15), 0.01) > 2 * spread
+
+
+def test_crop_spread_needs_crops_larger_than_the_kernel(blurred):
+    from invdiff.blind import crop_spread
+
+    y = blurred[2][..., :40, :40]  # crops of 30 px
+    assert crop_spread(y, torch.ones(31, 31) / 31 ** 2) is None
+    with pytest.raises(ValueError, match="crop must be in"):
+        crop_spread(y, torch.ones(5, 5) / 25, crop=1.0)
+
+
 # ---- the CLI: a measured motion-blurred photo without --kernel is deblurred blind ----------------------------------
 def tiny_prior_and_photo(tmp_path: Path, y: torch.Tensor, h: int, w: int) -> tuple[Path, Path]:
     """A tiny untrained RGB prior saved as a file, and the top-left h × w of y saved as an 8-bit PNG."""
@@ -237,6 +264,20 @@ def tiny_prior_and_photo(tmp_path: Path, y: torch.Tensor, h: int, w: int) -> tup
     img = ((y[0, :, :h, :w].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
     Image.fromarray(img).save(tmp_path / "blurry.png")
     return tmp_path / "tiny.safetensors", tmp_path / "blurry.png"
+
+
+def test_an_unreliable_blind_kernel_is_reported_and_warned(tmp_path, blurred, monkeypatch):
+    import invdiff.blind
+
+    monkeypatch.setattr(invdiff.blind, "crop_spread", lambda *a, **kw: 0.9)  # crops that disagree with the whole
+    tiny_prior_and_photo(tmp_path, blurred[2], 60, 52)
+    r = CliRunner().invoke(app, ["solve", "--task", "motion-deblur", str(tmp_path / "blurry.png"), "--prior",
+                                 str(tmp_path / "tiny.safetensors"), "--steps", "2", "--kernel-em", "0", "--out",
+                                 str(tmp_path / "out"), "--quiet", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["degradation"]["kernel"]["crop_spread"] == 0.9 and rep["degradation"]["kernel"]["reliable"] is False
+    assert any("blind motion kernel may be wrong" in w and "0.90" in w for w in rep["warnings"])
 
 
 def test_measured_motion_deblur_runs_blind(tmp_path, blurred):
@@ -250,6 +291,11 @@ def test_measured_motion_deblur_runs_blind(tmp_path, blurred):
     side = 25  # the default 61, at most half the 52-px side (odd)
     assert k["source"] == "estimated (blind, motion)" and k["shape"] == [side, side] and k["seconds"] >= 0
     assert k["start"] == "horizontal" and set(k["start_residuals"]) == {"horizontal"}
+    # the estimate's crop spread is reported, and a spread above the threshold warns
+    from invdiff.blind import UNRELIABLE_SPREAD
+
+    assert k["crop_spread"] >= 0 and k["reliable"] == (k["crop_spread"] <= UNRELIABLE_SPREAD)
+    assert any("blind motion kernel may be wrong" in w for w in rep["warnings"]) == (not k["reliable"])
     arr = np.load(rep["files"]["kernel"])
     assert arr.shape == (side, side) and abs(arr.sum() - 1) < 1e-4 and (arr >= 0).all()
     assert Path(rep["files"]["kernel_image"]).is_file() and Path(rep["files"]["restored"]).is_file()
