@@ -1,0 +1,109 @@
+"""The blind motion estimate's crop spread, and a kernel-error τ chosen by it.
+
+``invdiff.blind.crop_spread`` estimates the kernel again from the photo's four corner crops (0.75 of each side) and
+takes the mean symmetrised kernel error between them and the whole photo's estimate: where the photo pins the blur
+down, the crops agree. ``spread`` records it for the declared tuning split's 8 EM cases (butterfly, house, plant,
+robin × kernels 0-1, σ 0.02 where photo + kernel is even, else 0.05: the cases of blind/tuning_em_tau.json) and for
+the natural suite's 36 cases, with the estimate as solve makes it (its kernel prior), and its rank correlation with
+the estimate's error. ``rule`` scores a τ chosen by the spread (``--tau`` where the spread is above ``--threshold``,
+else the blind variant's 0.02) on the suite, from ``blind_motion.py --final-only <run> --final-tau T`` outputs paired
+with that run's rows (the same refined kernels, streams and photos).
+
+    python benchmarks/blind_spread.py spread --out benchmarks/blind/crop_spread.json
+    python benchmarks/blind_spread.py rule --spread benchmarks/blind/crop_spread.json \\
+        --base benchmarks/blind/blind_motion_shift.json --final benchmarks/blind/final_tau_0.05.json \
+        benchmarks/blind/final_tau_0.08.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+
+def _rank(v: list[float]) -> list[int]:
+    order = sorted(range(len(v)), key=lambda i: v[i])
+    r = [0] * len(v)
+    for n, i in enumerate(order):
+        r[i] = n
+    return r
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation (no ties expected)."""
+    n, ra, rb = len(a), _rank(a), _rank(b)
+    return 1 - 6 * sum((x - y) ** 2 for x, y in zip(ra, rb)) / (n * (n * n - 1))
+
+
+def spread(out: Path) -> None:
+    from blind_motion import _photos, blurred
+
+    from invdiff.blind import crop_spread, estimate_motion_kernel, kernel_error
+    from invdiff.kernel_prior import from_spec
+
+    kp = from_spec({"sigma": 0.02, "weight": 20})  # solve's kernel prior, as blind_em_tuning.py loads it
+    cases = [("tuning", i, j, 0.02 if (i + j) % 2 == 0 else 0.05) for i in range(4) for j in range(2)]
+    cases += [("suite", i, j, s) for j in range(3) for i in range(6) for s in (0.02, 0.05)]
+    photos = {split: _photos(split, 6) for split in ("tuning", "suite")}
+    rows = []
+    for split, i, j, s in cases:
+        xs, names = photos[split]
+        _, y, k_true = blurred(xs[i: i + 1], i, j, s)
+        k = estimate_motion_kernel(y, None, s, kernel_prior=kp).kernel
+        rows.append({"split": split, "photo": i, "name": names[i], "kernel": j, "noise_sigma": s,
+                     "crop_spread": round(crop_spread(y, k, s, kernel_prior=kp), 4),
+                     "kernel_error_classical": round(kernel_error(k, k_true), 4)})
+        print(json.dumps(rows[-1]), flush=True)
+        out.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+    corr = {sp: round(spearman([r["crop_spread"] for r in rows if r["split"] == sp],
+                               [r["kernel_error_classical"] for r in rows if r["split"] == sp]), 3)
+            for sp in ("tuning", "suite")}
+    out.write_text(json.dumps({"protocol": __doc__.split("\n\n")[1].replace("\n", " "),
+                               "spearman_spread_vs_kernel_error": corr, "rows": rows}, indent=1) + "\n")
+    print(corr)
+
+
+def rule(spread_path: Path, base_path: Path, finals: list[Path], threshold: float) -> None:
+    sp = {(r["photo"], r["kernel"], r["noise_sigma"]): r["crop_spread"]
+          for r in json.loads(spread_path.read_text())["rows"] if r["split"] == "suite"}
+    base = json.loads(base_path.read_text())
+    for f in finals:
+        alt = {(r["photo"], r["kernel"], r["noise_sigma"]): r for r in json.loads(f.read_text())}
+        tau = next(iter(alt.values()))["kernel_error_tau"]
+        for thr, name in ((None, "every case"), (threshold, f"spread > {threshold}")):
+            for sfx in ("", "_shift"):
+                d = []
+                for r in base:
+                    key = (r["photo"], r["kernel"], r["noise_sigma"])
+                    use = thr is None or sp[key] > thr
+                    col = f"psnr_diffusion_estimated{sfx}"
+                    d.append(alt[key][col] - r[col] if use else 0.0)
+                se = statistics.stdev(d) / len(d) ** 0.5
+                print(f"τ {tau} on {name}, {'shift-aligned' if sfx else 'plain'}: {statistics.mean(d):+.3f} ± {se:.3f} dB "
+                      f"(better {sum(x > 0.005 for x in d)}, worse {sum(x < -0.005 for x in d)} of {len(d)})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("spread")
+    a.add_argument("--out", type=Path, required=True)
+    b = sub.add_parser("rule")
+    b.add_argument("--spread", type=Path, required=True)
+    b.add_argument("--base", type=Path, required=True)
+    b.add_argument("--final", type=Path, nargs="+", required=True)
+    b.add_argument("--threshold", type=float, default=0.5)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if args.cmd == "spread":
+        spread(args.out)
+    else:
+        rule(args.spread, args.base, args.final, args.threshold)
+
+
+if __name__ == "__main__":
+    main()
