@@ -25,22 +25,9 @@ from pathlib import Path
 import torch
 
 
-def _rank(v: list[float]) -> list[int]:
-    order = sorted(range(len(v)), key=lambda i: v[i])
-    r = [0] * len(v)
-    for n, i in enumerate(order):
-        r[i] = n
-    return r
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman's rank correlation (no ties expected)."""
-    n, ra, rb = len(a), _rank(a), _rank(b)
-    return 1 - 6 * sum((x - y) ** 2 for x, y in zip(ra, rb)) / (n * (n * n - 1))
-
-
 def spread(out: Path) -> None:
     from blind_motion import _photos, blurred
+    from scipy.stats import spearmanr
 
     from invdiff.blind import crop_spread, estimate_motion_kernel, kernel_error
     from invdiff.kernel_prior import from_spec
@@ -59,8 +46,8 @@ def spread(out: Path) -> None:
                      "kernel_error_classical": round(kernel_error(k, k_true), 4)})
         print(json.dumps(rows[-1]), flush=True)
         out.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
-    corr = {sp: round(spearman([r["crop_spread"] for r in rows if r["split"] == sp],
-                               [r["kernel_error_classical"] for r in rows if r["split"] == sp]), 3)
+    corr = {sp: round(float(spearmanr([r["crop_spread"] for r in rows if r["split"] == sp],
+                                      [r["kernel_error_classical"] for r in rows if r["split"] == sp]).statistic), 3)
             for sp in ("tuning", "suite")}
     out.write_text(json.dumps({"protocol": __doc__.split("\n\n")[1].replace("\n", " "),
                                "spearman_spread_vs_kernel_error": corr, "rows": rows}, indent=1) + "\n")
