@@ -327,14 +327,14 @@ def solve_cmd(
     seed: int = typer.Option(0, help="random seed (simulated degradation, blind estimate, sampling)"),
     samples: Optional[int] = typer.Option(None, "--samples", "-k", help="posterior samples (default: the preset's, else 1): K>1 also writes the mean and a per-pixel std map"),
     noise_sigma: Optional[str] = typer.Option(None, help="noise sigma on [-1,1] or 'auto' (default: auto; 0.05 simulated)"),
-    kernel: Optional[Path] = typer.Option(None, help="blur kernel (.png or .npy); for nonuniform-deblur a kernel field "
-                                          ".npy (G, G, kh, kw). Without it a measured deblur/motion-deblur is blind"),
+    kernel: Optional[Path] = typer.Option(None, help="blur kernel (.png or .npy); for nonuniform-deblur a kernel field .npy (G, G, kh, kw). Without it a measured deblur/motion-deblur is blind"),
     kernel_size: Optional[int] = typer.Option(None, help="simulated kernel size, or bound of a blind one (motion: 61)"),
     blur_sigma: Optional[float] = typer.Option(None, help="Gaussian blur sigma in pixels (measured: else estimated)"),
     blind: bool = typer.Option(False, "--blind", help="with --simulate: hide the simulated kernel and estimate it"),
     kernel_em: Optional[int] = typer.Option(None, help="blind motion: rounds of kernel EM (default: the preset's)"),
     kernel_prior: Optional[str] = typer.Option(None, help="blind motion: 'none' or a kernel prior file (default: bundled)"),
     fast_em: Optional[bool] = typer.Option(None, "--fast-em/--no-fast-em", help="blind motion: also Fast Diffusion EM's kernel, a no-reference rule choosing (invdiff.blind.FAST_EM_RULE; default: off)"),
+    estimate_size: Optional[int] = typer.Option(None, help="blind motion: the side of the window of most coherent edges the kernel is estimated from (0: whole photo; default: invdiff.blind.ESTIMATE_SIZE)"),
     select: Optional[str] = typer.Option(None, help="with -k K: 'residual' keeps the sample with the smallest ||y-A(x)||, 'mbr' the sample nearest the mean of the K"),
     symmetry: Optional[str] = typer.Option(None, help="with -k K: flips|dihedral, sample k on y flipped/turned and back"),
     padding: str = typer.Option("reflect", help="blur boundary: zeros, reflect, replicate, circular"),
@@ -343,16 +343,15 @@ def solve_cmd(
                                        "channel; --simulate also takes the presets box (default), random, freeform"),
     oversampling: float = typer.Option(2.0, help="phase retrieval oversampling"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)"),
-    batch_size: Optional[str] = typer.Option(None, help="posterior samples computed together: a number, or 'auto' for as "
-                                             "many as memory allows (default: all K)"),
+    batch_size: Optional[str] = typer.Option(None, help="posterior samples computed together: a number, or 'auto' for as many as memory allows (default: all K)"),
+    tile: Optional[int] = typer.Option(None, help="evaluate the network on overlapping tiles of this side (default: only when the whole image would not fit in memory)"),
     hp: list[str] = typer.Option([], "--hp", help="method hyper-parameter, NAME=VALUE (repeatable)"),
     guidance: Optional[float] = typer.Option(None, help="classifier-free guidance weight w (Palette priors; 2 NFE/step)"),
     fast: bool = typer.Option(False, "--fast", help="channels_last + torch.compile (+ bf16 autocast on CUDA): pays a "
                               "one-off compilation, worth it for long runs"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace outputs of an earlier run in --out (default: refuse "
                                    "one image; skip the finished ones of a folder)"),
-    save_measurement: bool = typer.Option(False, "--save-measurement", help="also write the measurement (PNG and .npy) "
-                                          "and the operator's mask or kernel"),
+    save_measurement: bool = typer.Option(False, "--save-measurement", help="also write the measurement (PNG and .npy) and the operator's mask or kernel"),
     lpips_backbone: Optional[Path] = typer.Option(None, "--lpips-backbone", help="AlexNet weights for LPIPS with "
                                                   "--simulate (else INVDIFF_LPIPS_BACKBONE / the torch hub cache)"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -370,7 +369,8 @@ def solve_cmd(
                            device=_device(device), batch_size=_batch_size(batch_size), hyper_parameters=_hp(hp, guidance),
                            fast=fast, overwrite=overwrite, save_measurement=save_measurement,
                            lpips_backbone=lpips_backbone, blind=blind, select=select, kernel_em=kernel_em,
-                           symmetry=symmetry, kernel_prior=kernel_prior, fast_em=fast_em)
+                           symmetry=symmetry, kernel_prior=kernel_prior, fast_em=fast_em, estimate_size=estimate_size,
+                           tile=tile)
         one = len(images) == 1 and not images[0].is_dir()
         return _solve_one_cmd(req, quiet, json_out) if one else _solve_many_cmd(req, images, quiet, json_out)
 

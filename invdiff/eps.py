@@ -117,7 +117,33 @@ class EpsPrior(nn.Module):
         e_c, e_u = both.chunk(2)
         return (1 + guidance) * e_c - guidance * e_u
 
+    def tiled(self, tile: int | None, overlap: int | None = None) -> "EpsPrior":
+        """Evaluate the network on overlapping tiles of at most ``tile`` × ``tile`` pixels from now on
+        (``invdiff.tiling.tiled_map``; None: the whole image again). ``tile`` and ``overlap`` (default
+        ``TILE_OVERLAP``) must be multiples of the prior's ``multiple``. Returns self."""
+        from .tiling import TILE_OVERLAP
+
+        if tile is None:
+            self._tile = None
+            return self
+        overlap = TILE_OVERLAP if overlap is None else overlap
+        m = max(self.multiple, 1)
+        if tile < 1 or tile % m or overlap < 0 or overlap % m or overlap >= tile:
+            raise ValueError(f"tiles of {tile} px overlapping by {overlap} px: both must be multiples of the prior's "
+                             f"{m}, and the overlap smaller than the tile")
+        self._tile = (int(tile), int(overlap))
+        return self
+
     def _eps(self, x_t: Tensor, t: Tensor | int, cond: Tensor | None) -> Tensor:
+        tile = getattr(self, "_tile", None)
+        if tile is not None and max(x_t.shape[-2:]) > tile[0]:
+            from .tiling import tiled_map
+
+            tt = self._t(t, x_t)
+            return tiled_map(lambda x, c: self._eps_whole(x, tt, c), x_t, cond, *tile)
+        return self._eps_whole(x_t, t, cond)
+
+    def _eps_whole(self, x_t: Tensor, t: Tensor | int, cond: Tensor | None) -> Tensor:
         x = x_t.to(self.dtype)
         if getattr(self, "_channels_last", False):
             x = x.contiguous(memory_format=torch.channels_last)

@@ -62,6 +62,19 @@ def panels(path: str | Path, items: list[tuple[str, np.ndarray, str | None]], *,
     return path
 
 
+def outlined(img: np.ndarray, region, colour=(1.0, 0.85, 0.0)) -> np.ndarray:
+    """A copy of the HxWx3 panel ``img`` with the window ``region`` (top, left, height, width) outlined, the line
+    wide enough to see at a panel's size."""
+    out = img.copy()
+    t, left, h, w = (int(v) for v in region)
+    d = max(2, round(max(out.shape[:2]) / 150))
+    box = np.zeros(out.shape[:2], dtype=bool)
+    box[t: t + h, left: left + w] = True
+    box[t + d: t + h - d, left + d: left + w - d] = False
+    out[box] = colour
+    return out
+
+
 def kernel_display(kernel: Tensor) -> np.ndarray:
     """A blur kernel (the first image's, if per image) as an HxW array scaled to its maximum, for a panel."""
     k = kernel.detach().float().cpu()

@@ -118,6 +118,8 @@ class Problem:
     input_shape: tuple[int, ...] = ()
     degradation: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: the tiles the network was evaluated on (``invdiff.tiling``), when it was
+    tiles: dict | None = None
 
 
 def _kernel_entry(source: str, k: Tensor, **extra) -> dict:
@@ -172,17 +174,35 @@ def _blind_kernel(task: Task, req, y: Tensor, sigma: float, prior, gens, callbac
     if task.blind == "gaussian":
         est = blind.estimate_gaussian_blur(y, sigma, kernel_size=req.kernel_size, padding=req.padding, callback=callback)
     else:
-        size = req.kernel_size or blind.default_motion_kernel_size(*y.shape[-2:])
+        region = estimate_window(y, req, prior)
+        t, left, h, w = region
+        y = y[..., t: t + h, left: left + w]
+        size = req.kernel_size or blind.default_motion_kernel_size(h, w)
         kp, kp_entry = kernel_prior_for(task, preset, req.kernel_prior)
         est = blind.estimate_motion_kernel(y, prior, sigma, kernel_size=size, kernel_prior=kp, generator=gens,
                                            callback=callback)
-        spread = _spread_entry(blind.crop_spread(y, est.kernel, sigma, kernel_prior=kp))
+        spread = {"region": list(region), **_spread_entry(blind.crop_spread(y, est.kernel, sigma, kernel_prior=kp))}
     k = est.kernel.detach().float().cpu()
     choice = est.history[-1] if est.history and "chosen" in est.history[-1] else {}
     return k, _kernel_entry(f"estimated (blind, {est.kind})", k, blur_sigma=getattr(est, "blur_sigma", None),
                             seconds=round(float(est.seconds), 2), start=choice.get("chosen"),
                             start_residuals=choice.get("residuals"),
                             kernel_prior=kp_entry, **spread)
+
+
+def estimate_window(y: Tensor, req, prior) -> tuple[int, int, int, int]:
+    """The window (top, left, height, width) of the measured photo y that a blind motion kernel is estimated and
+    refined from (``invdiff.blind.estimate_region``): at most --estimate-size on a side (0: the whole photo), and
+    at least ``ESTIMATE_KERNELS`` kernel sides; its sides a multiple of the prior's so that the kernel EM restores
+    it unpadded."""
+    from . import blind
+
+    size = blind.ESTIMATE_SIZE if req.estimate_size is None else req.estimate_size
+    H, W = y.shape[-2:]
+    if size == 0:
+        return 0, 0, H, W
+    size = max(size, blind.ESTIMATE_KERNELS * (req.kernel_size or blind.DEFAULT_MOTION_KERNEL_SIZE))
+    return blind.estimate_region(y, size, multiple=getattr(prior, "multiple", 1) or 1)
 
 
 def _spread_entry(spread: float | None) -> dict:
@@ -231,20 +251,38 @@ def probe_operator(task: Task, xs: tuple, opts: TaskOptions):
     return task.operator(xs, opts.with_(**probe))
 
 
-def memory_check(prior, xs: tuple, samples: int, device: str, *, gradient: bool) -> None:
-    """Stop with the estimate when one restoration of this size would not fit in memory (CPU or GPU)."""
+def memory_plan(prior, xs: tuple, samples: int, device: str, *, gradient: bool, tile: int | None = None) -> int | None:
+    """None when one restoration of this size fits in memory (CPU or GPU); else the side of the tiles that the
+    network is evaluated on (``EpsPrior.tiled``, ``invdiff.tiling``): the largest multiple of 64 and of the prior's
+    multiple whose forward pass takes at most half the free memory, with the image-sized state of the sampler in
+    what is left. ``tile`` (--tile) asks for tiles of that side whatever the memory. A method that differentiates
+    through the network (its graph would hold every tile) or an image whose state alone does not fit stops with
+    the estimate."""
     from .accel import available_memory, per_image_bytes
+    from .tiling import TILE_OVERLAP
 
     c, h, w = xs[1:]
     side = max(prior.multiple, 16)
     small = [per_image_bytes(prior, (c, side * k, side * k), gradient=gradient, device=torch.device(device)) for k in (1, 2)]
-    p = (h * w) / (side * side)
     alpha = max(1.0, np.log(max(small[1], 1) / max(small[0], 1)) / np.log(4.0))  # bytes ~ pixels^alpha
-    need = small[0] * p**alpha * samples
+
+    def need(a: int, b: int) -> float:
+        return small[0] * ((a * b) / (side * side)) ** alpha * samples
+
     free = available_memory(torch.device(device))
-    if need > 0.8 * free:
-        raise ValueError(f"a {h}x{w} image needs about {_size(need)} for one restoration (K={samples}) but "
-                         f"{_size(free)} are free on {device}: restore a crop, downscale it, or use a larger device")
+    if tile is not None or need(h, w) > 0.8 * free:
+        q = int(np.lcm(64, max(prior.multiple, 1)))
+        state = 24 * 4 * c * h * w * samples  # x_t, x̂0, ε, y and the method's other image-sized buffers, float32
+        fits = [t for t in range(q, max(h, w), q) if t > TILE_OVERLAP and need(t, t) <= 0.5 * free]
+        if tile is not None:
+            return tile if tile < max(h, w) else None
+        if not gradient and fits and state <= 0.3 * free:
+            return fits[-1]
+        why = " (a method that differentiates through the network cannot be tiled)" if gradient else ""
+        raise ValueError(f"a {h}x{w} image needs about {_size(need(h, w))} for one restoration (K={samples}) but "
+                         f"{_size(free)} are free on {device}{why}: restore a crop, downscale it, or use a larger "
+                         "device")
+    return None
 
 
 def _size(n: float) -> str:
@@ -282,4 +320,4 @@ def build_problem(task: Task, req, prior, y: Tensor, opts: TaskOptions, given: d
 
 
 __all__ = ["MASK_PRESETS", "Problem", "build_problem", "check_kernel", "kernel_for", "load_kernel_file", "load_mask_file",
-           "load_npy", "mask_for", "memory_check", "noise_sigma", "pad_to_multiple", "probe_operator", "unreliable_kernel"]
+           "load_npy", "mask_for", "memory_plan", "noise_sigma", "pad_to_multiple", "probe_operator", "unreliable_kernel"]

@@ -114,12 +114,17 @@ def _alive(pid: int) -> bool:
 
 
 def _figure_items(report: dict, y_show: Tensor, res, x_true, mask, kernel, samples: int) -> list:
-    from .figures import display, error_map, kernel_display, std_display
+    from .figures import display, error_map, kernel_display, outlined, std_display
 
     items = []
     if x_true is not None:
         items.append(("ground truth", display(x_true[0]), None))
-    items.append(("measurement", display(y_show, res.mean[0] if report.get("measurement_kind") == "image" else None), None))
+    shown = display(y_show, res.mean[0] if report.get("measurement_kind") == "image" else None)
+    region = report["degradation"].get("kernel", {}).get("region")
+    if region is not None and tuple(region[2:]) != shown.shape[:2]:  # the window the kernel was estimated from
+        items.append(("measurement (kernel estimated in the box)", outlined(shown, region), None))
+    else:
+        items.append(("measurement", shown, None))
     if isinstance(mask, Tensor):
         items.append((f"mask (white = observed, {report['degradation']['mask']['source']})",
                       display(mask[0, :1].float() * 2 - 1, res.mean[0]), None))

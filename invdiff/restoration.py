@@ -100,8 +100,9 @@ def _restore(plan, req, prob, callback):
 
     for w in [*plan.warnings, *prob.warnings]:
         warnings.warn(w, stacklevel=3)
-    from .measured import memory_check
+    from .measured import memory_plan
     from .samplers.registry import METHODS
+    from .tiling import count_tiles
 
     blind = str(prob.degradation.get("kernel", {}).get("source", "")).startswith("estimated")
     preset, hp, steps = _run_settings(plan, req, prob, blind)
@@ -109,14 +110,22 @@ def _restore(plan, req, prob, callback):
         preset, hp, steps = _refined_settings(plan, req, prob, preset)
     at_once = req.samples if not isinstance(req.batch_size, int) else min(req.samples, req.batch_size)
     xs = tuple(plan.task.x_shape(tuple(prob.y.shape), prob.opts))
-    memory_check(plan.prior, xs, at_once, req.device, gradient=METHODS[plan.method].network_gradient)
+    tile = memory_plan(plan.prior, xs, at_once, req.device, gradient=METHODS[plan.method].network_gradient,
+                       tile=req.tile)
     if str(req.device).startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    res = restore(prob.y.to(req.device), prob.op.to(req.device), plan.task.noise(prob.opts), plan.prior,
-                  method=plan.method, steps=steps, samples=req.samples, callback=callback, batch_size=req.batch_size,
-                  generator=make_generators(req.seed, 1, req.device, purpose="sample"), select=req.select,
-                  symmetry=req.symmetry, **hp)
+    if tile is not None:
+        plan.prior.tiled(tile)
+        prob.tiles = {"tile": tile, "overlap": plan.prior._tile[1], "count": count_tiles(xs[-2:], *plan.prior._tile),
+                      "reason": "given (--tile)" if req.tile is not None else "the whole image would not fit in memory"}
+    try:
+        res = restore(prob.y.to(req.device), prob.op.to(req.device), plan.task.noise(prob.opts), plan.prior,
+                      method=plan.method, steps=steps, samples=req.samples, callback=callback,
+                      batch_size=req.batch_size, generator=make_generators(req.seed, 1, req.device, purpose="sample"),
+                      select=req.select, symmetry=req.symmetry, **hp)
+    finally:
+        plan.prior.tiled(None)
     return res, hp, time.perf_counter() - t0
 
 
@@ -169,11 +178,8 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
     if rounds == 0:
         return 0
     xs = tuple(plan.task.x_shape(tuple(prob.y.shape), prob.opts))
-    y, noise = prob.y.to(req.device), plan.task.noise(prob.opts)
-
-    def operator(k: Tensor):
-        return plan.task.operator(xs, prob.opts.with_(kernel=k)).to(req.device)
-
+    y, operator = _em_window(plan, req, prob)
+    noise = plan.task.noise(prob.opts)
     n = preset.kernel_em_samples if preset is not None else 1
 
     def e_step(k: Tensor, refit=None) -> Tensor:  # (n, C, H, W): the M-step fits the kernel to all n samples
@@ -190,10 +196,10 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
     per_step = bool(preset is not None and preset.kernel_em_per_step)
     prior_rounds = preset.kernel_em_prior_rounds if preset is not None else None
     fast = _wants_fast_em(plan, req, preset)
-    k, _ = blind.refine_kernel_em(prob.y, k0, e_step, rounds, callback=callback, prior=kp, per_step=per_step,
+    k, _ = blind.refine_kernel_em(y.cpu(), k0, e_step, rounds, callback=callback, prior=kp, per_step=per_step,
                                   prior_rounds=prior_rounds)
     if fast:
-        k = _kernel_choice(plan, req, prob, preset, hp, k, kp, operator, callback)
+        k = _kernel_choice(plan, req, prob, preset, hp, k, kp, callback)
     prob.opts = prob.opts.with_(kernel=k)
     prob.op = plan.task.operator(xs, prob.opts)
     entry["em_change"] = round(float((k - k0).norm() / k0.norm()), 5)
@@ -206,7 +212,23 @@ def _kernel_em(plan, req, prob, preset, hp: dict, steps, callback) -> int:
     return rounds
 
 
-def _kernel_choice(plan, req, prob, preset, hp: dict, k_em: Tensor, kp, operator, callback) -> Tensor:
+def _em_window(plan, req, prob):
+    """(y, the operator of a kernel) that the kernel EM works on, on req's device: the window of the photo the blind
+    estimate came from (its report's ``region``, ``invdiff.measured.estimate_window``), else the whole padded one."""
+    y = prob.y
+    region = prob.degradation.get("kernel", {}).get("region")
+    if region is not None and tuple(region[2:]) != tuple(prob.size):
+        t, left, h, w = region
+        y = y[..., t: t + h, left: left + w]
+    xs = tuple(plan.task.x_shape(tuple(y.shape), prob.opts))
+
+    def operator(k: Tensor):
+        return plan.task.operator(xs, prob.opts.with_(kernel=k)).to(req.device)
+
+    return y.to(req.device), operator
+
+
+def _kernel_choice(plan, req, prob, preset, hp: dict, k_em: Tensor, kp, callback) -> Tensor:
     """The EM's kernel or Fast Diffusion EM's (Laroche et al. 2024: one E-step from pure noise and a centred delta,
     the kernel refitted to the prior's x̂0 at every step, then the M-step), whichever gives the final restoration
     the lower score by the preset's rule (``invdiff.blind.choice_score``, ``invdiff.blind.choose``; rules joined by
@@ -218,7 +240,8 @@ def _kernel_choice(plan, req, prob, preset, hp: dict, k_em: Tensor, kp, operator
     from .samplers import restore
 
     entry = prob.degradation["kernel"]
-    y, noise = prob.y.to(req.device), plan.task.noise(prob.opts)
+    y, operator = _em_window(plan, req, prob)
+    noise = plan.task.noise(prob.opts)
     fast = {**blind.FAST_EM_E_STEP, **((preset.kernel_fast_em or {}) if preset is not None else {})}
     fast_steps, rule = int(fast.pop("steps")), fast.pop("rule", blind.FAST_EM_RULE)
     fast_hp = {**hp, **fast}
@@ -231,7 +254,7 @@ def _kernel_choice(plan, req, prob, preset, hp: dict, k_em: Tensor, kp, operator
     t0 = time.perf_counter()
     delta = torch.zeros_like(k_em)
     delta[k_em.shape[-2] // 2, k_em.shape[-1] // 2] = 1.0
-    k_fast, _ = blind.refine_kernel_em(prob.y, delta, e_step, 1, callback=callback, prior=kp, per_step=True)
+    k_fast, _ = blind.refine_kernel_em(y.cpu(), delta, e_step, 1, callback=callback, prior=kp, per_step=True)
     _, final_hp, final_steps = _refined_settings(plan, req, prob, preset)
     candidates, scores, parts = {}, {}, blind.choice_rules(rule)
     for name, k in (("em", k_em), ("fast_em", k_fast)):  # each restored as the final restoration will be
@@ -301,6 +324,8 @@ def run_restoration(plan, req, obs, prob, x_true, callback):
               "grey_input": obs.grey_input, "degradation": prob.degradation,
               "operator": operator_parameters(prob.op, prob.opts, req), "versions": _versions(),
               "warnings": [*plan.warnings, *prob.warnings]}
+    if prob.tiles is not None:
+        report["tiles"] = prob.tiles
     if getattr(res, "chosen", None) is not None:
         mbr = res.distances is not None
         report["selection"] = {"by": "RMS distance to the mean of the samples (mbr)" if mbr else "residual ||y - A(x)||",

@@ -82,6 +82,12 @@ class SolveRequest:
     #: blind motion: also Fast Diffusion EM's kernel after the EM, a no-reference rule choosing between the two
     #: restorations (``Preset.kernel_fast_em``'s rule, else ``invdiff.blind.FAST_EM_RULE``); None: as the preset says
     fast_em: bool | None = None
+    #: blind motion: the largest side of the window of the photo that the kernel is estimated and refined from
+    #: (``invdiff.blind.estimate_region``); 0: the whole photo; None: ``invdiff.blind.ESTIMATE_SIZE``
+    estimate_size: int | None = None
+    #: evaluate the network on overlapping tiles of this side (``invdiff.tiling``); None: only when the whole image
+    #: would not fit in memory
+    tile: int | None = None
 
 
 if TYPE_CHECKING:
@@ -137,6 +143,11 @@ def _check_request(req: SolveRequest) -> None:
     if req.kernel_em is not None and (isinstance(req.kernel_em, bool) or not isinstance(req.kernel_em, int)
                                       or req.kernel_em < 0):
         raise ValueError(f"--kernel-em must be a whole number of rounds ≥ 0, got {req.kernel_em!r}")
+    _positive_int(req.tile, "--tile")
+    if req.estimate_size is not None and (isinstance(req.estimate_size, bool) or not isinstance(req.estimate_size, int)
+                                          or req.estimate_size < 0):
+        raise ValueError(f"--estimate-size must be a whole number of pixels ≥ 0 (0: the whole photo), got "
+                         f"{req.estimate_size!r}")
     if req.kernel_prior not in (None, "none") and not Path(req.kernel_prior).is_file():
         raise ValueError(f"--kernel-prior: no such file {req.kernel_prior} (give a kernel prior's .safetensors or none)")
     if req.select not in SELECTS:
@@ -243,8 +254,25 @@ def prepare(req: SolveRequest) -> Plan:
         preset = None  # a Palette preset needs its Palette model, a plain one an unconditional prior
     method = "palette" if palette else (req.method or (preset.method if preset else task.default_method))
     check_hyper_parameters(method, req.hyper_parameters)
+    if req.tile is not None:
+        _check_tile(req.tile, prior, method)
     return Plan(task=task, prior=prior, prior_name=prior_name, method=method, palette=palette, preset=preset,
                 warnings=notes)
+
+
+def _check_tile(tile: int, prior, method: str) -> None:
+    """--tile: a multiple of the prior's, larger than the tiles' overlap, for a method that does not differentiate
+    through the network (its graph would hold every tile)."""
+    from .samplers.registry import METHODS
+    from .tiling import TILE_OVERLAP
+
+    m = max(prior.multiple, 1)
+    if tile % m or tile <= TILE_OVERLAP:
+        raise ValueError(f"--tile must be a multiple of the prior's {m} and larger than the tiles' overlap "
+                         f"({TILE_OVERLAP} px), got {tile}")
+    if METHODS[method].network_gradient:
+        raise ValueError(f"--tile: method {method!r} differentiates through the network, which tiles cannot save "
+                         "memory for; use a method without it (e.g. diffpir, ddrm)")
 
 
 def _names(req: SolveRequest, plan: Plan, image: Path) -> dict[str, str]:

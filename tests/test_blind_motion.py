@@ -855,3 +855,102 @@ def test_default_motion_kernel_size_is_the_tasks_own_and_fits_the_photo():
     assert default_motion_kernel_size(256, 300) == DEFAULT_MOTION_KERNEL_SIZE
     assert default_motion_kernel_size(100, 120) == 49 and default_motion_kernel_size(52, 60) == 25
     assert default_motion_kernel_size(4, 4) == 3
+
+
+def _edges_in_one_corner(n: int = 96, seed: int = 0) -> torch.Tensor:
+    """Fine random texture everywhere (finer than any blur: its gradients cancel in Xu & Jia's r map) and a few
+    large flat shapes with sharp edges in the bottom-right quarter only."""
+    g = torch.Generator().manual_seed(seed)
+    x = 0.3 * torch.randn(1, 1, n, n, generator=g).expand(1, 3, n, n).clone()
+    x[..., n // 2 + 6: n - 6, n // 2 + 6: n - 20] = 0.8
+    x[..., n // 2 + 20: n - 10, n // 2 + 26: n - 4] = -0.8
+    return x
+
+
+def test_estimate_region_is_the_window_of_most_coherent_edges():
+    """The edges rule against a brute-force transcription: every window of the stride's grid (and the last one on
+    each axis) scored by the sum of r·|∇| (``usefulness`` times the grey gradient's magnitude, as defined), the
+    first best in raster order. On a photo whose only coherent edges are in one corner, the window holds them."""
+    from invdiff.blind import estimate_region, usefulness
+
+    y = ops.Blur(line_kernel(5, 0.3, 7), padding="reflect")(_edges_in_one_corner())
+    g = (y.mean(1, keepdim=True) + 1) / 2
+    gx = torch.zeros_like(g)
+    gy = torch.zeros_like(g)
+    gx[..., :, :-1] = g[..., :, 1:] - g[..., :, :-1]
+    gy[..., :-1, :] = g[..., 1:, :] - g[..., :-1, :]
+    m = (usefulness(y) * (gx ** 2 + gy ** 2).sqrt())[0, 0].double()
+    for size, stride in ((40, 8), (48, 5)):
+        tops = sorted(set(range(0, 96 - size + 1, stride)) | {96 - size})
+        best = max(((float(m[t: t + size, left: left + size].sum()), -t, -left) for t in tops for left in tops))
+        t, left, h, w = estimate_region(y, size, stride=stride)
+        assert (h, w) == (size, size) and (t, left) == (-best[1], -best[2])
+        assert t + h > 96 // 2 + 6 and left + w > 96 // 2 + 6  # it reaches into the corner with the edges
+    assert estimate_region(y, 40, rule="centre") == (28, 28, 40, 40)
+
+
+def test_estimate_region_is_the_whole_photo_when_it_fits_and_a_multiple_otherwise():
+    from invdiff.blind import estimate_region
+
+    y = _edges_in_one_corner()[..., :90, :70]
+    assert estimate_region(y, 90, multiple=8) == (0, 0, 90, 70)  # no larger than the window: whole, any sides
+    t, left, h, w = estimate_region(y, 60, multiple=8)
+    assert (h, w) == (56, 56) and 0 <= t <= 90 - h and 0 <= left <= 70 - w
+    t, left, h, w = estimate_region(y, 80, multiple=8)  # one side fits: that side whole, rounded down
+    assert (h, w) == (80, 64) and left in (0, 6) and 0 <= t <= 10
+    for bad in ({"rule": "middle"}, {"multiple": 0}, {"stride": 0}):
+        with pytest.raises(ValueError):
+            estimate_region(y, 60, **bad)
+
+
+def test_blind_motion_estimate_and_em_work_on_the_window_and_restore_the_whole_photo(tmp_path, blurred,
+                                                                                     monkeypatch):
+    """With --estimate-size smaller than the photo, the first estimate, the crop spread and every E-step of the
+    kernel EM see the reported window only; the final restoration is the whole photo's; 0 is the whole photo."""
+    import invdiff.blind
+    import invdiff.samplers as samplers
+
+    prior, photo = tiny_prior_and_photo(tmp_path, blurred[2], 96, 88)
+    seen, estimate, restore = [], invdiff.blind.estimate_motion_kernel, samplers.restore
+
+    def spy_estimate(y, *a, **kw):
+        seen.append(("estimate", tuple(y.shape[-2:])))
+        return estimate(y, *a, **kw)
+
+    def spy_restore(y, *a, **kw):
+        seen.append(("restore", tuple(y.shape[-2:])))
+        return restore(y, *a, **kw)
+
+    monkeypatch.setattr(invdiff.blind, "estimate_motion_kernel", spy_estimate)
+    monkeypatch.setattr(samplers, "restore", spy_restore)
+    base = ["solve", "--task", "motion-deblur", str(photo), "--prior", str(prior), "--steps", "2", "--kernel-size",
+            "9", "--kernel-em", "2", "--quiet", "--json"]
+    r = CliRunner().invoke(app, [*base, "--estimate-size", "48", "--out", str(tmp_path / "w")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    t, left, h, w = rep["degradation"]["kernel"]["region"]
+    assert (h, w) == (48, 48) and 0 <= t <= 96 - 48 and 0 <= left <= 88 - 48
+    crops = (int(48 * 0.75),) * 2
+    assert seen[0] == ("estimate", (48, 48)) and {s for n, s in seen[1:5]} == {crops}  # the estimate, its crops
+    assert [s for n, s in seen if n == "restore"] == [(48, 48), (48, 48), (96, 88)]  # 2 E-steps, then the photo
+    assert Image.open(rep["files"]["restored"]).size == (88, 96)
+    seen.clear()
+    r = CliRunner().invoke(app, [*base, "--estimate-size", "0", "--out", str(tmp_path / "whole")])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["degradation"]["kernel"]["region"] == [0, 0, 96, 88]
+    assert seen[0] == ("estimate", (96, 88)) and [s for n, s in seen if n == "restore"] == [(96, 88)] * 3
+    r = CliRunner().invoke(app, [*base, "--estimate-size", "-3", "--out", str(tmp_path / "bad")])
+    assert r.exit_code != 0 and "--estimate-size" in r.output
+
+
+def test_the_estimate_window_is_outlined_on_the_panel_and_nothing_else_changes():
+    from invdiff.figures import outlined
+
+    img = np.random.default_rng(0).random((300, 200, 3))
+    out = outlined(img, (40, 30, 100, 120))
+    d = 2  # max(2, round(300 / 150))
+    ring = np.zeros((300, 200), dtype=bool)
+    ring[40:140, 30:150] = True
+    ring[40 + d: 140 - d, 30 + d: 150 - d] = False
+    assert np.allclose(out[ring], (1.0, 0.85, 0.0)) and np.array_equal(out[~ring], img[~ring])
+    assert not np.allclose(img[ring], (1.0, 0.85, 0.0))  # a copy: the panel given is untouched
