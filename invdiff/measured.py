@@ -120,6 +120,8 @@ class Problem:
     warnings: list[str] = field(default_factory=list)
     #: the tiles the network was evaluated on (``invdiff.tiling``), when it was
     tiles: dict | None = None
+    #: simulate mode with --blind: the kernel that was hidden from the solver (shown beside the estimate)
+    true_kernel: Tensor | None = None
 
 
 def _kernel_entry(source: str, k: Tensor, **extra) -> dict:
@@ -158,7 +160,7 @@ def kernel_for(task: Task, req, y: Tensor, sigma: float, prior, gens, callback=N
     if task.needs == "kernel-field":
         raise ValueError(f"--task {task.name} on a measured photo needs its kernel field: give --kernel FIELD.npy, an "
                          "array (G, G, kh, kw) of G×G kernels at the nodes of a regular grid over the image")
-    if task.blind == "gaussian" and req.blur_sigma is not None:
+    if task.blind == "gaussian" and req.blur_sigma is not None and not req.simulate:  # simulate: it made the blur
         size = req.kernel_size or 2 * int(np.ceil(3 * float(req.blur_sigma))) + 1
         k = ops.gaussian_kernel(size, float(req.blur_sigma))
         return k, _kernel_entry("given (--blur-sigma)", k, blur_sigma=float(req.blur_sigma))

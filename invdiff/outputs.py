@@ -113,7 +113,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _figure_items(report: dict, y_show: Tensor, res, x_true, mask, kernel, samples: int) -> list:
+def _figure_items(report: dict, y_show: Tensor, res, x_true, mask, kernel, samples: int, true_kernel=None) -> list:
     from .figures import display, error_map, kernel_display, outlined, std_display
 
     items = []
@@ -133,6 +133,8 @@ def _figure_items(report: dict, y_show: Tensor, res, x_true, mask, kernel, sampl
         kk = kernel.reshape(-1, *kernel.shape[-2:])
         label = f"kernel {kk.shape[-2]}x{kk.shape[-1]}" + (f" ({src})" if src else "")
         items.append((label, kernel_display(kk[kk.shape[0] // 2]), "gray"))
+        if isinstance(true_kernel, Tensor):  # simulate --blind: the kernel the estimate was hidden from
+            items.append(("true kernel (hidden from the solver)", kernel_display(true_kernel), "gray"))
     label = "restored" if samples == 1 else f"posterior mean (K={samples})"
     if samples > 1 and "selection" in report:  # one of the K samples, not their mean
         sel = report["selection"]
@@ -173,7 +175,8 @@ def _write_files(stage: Path, names: dict, report: dict, y: Tensor, y_show: Tens
 
 
 def write_outputs(out: Path, names: dict, report: dict, *, y: Tensor, y_show: Tensor, res, x_true: Tensor | None,
-                  mask=None, kernel=None, bits: int = 8, overwrite: bool = False, title: str = "") -> dict:
+                  mask=None, kernel=None, bits: int = 8, overwrite: bool = False, title: str = "",
+                  true_kernel=None) -> dict:
     """Render every output into a staging folder, then move them all into ``out``; returns {kind: path}."""
     from .figures import panels
 
@@ -185,7 +188,7 @@ def write_outputs(out: Path, names: dict, report: dict, *, y: Tensor, y_show: Te
     names = dict(names)
     try:
         _write_files(stage, names, report, y, y_show, res, mask, kernel, bits)
-        items = _figure_items(report, y_show, res, x_true, mask, kernel, res.samples.shape[1])
+        items = _figure_items(report, y_show, res, x_true, mask, kernel, res.samples.shape[1], true_kernel)
         panels(stage / names["figure"], items, title=title)
         report["files"] = {k: str(out / v) for k, v in names.items()}
         (stage / names["report"]).write_text(json.dumps(report, indent=2, default=str) + "\n")

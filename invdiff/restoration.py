@@ -290,6 +290,7 @@ def _scores(req, plan, prob, res, x_true, obs) -> dict:
 
 def _kernel_error(prob) -> float | None:
     true_k = prob.degradation.pop("simulated_kernel", None)
+    prob.true_kernel = true_k
     k = getattr(prob.op, "kernel", None)
     if true_k is None or not isinstance(k, Tensor):
         return None

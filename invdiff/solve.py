@@ -312,7 +312,7 @@ def _solve_one(plan: Plan, req: SolveRequest, image: Path, callback) -> dict:
     kernel = getattr(prob.op, "kernel", getattr(prob.op, "kernels", None))
     report["files"] = write_outputs(req.out, names, report, y=prob.y, y_show=y_show, res=res, x_true=x_true,
                                     mask=getattr(prob.op, "mask", None), kernel=kernel, bits=obs.bits,
-                                    overwrite=req.overwrite,
+                                    overwrite=req.overwrite, true_kernel=prob.true_kernel,
                                     title=f"{plan.task.name} · {report['method']} · {report['prior']}")
     return report
 

@@ -113,11 +113,31 @@ def test_blind_deblurring_estimates_and_writes_the_kernel(files, tmp_path):
     assert Path(rep["files"]["kernel_image"]).is_file()
 
 
-def test_simulated_blind_reports_the_kernel_error(files, tmp_path):
+def test_simulated_blind_reports_the_kernel_error_and_shows_the_true_kernel(files, tmp_path, monkeypatch):
+    import invdiff.blind
+    import invdiff.figures
+
+    shown, panels = {}, invdiff.figures.panels
+
+    def spy(path, items, **kw):
+        shown.update({label: img for label, img, _ in items})
+        return panels(path, items, **kw)
+
+    monkeypatch.setattr(invdiff.figures, "panels", spy)
     r, _ = solve(files, tmp_path, "--simulate", "--blind", "--task", "deblur", "--blur-sigma", 1.5, "--kernel-size", 9,
                  files / "photo.png")
     k = report(r)["degradation"]["kernel"]
     assert k["hidden_from_solver"] is True and k["kernel_error"] >= 0
+    assert k["source"] == "estimated (blind, gaussian)"  # --blur-sigma made the blur; the solver does not get it
+    from invdiff.operators import gaussian_kernel
+
+    truth = gaussian_kernel(9, 1.5)  # the simulated kernel, scaled to its maximum as the panel shows kernels
+    assert np.allclose(shown["true kernel (hidden from the solver)"], (truth / truth.max()).numpy(), atol=1e-6)
+    assert any(label.startswith("kernel") and "estimated" in label for label in shown), list(shown)
+    shown.clear()  # a kernel that was not hidden has no second panel
+    solve(files, tmp_path / "known", "--simulate", "--task", "deblur", "--blur-sigma", 1.5, "--kernel-size", 9,
+          files / "photo.png")
+    assert shown and not any(label.startswith("true kernel") for label in shown)
 
 
 # ---- any size, any file ------------------------------------------------------------------------------------------
