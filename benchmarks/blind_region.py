@@ -14,7 +14,7 @@ draws them, on the photo at its own size), the kernel is estimated from the whol
 Splits: ``large``, the declared tuning split of this choice: eight of the prior's training photos (the six of the
 blind estimator's hard split and two ordinary ones) at a short side of 768 (data/natural768, built by
 ``scripts/build_natural_data.py --out data/natural768 --short-side 768``; two opencv-doc photos are 512 px), the
-centre square cut; ``validation``, the natural suite's photos (scikit-image) at their own size, for the report.
+centre square cut; ``validation``, the natural suite's photos (scikit-image) at their own size (cut to multiples of 8), for the report.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/blind_region.py --split large --stage classical \\
         --json benchmarks/blind/region_classical_large.json
@@ -48,7 +48,8 @@ def photos(split: str) -> list[tuple[str, torch.Tensor]]:
         for n in VALIDATION_PHOTOS:
             a = np.asarray(getattr(skimage.data, n)(), dtype=np.float32)
             a = np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a[..., :3]
-            out.append((n, torch.from_numpy(a.copy()).permute(2, 0, 1)[None] / 127.5 - 1))
+            x = torch.from_numpy(a.copy()).permute(2, 0, 1)[None] / 127.5 - 1
+            out.append((n, x[..., : x.shape[-2] // 8 * 8, : x.shape[-1] // 8 * 8]))  # the prior's multiple
         return out
     folder = Path(__file__).resolve().parents[1] / "data" / "natural768"
     if not folder.is_dir():
@@ -125,7 +126,8 @@ def main() -> None:
     ap.add_argument("--arms", nargs="+", default=None, help="only these arms (whole, <rule>-<size>)")
     ap.add_argument("--noise", type=float, nargs="+", default=[0.02])
     ap.add_argument("--kernels", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--photos", type=int, default=None, help="the first N photos of the split")
+    ap.add_argument("--photos", type=int, nargs=2, default=(0, None), metavar=("FIRST", "END"),
+                    help="photos FIRST..END-1 of the split (for parts run side by side)")
     ap.add_argument("--kernel-of-photo", action="store_true",
                     help="photo i gets only kernel i mod 3 (the three kernels over the photos at a third of the cost)")
     ap.add_argument("--min-side", type=int, default=0, help="only photos whose shorter side is at least this")
@@ -137,7 +139,7 @@ def main() -> None:
     prior = load("natural64") if a.stage == "em" else None
     rows = json.loads(a.json.read_text()) if a.json.is_file() else []
     done = {(r["photo"], r["kernel"], r["noise_sigma"], r["arm"]) for r in rows}
-    for i, (name, x) in enumerate(photos(a.split)[: a.photos]):
+    for i, (name, x) in list(enumerate(photos(a.split)))[a.photos[0]: a.photos[1]]:
         if min(x.shape[-2:]) < a.min_side:
             continue
         for j in ([i % 3] if a.kernel_of_photo else a.kernels):
