@@ -120,7 +120,7 @@ def _figure_items(report: dict, y_show: Tensor, res, x_true, mask, kernel, sampl
     if x_true is not None:
         items.append(("ground truth", display(x_true[0]), None))
     shown = display(y_show, res.mean[0] if report.get("measurement_kind") == "image" else None)
-    region = report["degradation"].get("kernel", {}).get("region")
+    region = report.get("degradation", {}).get("kernel", {}).get("region")
     if region is not None and tuple(region[2:]) != shown.shape[:2]:  # the window the kernel was estimated from
         items.append(("measurement (kernel estimated in the box)", outlined(shown, region), None))
     else:
