@@ -128,15 +128,19 @@ def _fast_size(n: int) -> int:
         m += 1
 
 
+def _grey_gradients(y: Tensor) -> tuple[Tensor, Tensor]:
+    """Forward differences (x, y) of the grey image of y (S, C, H, W) on the [0, 1] scale, zero-padded at the end."""
+    g = (y.float().mean(1, keepdim=True) + 1) / 2
+    return F.pad(g[..., :, 1:] - g[..., :, :-1], (0, 1, 0, 0)), F.pad(g[..., 1:, :] - g[..., :-1, :], (0, 0, 0, 1))
+
+
 def usefulness(y: Tensor, window: int = 5, eps: float = 0.5) -> Tensor:
     """Xu & Jia's (2010) usefulness of the gradients of the blurred image y (S, C, H, W) in [−1, 1], per pixel:
     r = ‖Σ_N ∇y‖ / (Σ_N ‖∇y‖ + ε), sums over the ``window`` × ``window`` neighbourhood N, ∇ the forward
     differences of the grey image on the [0, 1] scale (the paper's, where ε = 0.5 keeps flat regions low).
     A blurred step edge adds its gradients coherently (r near its maximum), texture finer than the blur (fur,
     grass) cancels (r near 0): such structure misleads a kernel estimate. (S, 1, H, W), zero-padded at the end."""
-    g = (y.float().mean(1, keepdim=True) + 1) / 2
-    gx = F.pad(g[..., :, 1:] - g[..., :, :-1], (0, 1, 0, 0))
-    gy = F.pad(g[..., 1:, :] - g[..., :-1, :], (0, 0, 0, 1))
+    gx, gy = _grey_gradients(y)
 
     def box(v):
         return F.avg_pool2d(v, window, stride=1, padding=window // 2, count_include_pad=True) * window * window
@@ -586,9 +590,8 @@ def estimate_region(y: Tensor, size: int, *, multiple: int = 1, rule: str = "edg
     h, w = max(multiple, h - h % multiple), max(multiple, w - w % multiple)
     if rule == "centre":
         return (H - h) // 2, (W - w) // 2, h, w
-    g = (y.detach().float().mean(1, keepdim=True) + 1) / 2
-    mag = torch.sqrt(F.pad(g[..., :, 1:] - g[..., :, :-1], (0, 1)).square()
-                     + F.pad(g[..., 1:, :] - g[..., :-1, :], (0, 0, 0, 1)).square())
+    gx, gy = _grey_gradients(y.detach())
+    mag = torch.sqrt(gx.square() + gy.square())
     score = F.pad((usefulness(y) * mag)[0, 0].double(), (1, 0, 1, 0)).cumsum(0).cumsum(1)  # integral image
     tops = torch.arange(0, H - h + 1, stride).tolist() + ([H - h] if (H - h) % stride else [])
     lefts = torch.arange(0, W - w + 1, stride).tolist() + ([W - w] if (W - w) % stride else [])

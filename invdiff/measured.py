@@ -272,12 +272,12 @@ def memory_plan(prior, xs: tuple, samples: int, device: str, *, gradient: bool, 
         return small[0] * ((a * b) / (side * side)) ** alpha * samples
 
     free = available_memory(torch.device(device))
-    if tile is not None or need(h, w) > 0.8 * free:
+    if tile is not None:
+        return tile if tile < max(h, w) else None
+    if need(h, w) > 0.8 * free:
         q = int(np.lcm(64, max(prior.multiple, 1)))
         state = 24 * 4 * c * h * w * samples  # x_t, x̂0, ε, y and the method's other image-sized buffers, float32
         fits = [t for t in range(q, max(h, w), q) if t > TILE_OVERLAP and need(t, t) <= 0.5 * free]
-        if tile is not None:
-            return tile if tile < max(h, w) else None
         if not gradient and fits and state <= 0.3 * free:
             return fits[-1]
         why = " (a method that differentiates through the network cannot be tiled)" if gradient else ""
