@@ -89,12 +89,11 @@ def e_step(y: Tensor, k: Tensor, eta: float, rounds: int = 3, iters: int = 15) -
     w = torch.full_like(start, float((pis * ivars).sum()))
     b = op.adjoint(kf, y)
     for rnd in range(rounds):
-        if rnd > 0:  # responsibilities of the mixture from E[x²]
-            logp = -0.5 * ex2[..., None] * ivars + torch.log(pis) + 0.5 * torch.log(ivars)
-            w = (torch.softmax(logp, -1) * ivars).sum(-1)
         mu = _cg(lambda v: op.adjoint(kf, op.forward(kf, v)) + eta ** 2 * w * v, b, start, iters)
         cov = 1.0 / (da1 + w)
-        ex2 = mu.square() + cov
+        if rnd < rounds - 1:  # the next round's weights: the mixture's responsibilities from E[x²]
+            logp = -0.5 * (mu.square() + cov)[..., None] * ivars + torch.log(pis) + 0.5 * torch.log(ivars)
+            w = (torch.softmax(logp, -1) * ivars).sum(-1)
     return mu, cov
 
 
