@@ -78,13 +78,22 @@ def measurement_metrics(y: Tensor, x_true: Tensor, task, opts) -> dict | None:
     return {"psnr": float(psnr(yy, x_true)[0]), "ssim": float(ssim(yy, x_true)[0])}
 
 
-def operator_parameters(op, opts, req) -> dict:
+#: task options that only shape a simulated degradation (a random kernel's or mask's draw): a measured photo's
+#: report leaves them out, since nothing drew them
+SIMULATION_ONLY = ("motion_intensity", "motion_model", "shake_grid", "mask_fraction")
+
+
+def operator_parameters(op, opts, req, task) -> dict:
+    """The operator's entry of the report: its class and repr, and the task's own options (``Task.options``) as they
+    were set; those that only shape a simulation (``SIMULATION_ONLY``) only with --simulate."""
     d = {"operator": type(op).__name__, "repr": repr(op).splitlines()[0][:300]}
-    for k in ("kernel_size", "blur_sigma", "motion_intensity", "padding", "scale", "sr_mode", "mask_fraction",
-              "oversampling"):
-        d[k] = getattr(opts, k)
-    d["mask"] = req.mask if not isinstance(opts.mask, Tensor) else f"image {tuple(opts.mask.shape[-2:])}"
-    d["kernel"] = str(req.kernel) if req.kernel is not None else None
+    for k in task.options:
+        if k not in ("kernel", "mask") and (req.simulate or k not in SIMULATION_ONLY):
+            d[k] = getattr(opts, k)
+    if "mask" in task.options:
+        d["mask"] = req.mask if not isinstance(opts.mask, Tensor) else f"image {tuple(opts.mask.shape[-2:])}"
+    if "kernel" in task.options:
+        d["kernel"] = str(req.kernel) if req.kernel is not None else None
     k = getattr(op, "kernel", None)
     if isinstance(k, Tensor):
         d["kernel_shape"] = list(k.shape[-2:])
@@ -323,7 +332,7 @@ def run_restoration(plan, req, obs, prob, x_true, callback):
               "image_shape": list(res.mean.shape[1:]), "measurement_shape": list(prob.input_shape[1:]),
               "measurement_kind": plan.task.measurement, "output_channels": int(res.mean.shape[1]),
               "grey_input": obs.grey_input, "degradation": prob.degradation,
-              "operator": operator_parameters(prob.op, prob.opts, req), "versions": _versions(),
+              "operator": operator_parameters(prob.op, prob.opts, req, plan.task), "versions": _versions(),
               "warnings": [*plan.warnings, *prob.warnings]}
     if prob.tiles is not None:
         report["tiles"] = prob.tiles

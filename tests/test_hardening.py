@@ -437,6 +437,7 @@ def test_report_records_what_was_run(files, tmp_path, monkeypatch):
     assert {"invdiff", "torch", "numpy", "python"} <= set(rep["versions"])
     assert rep["operator"]["operator"] == "Blur" and rep["operator"]["kernel_shape"] == [9, 9]
     assert rep["operator"]["kernel_size"] is None or rep["operator"]["kernel_size"] == 9
+    assert "blur_sigma" in rep["operator"] and not {"scale", "mask_fraction", "oversampling"} & set(rep["operator"])
     assert set(rep["measurement_metrics"]) == {"psnr", "ssim"} and rep["measurement_metrics"]["psnr"] > 0
     assert rep["peak_memory_mib"] > 0
     for k in ("measurement", "measurement_array", "kernel"):

@@ -92,16 +92,27 @@ def test_given_kernel_and_alpha_mask_are_reported(files, tmp_path):
     r, _ = solve(files, tmp_path / "k", "--task", "motion-deblur", "--kernel", files / "kernel.npy", files / "photo.png")
     rep = report(r)
     assert rep["degradation"]["kernel"] == {"source": "given", "shape": [5, 5], "file": str(files / "kernel.npy")}
+    # the operator entry holds the task's own options, and none that only shape a simulated draw
+    assert rep["operator"]["kernel"] == str(files / "kernel.npy") and rep["operator"]["padding"] == "reflect"
+    assert not {"motion_intensity", "motion_model", "scale", "mask", "mask_fraction", "oversampling"} & set(rep["operator"])
     assert rep["degradation"]["noise_sigma"]["source"] == "estimated" and rep["noise_sigma"] > 0
     r, _ = solve(files, tmp_path / "m", "--task", "inpaint", files / "holes.png")
     rep = report(r)
     assert rep["degradation"]["mask"]["source"] == "alpha channel"
+    assert "mask" in rep["operator"] and not {"mask_fraction", "kernel", "scale"} & set(rep["operator"])
     assert rep["degradation"]["mask"]["observed_fraction"] == pytest.approx(1 - 10 * 20 / (48 * 40))
     r, _ = solve(files, tmp_path / "s", "--task", "deblur", "--noise-sigma", 0.02, "--blur-sigma", 1.0, files / "photo.png")
     rep = report(r)
     assert rep["degradation"]["kernel"]["source"].startswith("given") and rep["degradation"]["kernel"]["shape"] == [7, 7]
     assert rep["degradation"]["noise_sigma"] == {"value": 0.02, "source": "given", "scale": "[-1, 1]"}
 
+
+
+def test_a_simulated_operator_entry_keeps_the_options_of_its_draw(files, tmp_path):
+    r, _ = solve(files, tmp_path, "--simulate", "--task", "motion-deblur", "--kernel-size", 7, files / "photo.png")
+    op = report(r)["operator"]
+    assert op["motion_intensity"] == 0.5 and op["kernel_size"] == 7 and op["kernel_shape"] == [7, 7]
+    assert not {"scale", "mask", "mask_fraction", "oversampling"} & set(op)
 
 def test_blind_deblurring_estimates_and_writes_the_kernel(files, tmp_path):
     r, _ = solve(files, tmp_path, "--task", "deblur", "--kernel-size", 9, files / "photo.png")
