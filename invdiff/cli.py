@@ -137,6 +137,8 @@ def _measured_needs(t) -> str:
         needs += f" (else blind: the {t.blind} kernel is estimated)"
     if t.measurement == "fourier":
         needs = "Fourier magnitudes as .npy"
+    if t.measured_channels == 1:
+        needs = "a grey photo (a colour one is refused)"
     return needs
 
 

@@ -341,6 +341,8 @@ def read_measurement(plan: Plan, req: SolveRequest, image: Path) -> Observation:
         return _read_magnitudes(task, req, image)
     want = task.measured_channels if not req.simulate else None
     y, alpha, info = read_image(image, channels=want, with_alpha=True, with_info=True)
+    if want == 1 and info.channels == 3:
+        _check_grey(image)
     grey_input = False
     if want is None:
         grey_input = y.shape[1] == 1 and C == 3
@@ -352,6 +354,22 @@ def read_measurement(plan: Plan, req: SolveRequest, image: Path) -> Observation:
 
     bits = output_bits(info, Path(req.out) / "x.png")
     return Observation(y=y, alpha=alpha, grey_input=grey_input, bits=bits, input_size=tuple(y.shape[-2:]))
+
+
+#: how far from grey (on [0, 1]) the 99th percentile of an RGB file's pixels may stray, channel by channel, for the
+#: file to count as a grey photo stored in colour (a scan or a JPEG of a grey photo strays by a few levels of 255)
+GREY_TOLERANCE = 8 / 255
+
+
+def _check_grey(image: Path) -> None:
+    """Colourisation restores a grey photo: an RGB file whose pixels are grey (within ``GREY_TOLERANCE``) is one; a
+    colour photo is refused rather than greyed, which would invent the degradation."""
+    rgb = (read_image(image, channels=3) + 1) / 2
+    spread = (rgb - rgb.mean(1, keepdim=True)).abs().amax(1).flatten()
+    level = float(torch.quantile(spread[:: max(1, spread.numel() // 100000)], 0.99))
+    if level > GREY_TOLERANCE:
+        raise ValueError(f"{image} is a colour photo (its channels differ by up to {level * 255:.0f}/255): --task "
+                         "colorize restores a grey photo; give the grey one, or --simulate to grey this one first")
 
 
 def _read_magnitudes(task: Task, req: SolveRequest, image: Path) -> Observation:

@@ -114,6 +114,17 @@ def test_a_simulated_operator_entry_keeps_the_options_of_its_draw(files, tmp_pat
     assert op["motion_intensity"] == 0.5 and op["kernel_size"] == 7 and op["kernel_shape"] == [7, 7]
     assert not {"scale", "mask", "mask_fraction", "oversampling"} & set(op)
 
+
+def test_colourisation_takes_a_grey_photo_and_refuses_a_colour_one(files, tmp_path):
+    r, err = solve(files, tmp_path / "c", "--task", "colorize", files / "photo.png", code=2)
+    one_line(err, "colour photo", "--simulate")
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
+    grey = np.asarray(Image.open(files / "grey.png"))
+    Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / "grey_rgb.png")  # a grey photo stored as RGB
+    for name in (files / "grey.png", tmp_path / "grey_rgb.png"):
+        rep = report(solve(files, tmp_path / name.stem, "--task", "colorize", name)[0])
+        assert rep["measurement_shape"][0] == 1 and rep["image_shape"][0] == 3
+
 def test_blind_deblurring_estimates_and_writes_the_kernel(files, tmp_path):
     r, _ = solve(files, tmp_path, "--task", "deblur", "--kernel-size", 9, files / "photo.png")
     rep = report(r)
