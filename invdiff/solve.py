@@ -339,6 +339,9 @@ def read_measurement(plan: Plan, req: SolveRequest, image: Path) -> Observation:
     task, C = plan.task, plan.prior.channels or 3
     if image.suffix.lower() == ".npy":
         return _read_magnitudes(task, req, image)
+    if task.measurement == "fourier" and not req.simulate:  # a picture's pixels are not magnitudes
+        raise ValueError(f"{image} is an image: --task phase-retrieval restores from Fourier magnitudes, an .npy array "
+                         "(H, W) or (C, H, W); --simulate measures a clean image's")
     want = task.measured_channels if not req.simulate else None
     y, alpha, info = read_image(image, channels=want, with_alpha=True, with_info=True)
     if want == 1 and info.channels == 3:

@@ -199,8 +199,10 @@ def test_messages_name_the_option(files, tmp_path):
     one_error_line(*solve(files, out, "--task", "deblur", files / "afolder"), "folder")
     one_error_line(*solve(files, out, "--task", "deblur", "--kernel", files / "text.npy", files / "clean.png"),
                    "not a numpy .npy file")
-    one_error_line(*solve(files, out, "--task", "phase-retrieval", "--method", "ddrm", files / "clean.png"),
+    one_error_line(*solve(files, out, "--simulate", "--task", "phase-retrieval", "--method", "ddrm", files / "clean.png"),
                    "--method", "dps")
+    one_error_line(*solve(files, out, "--task", "phase-retrieval", files / "clean.png"), "magnitudes", ".npy",
+                   "--simulate")
     one_error_line(*solve(files, out, "--simulate", "--task", "sr", "--scale", 128, files / "clean.png"), "--scale 128")
     assert not out.exists()
 
