@@ -134,6 +134,15 @@ def _grey_gradients(y: Tensor) -> tuple[Tensor, Tensor]:
     return F.pad(g[..., :, 1:] - g[..., :, :-1], (0, 1, 0, 0)), F.pad(g[..., 1:, :] - g[..., :-1, :], (0, 0, 0, 1))
 
 
+def check_not_flat(y: Tensor) -> None:
+    """A blur is estimated from the photo's edges: a photo whose grey image is constant has none (and no spectrum
+    beyond its mean), so it is refused with a clear error rather than divided by zero."""
+    g = y.detach().float().mean(1)
+    if float(g.amax() - g.amin()) == 0.0:
+        raise ValueError("the photo is flat (one grey level everywhere): it has no edges to estimate a blur kernel "
+                         "from; give the kernel (--kernel, or --blur-sigma for a Gaussian)")
+
+
 def usefulness(y: Tensor, window: int = 5, eps: float = 0.5) -> Tensor:
     """Xu & Jia's (2010) usefulness of the gradients of the blurred image y (S, C, H, W) in [−1, 1], per pixel:
     r = ‖Σ_N ∇y‖ / (Σ_N ‖∇y‖ + ε), sums over the ``window`` × ``window`` neighbourhood N, ∇ the forward
@@ -274,6 +283,7 @@ def estimate_gaussian_blur(y: Tensor, noise_sigma: float, *, kernel_size: int | 
         raise ValueError(f"estimate_gaussian_blur takes one image (1, C, H, W), got shape {tuple(y.shape)}")
     if not torch.isfinite(y).all():
         raise ValueError("the blurred image contains NaN or infinite values")
+    check_not_flat(y)
     if kernel_size is not None and (kernel_size < 1 or kernel_size % 2 == 0):
         raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
     t0 = time.perf_counter()
@@ -449,6 +459,7 @@ def _check_motion_input(y: Tensor, kernel_size: int) -> None:
         raise ValueError(f"estimate_motion_kernel takes one image (1, C, H, W), got shape {tuple(y.shape)}")
     if not torch.isfinite(y).all():
         raise ValueError("the blurred image contains NaN or infinite values")
+    check_not_flat(y)
     if kernel_size < 3 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd number ≥ 3, got {kernel_size}")
     if kernel_size > min(y.shape[-2:]):

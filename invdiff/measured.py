@@ -302,6 +302,8 @@ def build_problem(task: Task, req, prior, y: Tensor, opts: TaskOptions, given: d
             if tuple(given["mask"].shape[-2:]) != tuple(y.shape[-2:]):
                 raise ValueError(f"mask of size {tuple(given['mask'].shape[-2:])} does not match the image "
                                  f"{tuple(y.shape[-2:])}")
+            if not bool((given["mask"] > 0).any()):  # nothing of the photo would be used: a sample, not a restoration
+                raise ValueError("the mask marks no pixel as observed (white or opaque = observed): is it inverted?")
             given = {**given, "mask": pad_to_multiple(given["mask"], q)}
     else:
         yp = y

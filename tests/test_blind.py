@@ -41,6 +41,8 @@ def test_kernel_size_bounds_the_estimate_and_bad_input_is_refused():
         estimate_gaussian_blur(y, 0.01, kernel_size=8)
     with pytest.raises(ValueError, match="NaN"):
         estimate_gaussian_blur(y * float("nan"), 0.01)
+    with pytest.raises(ValueError, match="flat"):  # no spectrum beyond its mean: a clear error, not a log of 0
+        estimate_gaussian_blur(torch.full_like(y, 0.3), 0.01)
 
 
 def test_kernel_error_is_zero_for_equal_kernels_and_shift_invariant():

@@ -128,6 +128,8 @@ def test_motion_estimate_refuses_bad_input(blurred):
         estimate_motion_kernel(y * float("nan"), None, 0.01, kernel_size=9)
     with pytest.raises(ValueError, match="one image"):
         estimate_motion_kernel(y.repeat(2, 1, 1, 1), None, 0.01, kernel_size=9)
+    with pytest.raises(ValueError, match="flat"):  # no edges: a clear error, not a division by zero
+        estimate_motion_kernel(torch.full_like(y, -1.0), None, 0.01, kernel_size=9)
 
 
 # ---- kernel EM: the E-step's restoration, the M-step's least squares -------------------------------------------

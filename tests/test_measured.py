@@ -125,6 +125,26 @@ def test_colourisation_takes_a_grey_photo_and_refuses_a_colour_one(files, tmp_pa
         rep = report(solve(files, tmp_path / name.stem, "--task", "colorize", name)[0])
         assert rep["measurement_shape"][0] == 1 and rep["image_shape"][0] == 3
 
+
+def test_blind_deblurring_of_a_flat_photo_is_a_clear_error(files, tmp_path):
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(tmp_path / "black.png")
+    for task in ("deblur", "motion-deblur"):
+        r, err = solve(files, tmp_path / task, "--task", task, "--kernel-size", 9, tmp_path / "black.png", code=2)
+        one_line(err, "flat", "--kernel")
+        assert not (tmp_path / task).exists() or not any((tmp_path / task).iterdir())
+
+
+def test_a_mask_that_observes_nothing_is_a_clear_error(files, tmp_path):
+    Image.fromarray(np.zeros((48, 40), np.uint8)).save(tmp_path / "none.png")
+    r, err = solve(files, tmp_path / "o", "--task", "inpaint", "--mask", tmp_path / "none.png", files / "photo.png",
+                   code=2)
+    one_line(err, "no pixel", "inverted")
+    clear = np.concatenate([np.asarray(Image.open(files / "photo.png")), np.zeros((48, 40, 1), np.uint8)], -1)
+    Image.fromarray(clear, "RGBA").save(tmp_path / "clear.png")  # fully transparent: nothing observed
+    r, err = solve(files, tmp_path / "o", "--task", "inpaint", tmp_path / "clear.png", code=2)
+    one_line(err, "no pixel")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
 def test_blind_deblurring_estimates_and_writes_the_kernel(files, tmp_path):
     r, _ = solve(files, tmp_path, "--task", "deblur", "--kernel-size", 9, files / "photo.png")
     rep = report(r)
