@@ -368,10 +368,28 @@ def _with_rawmode(tile, raw: str):
     return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
 
 
-def estimate_noise_sigma(x: Tensor) -> float:
-    """Gaussian noise σ of one image (1|C, H, W or 1, C, H, W; on the [-1, 1] scale) by Donoho's rule: the median
-    absolute finest-scale diagonal Haar wavelet coefficient / 0.6745, averaged over channels. Accurate for
-    images whose fine detail is weaker than the noise; an upper bound otherwise."""
+#: how ``estimate_noise_sigma`` estimates: "pca" (Chen, Zhu & Heng 2015) or "mad" (Donoho's wavelet rule)
+NOISE_ESTIMATORS = ("pca", "mad")
+#: the side of the PCA estimator's patches (chosen on the tuning split, benchmarks/noise_estimate.py)
+NOISE_PATCH = 7
+#: ... and at most this many patches (a stride over large images)
+NOISE_MAX_PATCHES = 20000
+
+
+def estimate_noise_sigma(x: Tensor, method: str = "pca", *, patch: int = NOISE_PATCH) -> float:
+    """Gaussian noise σ of one image (1|C, H, W or 1, C, H, W; on the [-1, 1] scale).
+
+    ``pca`` (the default): Chen, Zhu & Heng (ICCV 2015), "An efficient statistical method for image noise level
+    estimation": the eigenvalues of the covariance of the image's patch × patch × C patches (strided to at most
+    ``NOISE_MAX_PATCHES``); image structure lives in a few large ones, the noise variance is the mean of the
+    smallest, taken over the largest tail of them whose mean is also its median. A small image takes smaller
+    patches, so that there are at least 20 per dimension of their covariance (fewer bias the smallest eigenvalues
+    low); one too small for 3 × 3 patches on those terms (an RGB image under about 27 px) is refused. ``mad``: Donoho's rule, the median
+    absolute finest-scale diagonal Haar wavelet coefficient / 0.6745, averaged over channels; accurate where the
+    fine detail is weaker than the noise (blurred photos), an upper bound otherwise (sharp or downsampled ones:
+    benchmarks/RESULTS.md, "The noise level of a measured photo")."""
+    if method not in NOISE_ESTIMATORS:
+        raise ValueError(f"unknown noise estimator {method!r}; choose one of {', '.join(NOISE_ESTIMATORS)}")
     a = x.detach().double().cpu()
     if a.ndim == 4:
         if a.shape[0] != 1:
@@ -379,10 +397,33 @@ def estimate_noise_sigma(x: Tensor) -> float:
         a = a[0]
     h, w = a.shape[-2] // 2 * 2, a.shape[-1] // 2 * 2
     if h < 2 or w < 2:
-        raise ValueError(f"image of size {tuple(a.shape[-2:])} is too small to estimate its noise")
+        raise ValueError(f"image of size {tuple(a.shape[-2:])} is too small to estimate its noise: give --noise-sigma")
+    if method == "pca":  # patches small enough that there are 20 per dimension of their covariance or more
+        c, hh, ww = a.shape[-3] if a.ndim == 3 else 1, a.shape[-2], a.shape[-1]
+        p = next((q for q in range(patch, 2, -1) if (hh - q + 1) * (ww - q + 1) >= 20 * c * q * q), None)
+        if p is None:
+            raise ValueError(f"image of size {tuple(a.shape[-2:])} is too small to estimate its noise: give --noise-sigma")
+        return _pca_noise_sigma(a if a.ndim == 3 else a[None], p)
     a = a[..., :h, :w]
     hh = (a[..., 0::2, 0::2] - a[..., 0::2, 1::2] - a[..., 1::2, 0::2] + a[..., 1::2, 1::2]) / 2
     return float(torch.stack([c.abs().flatten().median() for c in hh]).mean() / 0.6745)
+
+
+def _pca_noise_sigma(a: Tensor, p: int) -> float:
+    """Chen et al.'s estimate on the (C, H, W) image a with p × p patches (see ``estimate_noise_sigma``)."""
+    import torch.nn.functional as F
+
+    n_all = (a.shape[-2] - p + 1) * (a.shape[-1] - p + 1)
+    stride = max(1, int((n_all / NOISE_MAX_PATCHES) ** 0.5))
+    X = F.unfold(a[None], p, stride=stride)[0]
+    X = X - X.mean(1, keepdim=True)
+    ev = torch.linalg.eigvalsh(X @ X.T / X.shape[1])  # ascending
+    for i in range(len(ev) - 1, 0, -1):  # the i smallest, from all but the largest down
+        tail = ev[:i]
+        tau = tail.mean()
+        if int((tail > tau).sum()) == int((tail < tau).sum()):
+            return float(tau.clamp_min(0).sqrt())
+    return float(ev[0].clamp_min(0).sqrt())
 
 
 def check_out_folder(out: Path) -> None:

@@ -427,9 +427,6 @@ def problem_for(plan: Plan, req: SolveRequest, obs: Observation, callback=None):
         prob.warnings.append(measured.unreliable_kernel(degradation["kernel"]))
     if isinstance(getattr(prob.op, "mask", None), Tensor):
         degradation.setdefault("mask", {})["observed_fraction"] = round(float((prob.op.mask > 0).float().mean()), 6)
-        if not bool((prob.op.mask > 0).any()):
-            prob.warnings.append("the mask observes no pixel (all zero): the result is a sample of the prior, not a "
-                                 "restoration")
     degradation["padding"] = {"input_size": list(obs.input_size), "restored_size": list(prob.size),
                               "padded_to": list(task.x_shape(tuple(prob.y.shape), prob.opts)[-2:])}
     return prob, x_true
