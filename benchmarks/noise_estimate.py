@@ -2,11 +2,13 @@
 --noise-sigma is given): Donoho's wavelet rule (``mad``) against Chen, Zhu & Heng's patch PCA (``pca``).
 
 1. ``estimates``: photos of a split at 256×256, degraded as measured photos arrive (sharp; Gaussian blur σ = 3; the
-   motion-deblur task's kernel 0; the SR task's ×4 bicubic downsampling, 64×64), Gaussian noise σ ∈ {0, 0.01, 0.02,
+   motion-deblur task's kernel 0; the SR task's ×4 bicubic downsampling, 64×64; and grey versions, sharp and
+   downsampled), Gaussian noise σ ∈ {0, 0.01, 0.02,
    0.05, 0.1} on [-1, 1] from a seeded stream, saved as 8-bit (so the truth is √(σ² + q²), q = (2/255)/√12 the
-   rounding's); the estimate of each estimator (PCA with several patch sides) and its absolute error.
+   rounding's); the estimate of each estimator (``auto``, the default; the wavelet rule; PCA with several patch sides) and its
+   absolute error.
 2. ``restore``: end to end, ``solve``'s default prior and preset on the SR and denoising measurements, the noise level
-   given as each estimator's estimate or as the truth; PSNR of the restored 8-bit file against the clean photo.
+   given as the default estimate (``auto``), the wavelet rule's or the truth; PSNR of the restored 8-bit file against the clean photo.
 
     OMP_NUM_THREADS=1 python benchmarks/noise_estimate.py estimates --split tuning --json benchmarks/noise/estimates_tuning.json
     OMP_NUM_THREADS=1 python benchmarks/noise_estimate.py restore --split suite --json benchmarks/noise/restore_suite.json
@@ -24,7 +26,7 @@ import torch
 
 SIGMAS = (0.0, 0.01, 0.02, 0.05, 0.1)
 QUANT = (2 / 255) / math.sqrt(12)
-DEGRADATIONS = ("sharp", "gaussian", "motion", "sr4")
+DEGRADATIONS = ("sharp", "gaussian", "motion", "sr4", "grey-sharp", "grey-sr4")
 
 
 def degrade(x: torch.Tensor, kind: str) -> torch.Tensor:
@@ -32,6 +34,8 @@ def degrade(x: torch.Tensor, kind: str) -> torch.Tensor:
     from invdiff.rng import make_generators
     from invdiff.tasks import TaskOptions, get_task
 
+    if kind.startswith("grey-"):  # a grey photo: the clean photo's channel mean, then the degradation
+        return degrade(x.mean(1, keepdim=True), kind[len("grey-"):])
     if kind == "sharp":
         return x
     task = {"gaussian": "deblur", "motion": "motion-deblur", "sr4": "sr"}[kind]
@@ -49,7 +53,7 @@ def measured(y: torch.Tensor, s: float, seed: int) -> torch.Tensor:
 def estimators(patches: list[int]) -> dict:
     from invdiff.io import estimate_noise_sigma
 
-    out = {"mad": lambda y: estimate_noise_sigma(y, "mad")}
+    out = {"auto": lambda y: estimate_noise_sigma(y), "mad": lambda y: estimate_noise_sigma(y, "mad")}
     for p in patches:
         out[f"pca{p}"] = lambda y, p=p: estimate_noise_sigma(y, "pca", patch=p)
     return out
@@ -93,7 +97,7 @@ def restore_rows(xs, names, tasks: list[str], sigmas: list[float]) -> list[dict]
             for j, s in enumerate(sigmas):
                 y = measured(y0, s, 100 * i + SIGMAS.index(s))
                 arms = {"truth": math.sqrt(s * s + QUANT * QUANT), "mad": estimate_noise_sigma(y, "mad"),
-                        "pca": estimate_noise_sigma(y, "pca")}
+                        "auto": estimate_noise_sigma(y)}
                 row = {"photo": name, "task": task, "sigma": s, "sigma_given": {}, "psnr": {}}
                 with tempfile.TemporaryDirectory() as tmp:
                     write_image(Path(tmp) / f"{name}.png", y)

@@ -421,6 +421,11 @@ def problem_for(plan: Plan, req: SolveRequest, obs: Observation, callback=None):
         k, entry = measured.kernel_for(task, req, y, sigma, plan.prior, gens, callback, preset=plan.preset)
         given["kernel"], degradation["kernel"] = k, {**degradation.get("kernel", {}), **entry}
     degradation["noise_sigma"] = {"value": sigma, "source": sigma_source, "scale": "[-1, 1]"}
+    if sigma_source == "estimated":
+        from .io import noise_estimator
+
+        degradation["noise_sigma"]["estimator"] = {"pca": "patch PCA (Chen et al. 2015)",
+                                                   "mad": "wavelet MAD (Donoho)"}[noise_estimator(y[:1])]
     prob = measured.build_problem(task, req, plan.prior, y, opts, given)
     prob.degradation = degradation
     if degradation.get("kernel", {}).get("reliable") is False:

@@ -105,7 +105,7 @@ def test_unavailable_device_solve_and_bench(files, tmp_path, device):
 
 
 def test_noise_estimate_sees_through_fine_texture():
-    from invdiff.io import estimate_noise_sigma
+    from invdiff.io import estimate_noise_sigma, noise_estimator
 
     # fine texture (three oblique sinusoids of periods 2.5-4 px: every 7x7 patch lies in a 6-dimensional subspace)
     # plus white noise of sigma 0.05. The patch PCA puts the texture in six eigenvalues and reads sigma from the other
@@ -115,8 +115,15 @@ def test_noise_estimate_sees_through_fine_texture():
     tex = sum(0.3 * torch.sin(2 * math.pi * (i * a + j * b) / per) for a, b, per in ((1, 2, 2.5), (2, -1, 3), (1, 1, 4)))
     g = torch.Generator().manual_seed(3)
     y = (tex / 3)[None].expand(3, -1, -1) + 0.05 * torch.randn(3, 128, 128, generator=g)
-    assert abs(estimate_noise_sigma(y) - 0.05) < 0.005
+    assert noise_estimator(y) == "pca" and abs(estimate_noise_sigma(y) - 0.05) < 0.005
     assert estimate_noise_sigma(y, "mad") > 0.065
+    # a grey photo repeated to RGB carries one noise field three times: it is read as the grey photo (by the wavelet
+    # rule, the default for grey), and PCA on it does not read the copies' missing dimensions as zero noise
+    grey = 0.3 * torch.sin(2 * math.pi * i / 16) + 0.05 * torch.randn(128, 128, generator=g)
+    rgb = grey.expand(3, -1, -1)
+    assert noise_estimator(rgb) == noise_estimator(grey[None]) == "mad"
+    assert estimate_noise_sigma(rgb) == estimate_noise_sigma(grey[None])
+    assert abs(estimate_noise_sigma(rgb) - 0.05) < 0.005 and abs(estimate_noise_sigma(rgb, "pca") - 0.05) < 0.005
     with pytest.raises(ValueError, match="unknown noise estimator"):
         estimate_noise_sigma(y, "median")
 

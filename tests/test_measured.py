@@ -96,6 +96,7 @@ def test_given_kernel_and_alpha_mask_are_reported(files, tmp_path):
     assert rep["operator"]["kernel"] == str(files / "kernel.npy") and rep["operator"]["padding"] == "reflect"
     assert not {"motion_intensity", "motion_model", "scale", "mask", "mask_fraction", "oversampling"} & set(rep["operator"])
     assert rep["degradation"]["noise_sigma"]["source"] == "estimated" and rep["noise_sigma"] > 0
+    assert rep["degradation"]["noise_sigma"]["estimator"].startswith("patch PCA")  # a colour photo
     r, _ = solve(files, tmp_path / "m", "--task", "inpaint", files / "holes.png")
     rep = report(r)
     assert rep["degradation"]["mask"]["source"] == "alpha channel"
