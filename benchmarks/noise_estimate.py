@@ -2,11 +2,11 @@
 --noise-sigma is given): Donoho's wavelet rule (``mad``) against Chen, Zhu & Heng's patch PCA (``pca``).
 
 1. ``estimates``: photos of a split at 256×256, degraded as measured photos arrive (sharp; Gaussian blur σ = 3; the
-   motion-deblur task's kernel 0; the SR task's ×4 bicubic downsampling, 64×64; and grey versions, sharp and
-   downsampled), Gaussian noise σ ∈ {0, 0.01, 0.02,
+   motion-deblur task's kernel 0; the SR task's ×4 bicubic downsampling, 64×64; and grey versions, sharp, blurred
+   and downsampled), Gaussian noise σ ∈ {0, 0.01, 0.02,
    0.05, 0.1} on [-1, 1] from a seeded stream, saved as 8-bit (so the truth is √(σ² + q²), q = (2/255)/√12 the
-   rounding's); the estimate of each estimator (``auto``, the default; the wavelet rule; PCA with several patch sides) and its
-   absolute error.
+   rounding's); the estimate of each estimator (``auto``, the default; the wavelet rule; PCA with several patch sides; PCA on
+   weakly textured patches) and its absolute error.
 2. ``restore``: end to end, ``solve``'s default prior and preset on the SR and denoising measurements, the noise level
    given as the default estimate (``auto``), the wavelet rule's or the truth; PSNR of the restored 8-bit file against the clean photo.
 
@@ -26,7 +26,7 @@ import torch
 
 SIGMAS = (0.0, 0.01, 0.02, 0.05, 0.1)
 QUANT = (2 / 255) / math.sqrt(12)
-DEGRADATIONS = ("sharp", "gaussian", "motion", "sr4", "grey-sharp", "grey-sr4")
+DEGRADATIONS = ("sharp", "gaussian", "motion", "sr4", "grey-sharp", "grey-gaussian", "grey-sr4")
 
 
 def degrade(x: torch.Tensor, kind: str) -> torch.Tensor:
@@ -56,6 +56,7 @@ def estimators(patches: list[int]) -> dict:
     out = {"auto": lambda y: estimate_noise_sigma(y), "mad": lambda y: estimate_noise_sigma(y, "mad")}
     for p in patches:
         out[f"pca{p}"] = lambda y, p=p: estimate_noise_sigma(y, "pca", patch=p)
+    out["weak"] = lambda y: estimate_noise_sigma(y, "weak")
     return out
 
 

@@ -368,9 +368,10 @@ def _with_rawmode(tile, raw: str):
     return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
 
 
-#: how ``estimate_noise_sigma`` estimates: "auto" (patch PCA on a colour image, the wavelet rule on a grey one),
-#: "pca" (Chen, Zhu & Heng 2015) or "mad" (Donoho's wavelet rule)
-NOISE_ESTIMATORS = ("auto", "pca", "mad")
+#: how ``estimate_noise_sigma`` estimates: "auto" (patch PCA on a colour image, on weakly textured patches on a grey
+#: one), "pca" (Chen, Zhu & Heng 2015), "weak" (the same on weakly textured patches, Liu et al. 2013's selection)
+#: or "mad" (Donoho's wavelet rule)
+NOISE_ESTIMATORS = ("auto", "pca", "weak", "mad")
 #: the side of the PCA estimator's patches (chosen on the tuning split, benchmarks/noise_estimate.py)
 NOISE_PATCH = 7
 #: ... and at most this many patches (a stride over large images)
@@ -389,8 +390,8 @@ def _channels(x: Tensor) -> Tensor:
 
 
 def noise_estimator(x: Tensor) -> str:
-    """The estimator ``estimate_noise_sigma(x)`` uses by default: "pca" for a colour image, "mad" for a grey one."""
-    return "pca" if _channels(x).shape[0] > 1 else "mad"
+    """The estimator ``estimate_noise_sigma(x)`` uses by default: "pca" for a colour image, "weak" for a grey one."""
+    return "pca" if _channels(x).shape[0] > 1 else "weak"
 
 
 def estimate_noise_sigma(x: Tensor, method: str = "auto", *, patch: int = NOISE_PATCH) -> float:
@@ -404,10 +405,11 @@ def estimate_noise_sigma(x: Tensor, method: str = "auto", *, patch: int = NOISE_
     low); one too small for 3 × 3 patches on those terms (an RGB image under about 27 px) is refused. ``mad``:
     Donoho's rule, the median absolute finest-scale diagonal Haar wavelet coefficient / 0.6745, averaged over
     channels; accurate where the fine detail is weaker than the noise (blurred photos), an upper bound otherwise.
-    ``auto`` (the default, ``noise_estimator``): PCA on a colour photo, whose channels share its structure so that
-    the structure stays in few of the colour patches' dimensions (mean error 0.0016 against the wavelet rule's
-    0.0097 on the tuning split, sharp, blurred or downsampled); the wavelet rule on a grey one (one channel, or a
-    grey photo repeated to RGB), where grey patches leave PCA no such room and it read more than the wavelet rule
+    ``weak``: PCA on the weakly textured patches only (``_weak_texture_noise_sigma``, Liu, Tanaka & Okutomi 2013's
+    selection). ``auto`` (the default, ``noise_estimator``): ``pca`` on a colour photo, whose channels share its
+    structure so that it stays in few of the colour patches' dimensions; ``weak`` on a grey one (one channel, or a
+    grey photo repeated to RGB), where grey patches leave plain PCA no such room. Mean error on the tuning split,
+    sharp, blurred or downsampled photos: colour 0.0016 against the wavelet rule's 0.0097, grey 0.0024 against 0.012
     (benchmarks/RESULTS.md, "The noise level of a measured photo")."""
     if method not in NOISE_ESTIMATORS:
         raise ValueError(f"unknown noise estimator {method!r}; choose one of {', '.join(NOISE_ESTIMATORS)}")
@@ -417,32 +419,64 @@ def estimate_noise_sigma(x: Tensor, method: str = "auto", *, patch: int = NOISE_
         raise ValueError(f"image of size {tuple(a.shape[-2:])} is too small to estimate its noise: give --noise-sigma")
     if method == "auto":
         method = noise_estimator(a)
-    if method == "pca":
+    if method in ("pca", "weak"):
         c, hh, ww = a.shape  # patches small enough that there are 20 per dimension of their covariance
         p = next((q for q in range(patch, 2, -1) if (hh - q + 1) * (ww - q + 1) >= 20 * c * q * q), None)
         if p is None:
             raise ValueError(f"image of size {tuple(a.shape[-2:])} is too small to estimate its noise: give --noise-sigma")
-        return _pca_noise_sigma(a, p)
+        return _pca_noise_sigma(a, p) if method == "pca" else _weak_texture_noise_sigma(a, p)
     a = a[..., :h, :w]
     hh = (a[..., 0::2, 0::2] - a[..., 0::2, 1::2] - a[..., 1::2, 0::2] + a[..., 1::2, 1::2]) / 2
     return float(torch.stack([c.abs().flatten().median() for c in hh]).mean() / 0.6745)
 
 
-def _pca_noise_sigma(a: Tensor, p: int) -> float:
-    """Chen et al.'s estimate on the (C, H, W) image a with p × p patches (see ``estimate_noise_sigma``)."""
+def _patches(a: Tensor, p: int) -> Tensor:
+    """The p × p patches of the (C, H, W) image a as columns (C·p·p, N), strided to at most ``NOISE_MAX_PATCHES``."""
     import torch.nn.functional as F
 
     n_all = (a.shape[-2] - p + 1) * (a.shape[-1] - p + 1)
-    stride = max(1, int((n_all / NOISE_MAX_PATCHES) ** 0.5))
-    X = F.unfold(a[None], p, stride=stride)[0]
+    return F.unfold(a[None], p, stride=max(1, int((n_all / NOISE_MAX_PATCHES) ** 0.5)))[0]
+
+
+def _chen_variance(X: Tensor) -> float:
+    """Chen et al.'s noise variance from patches X (d, N): the mean of the covariance's smallest eigenvalues, over
+    the largest tail (all but the largest down) whose mean is also its median."""
     X = X - X.mean(1, keepdim=True)
     ev = torch.linalg.eigvalsh(X @ X.T / X.shape[1])  # ascending
-    for i in range(len(ev) - 1, 0, -1):  # the i smallest, from all but the largest down
+    for i in range(len(ev) - 1, 0, -1):
         tail = ev[:i]
         tau = tail.mean()
         if int((tail > tau).sum()) == int((tail < tau).sum()):
-            return float(tau.clamp_min(0).sqrt())
-    return float(ev[0].clamp_min(0).sqrt())
+            return float(tau.clamp_min(0))
+    return float(ev[0].clamp_min(0))
+
+
+def _pca_noise_sigma(a: Tensor, p: int) -> float:
+    """Chen et al.'s estimate on the (C, H, W) image a with p × p patches (see ``estimate_noise_sigma``)."""
+    return _chen_variance(_patches(a, p)) ** 0.5
+
+
+def _weak_texture_noise_sigma(a: Tensor, p: int, rounds: int = 5, confidence: float = 0.99) -> float:
+    """Chen et al.'s estimate on the weakly textured patches only, selected as Liu, Tanaka & Okutomi (2013) do: a
+    patch is kept when its gradient energy ‖D_h x‖² + ‖D_v x‖² is below what noise alone of the current σ stays
+    under with probability ``confidence`` (σ²·tr(DᵀD) times the gamma quantile of shape d/2, scale 2/d); σ from
+    all patches first, then from the kept ones, ``rounds`` times or until it settles."""
+    from scipy.stats import gamma
+
+    X = _patches(a, p)
+    P = X.reshape(a.shape[0], p, p, -1)
+    energy = (P[:, :, 1:] - P[:, :, :-1]).square().sum((0, 1, 2)) + (P[:, 1:] - P[:, :-1]).square().sum((0, 1, 2))
+    d = X.shape[0]
+    bound = 4 * a.shape[0] * p * (p - 1) * float(gamma.ppf(confidence, d / 2, scale=2 / d))
+    var = _chen_variance(X)
+    for _ in range(rounds):
+        keep = energy < var * bound
+        if int(keep.sum()) < 2 * d:
+            break
+        new, var = var, _chen_variance(X[:, keep])
+        if abs(new - var) <= 1e-4 * max(var, 1e-12):
+            break
+    return var ** 0.5
 
 
 def check_out_folder(out: Path) -> None:

@@ -425,6 +425,7 @@ def problem_for(plan: Plan, req: SolveRequest, obs: Observation, callback=None):
         from .io import noise_estimator
 
         degradation["noise_sigma"]["estimator"] = {"pca": "patch PCA (Chen et al. 2015)",
+                                                   "weak": "patch PCA on weakly textured patches (Liu et al. 2013)",
                                                    "mad": "wavelet MAD (Donoho)"}[noise_estimator(y[:1])]
     prob = measured.build_problem(task, req, plan.prior, y, opts, given)
     prob.degradation = degradation
