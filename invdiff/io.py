@@ -372,6 +372,9 @@ def _with_rawmode(tile, raw: str):
 #: one), "pca" (Chen, Zhu & Heng 2015), "weak" (the same on weakly textured patches, Liu et al. 2013's selection)
 #: or "mad" (Donoho's wavelet rule)
 NOISE_ESTIMATORS = ("auto", "pca", "weak", "mad")
+#: ... as the report names them
+NOISE_ESTIMATOR_NAMES = {"pca": "patch PCA (Chen et al. 2015)", "weak": "patch PCA on weakly textured patches (Liu et al. "
+                         "2013)", "mad": "wavelet MAD (Donoho)"}
 #: the side of the PCA estimator's patches (chosen on the tuning split, benchmarks/noise_estimate.py)
 NOISE_PATCH = 7
 #: ... and at most this many patches (a stride over large images)

@@ -422,11 +422,9 @@ def problem_for(plan: Plan, req: SolveRequest, obs: Observation, callback=None):
         given["kernel"], degradation["kernel"] = k, {**degradation.get("kernel", {}), **entry}
     degradation["noise_sigma"] = {"value": sigma, "source": sigma_source, "scale": "[-1, 1]"}
     if sigma_source == "estimated":
-        from .io import noise_estimator
+        from .io import NOISE_ESTIMATOR_NAMES, noise_estimator
 
-        degradation["noise_sigma"]["estimator"] = {"pca": "patch PCA (Chen et al. 2015)",
-                                                   "weak": "patch PCA on weakly textured patches (Liu et al. 2013)",
-                                                   "mad": "wavelet MAD (Donoho)"}[noise_estimator(y[:1])]
+        degradation["noise_sigma"]["estimator"] = NOISE_ESTIMATOR_NAMES[noise_estimator(y[:1])]
     prob = measured.build_problem(task, req, plan.prior, y, opts, given)
     prob.degradation = degradation
     if degradation.get("kernel", {}).get("reliable") is False:
