@@ -58,7 +58,9 @@ class ImageInfo:
     alpha channel or a transparent colour; ``bit_depth``: 8, or 16 for files with more than 8 bits per sample
     (16-bit integer; 32-bit float files count as 16: the depth to write results of them in); ``format``: Pillow's
     name (PNG, JPEG, TIFF, WEBP, BMP, GIF, ...; multi-picture JPEG counts as JPEG); ``exif_rotated``: an EXIF
-    orientation other than 'normal' (a rotation and/or mirroring) was found and is applied on reading."""
+    orientation other than 'normal' (a rotation and/or mirroring) was found and is applied on reading; ``frames``: the
+    pictures the file holds (an animation or a multi-page TIFF: more than 1; only the first is read; a camera's
+    multi-picture JPEG, whose others are previews, counts as 1)."""
 
     width: int
     height: int
@@ -67,6 +69,7 @@ class ImageInfo:
     bit_depth: int
     format: str
     exif_rotated: bool
+    frames: int = 1
 
 
 _ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
@@ -176,7 +179,8 @@ def _header(im, path: Path) -> tuple[ImageInfo, int]:
     deep = depth > 8 or mode in ("I", "F") or mode.startswith("I;16")
     info = ImageInfo(width=int(w), height=int(h), channels=1 if grey else 3,
                      has_alpha=mode in _ALPHA_MODES or "transparency" in im.info, bit_depth=16 if deep else 8,
-                     format=fmt, exif_rotated=orientation != 1)
+                     format=fmt, exif_rotated=orientation != 1,
+                     frames=1 if im.format == "MPO" else max(1, int(getattr(im, "n_frames", 1) or 1)))
     return info, orientation
 
 

@@ -333,6 +333,8 @@ class Observation:
     grey_input: bool
     bits: int
     input_size: tuple[int, int]
+    #: the pictures in the file (an animation or a multi-page file holds more; only the first is restored)
+    frames: int = 1
 
 
 def read_measurement(plan: Plan, req: SolveRequest, image: Path) -> Observation:
@@ -356,7 +358,8 @@ def read_measurement(plan: Plan, req: SolveRequest, image: Path) -> Observation:
     from .io import output_bits
 
     bits = output_bits(info, Path(req.out) / "x.png")
-    return Observation(y=y, alpha=alpha, grey_input=grey_input, bits=bits, input_size=tuple(y.shape[-2:]))
+    return Observation(y=y, alpha=alpha, grey_input=grey_input, bits=bits, input_size=tuple(y.shape[-2:]),
+                       frames=info.frames)
 
 
 #: how far from grey (on [0, 1]) the 99th percentile of an RGB file's pixels may stray, channel by channel, for the
@@ -429,6 +432,9 @@ def problem_for(plan: Plan, req: SolveRequest, obs: Observation, callback=None):
     prob.degradation = degradation
     if degradation.get("kernel", {}).get("reliable") is False:
         prob.warnings.append(measured.unreliable_kernel(degradation["kernel"]))
+    if obs.frames > 1:
+        prob.warnings.append(f"the file holds {obs.frames} pictures (an animation or a multi-page file): only the "
+                             "first is restored")
     if isinstance(getattr(prob.op, "mask", None), Tensor):
         degradation.setdefault("mask", {})["observed_fraction"] = round(float((prob.op.mask > 0).float().mean()), 6)
     degradation["padding"] = {"input_size": list(obs.input_size), "restored_size": list(prob.size),

@@ -215,6 +215,19 @@ def test_sixteen_bit_grey_and_rotated_files(files, tmp_path):
     assert im.size == (48, 40)  # the EXIF rotation applied: width and height swapped
 
 
+
+def test_a_multi_page_file_restores_its_first_picture_and_says_so(files, tmp_path):
+    rng = np.random.default_rng(1)
+    pages = [Image.fromarray((rng.random((48, 40, 3)) * 255).astype(np.uint8)) for _ in range(3)]
+    pages[0].save(tmp_path / "pages.tiff", save_all=True, append_images=pages[1:])
+    r, err = solve(files, tmp_path / "o", "--task", "denoise", tmp_path / "pages.tiff")
+    rep = report(r)
+    said = [w for w in rep["warnings"] if "3 pictures" in w]
+    assert len(said) == 1 and "first" in said[0]
+    assert np.asarray(Image.open(rep["files"]["restored"])).shape == (48, 40, 3)
+    r, _ = solve(files, tmp_path / "p", "--task", "denoise", files / "photo.png")
+    assert not [w for w in report(r)["warnings"] if "pictures" in w]  # a one-picture file says nothing
+
 # ---- many files ---------------------------------------------------------------------------------------------------
 def test_a_folder_with_a_bad_file_restores_the_others_and_a_rerun_continues(files, tmp_path):
     src = tmp_path / "photos"
