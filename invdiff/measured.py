@@ -77,8 +77,13 @@ def load_mask_file(path: Path) -> Tensor:
     return (read_image(path, channels=1) > 0).float()
 
 
-def noise_sigma(value, y: Tensor, *, default: float | None) -> tuple[float, str]:
-    """(σ, where it came from): the given number, or the estimate ("auto", or no value and no default)."""
+#: the largest noise σ a photo's pixels can carry on [-1, 1] (half the range); a larger one is a σ in grey levels
+SIGMA_LIMIT = 1.0
+
+
+def noise_sigma(value, y: Tensor, *, default: float | None, pixels: bool = True) -> tuple[float, str]:
+    """(σ, where it came from): the given number, or the estimate ("auto", or no value and no default). ``pixels``: y
+    is an image on [-1, 1], where a σ above ``SIGMA_LIMIT`` is refused as a value given in grey levels."""
     if value is None and default is not None:
         return default, "default"
     if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
@@ -91,6 +96,9 @@ def noise_sigma(value, y: Tensor, *, default: float | None) -> tuple[float, str]
         raise ValueError(f"--noise-sigma must be a number or 'auto', got {value!r}") from None
     if not v >= 0 or not np.isfinite(v):
         raise ValueError(f"--noise-sigma: noise sigma must be a finite non-negative number, got {value!r}")
+    if pixels and v > SIGMA_LIMIT:
+        raise ValueError(f"--noise-sigma {value} is larger than the pixels' range allows: it is on the [-1, 1] scale "
+                         f"(σ of {v:g} grey levels of 255 is {2 * v / 255:.4f})")
     return v, "given"
 
 

@@ -413,7 +413,8 @@ def problem_for(plan: Plan, req: SolveRequest, obs: Observation, callback=None):
         if task.measurement != "image" and isinstance(req.noise_sigma, str):
             raise ValueError("--noise-sigma auto: the noise of Fourier magnitudes cannot be estimated; give a number")
         preset = None if task.measurement == "image" else TaskOptions().noise_sigma  # magnitudes: the preset
-        sigma, sigma_source = measured.noise_sigma(req.noise_sigma, y, default=preset)
+        sigma, sigma_source = measured.noise_sigma(req.noise_sigma, y, default=preset,
+                                                   pixels=task.measurement == "image")
         given = {"mask": mask} if isinstance(mask, Tensor) else {}
         if mask_entry:
             degradation["mask"] = mask_entry

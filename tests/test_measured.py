@@ -273,3 +273,12 @@ def test_best_of_k_by_the_measurement(files, tmp_path):
     assert len(sel["distances"]) == 3 and sel["chosen"] == int(np.argmin(sel["distances"])) and "mean" in sel["by"]
     r, err = solve(files, tmp_path / "x", "--task", "denoise", "--select", "truth", files / "photo.png", code=2)
     one_line(err, "--select")
+
+
+def test_a_noise_sigma_beyond_the_pixel_range_is_refused_as_grey_levels(files, tmp_path):
+    r, err = solve(files, tmp_path / "a", "--task", "denoise", files / "photo.png", "--noise-sigma", "5", code=2)
+    line = one_line(err, "[-1, 1]", "grey levels")
+    assert "0.0392" in line  # 5 levels of 255 on [-1, 1]: 2·5/255
+    assert not any((tmp_path / "a").glob("*.png"))
+    r, _ = solve(files, tmp_path / "b", "--task", "denoise", files / "photo.png", "--noise-sigma", "1")  # the limit
+    assert report(r)["degradation"]["noise_sigma"]["value"] == 1.0
