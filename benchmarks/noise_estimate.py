@@ -50,19 +50,21 @@ def measured(y: torch.Tensor, s: float, seed: int) -> torch.Tensor:
     return (((y + s * n).clamp(-1, 1) + 1) / 2 * 255).round() / 255 * 2 - 1
 
 
-def estimators(patches: list[int]) -> dict:
+def estimators(patches: list[int], weak_patches: list[int]) -> dict:
     from invdiff.io import estimate_noise_sigma
 
     out = {"auto": lambda y: estimate_noise_sigma(y), "mad": lambda y: estimate_noise_sigma(y, "mad")}
     for p in patches:
         out[f"pca{p}"] = lambda y, p=p: estimate_noise_sigma(y, "pca", patch=p)
     out["weak"] = lambda y: estimate_noise_sigma(y, "weak")
+    for p in weak_patches:
+        out[f"weak{p}"] = lambda y, p=p: estimate_noise_sigma(y, "weak", patch=p)
     return out
 
 
-def estimates(xs, names, patches: list[int]) -> dict:
-    est, rows = estimators(patches), []
-    for kind in DEGRADATIONS:
+def estimates(xs, names, patches: list[int], weak_patches: list[int] = (), kinds=DEGRADATIONS) -> dict:
+    est, rows = estimators(patches, list(weak_patches)), []
+    for kind in kinds:
         for i, name in enumerate(names):
             y0 = degrade(xs[i: i + 1], kind)
             for j, s in enumerate(SIGMAS):
@@ -71,7 +73,7 @@ def estimates(xs, names, patches: list[int]) -> dict:
                 rows.append({"photo": name, "degradation": kind, "sigma": s, "truth": round(truth, 5),
                              **{k: round(f(y), 5) for k, f in est.items()}})
         print(kind, json.dumps(summary(rows, list(est), kind)), flush=True)
-    return {"rows": rows, "summary": {k: summary(rows, list(est), k) for k in (*DEGRADATIONS, None)}}
+    return {"rows": rows, "summary": {k: summary(rows, list(est), k) for k in (*kinds, None)}}
 
 
 def summary(rows: list[dict], names: list[str], kind: str | None) -> dict:
@@ -123,6 +125,9 @@ def main() -> None:
     ap.add_argument("mode", choices=("estimates", "restore"))
     ap.add_argument("--split", choices=("tuning", "suite"), default="tuning")
     ap.add_argument("--patches", type=int, nargs="+", default=[5, 7, 9])
+    ap.add_argument("--weak-patches", type=int, nargs="*", default=[],
+                    help="also the weak-texture estimate with these patch sides (forced, before the size rule)")
+    ap.add_argument("--degradations", nargs="+", choices=DEGRADATIONS, default=list(DEGRADATIONS))
     ap.add_argument("--tasks", nargs="+", default=["sr", "denoise"])
     ap.add_argument("--sigmas", type=float, nargs="+", default=[0.0, 0.02, 0.05])
     ap.add_argument("--json", type=Path, required=True)
@@ -131,7 +136,7 @@ def main() -> None:
     xs, names = _photos(a.split, 6)
     a.json.parent.mkdir(parents=True, exist_ok=True)
     if a.mode == "estimates":
-        out = {"split": a.split, "names": names, **estimates(xs, names, a.patches)}
+        out = {"split": a.split, "names": names, **estimates(xs, names, a.patches, a.weak_patches, a.degradations)}
     else:
         out = {"split": a.split, "names": names, "rows": restore_rows(xs, names, a.tasks, a.sigmas)}
     a.json.write_text(json.dumps(out, indent=1) + "\n")

@@ -383,6 +383,10 @@ NOISE_ESTIMATOR_NAMES = {"pca": "patch PCA (Chen et al. 2015)", "weak": "patch P
 NOISE_PATCH = 7
 #: ... and at most this many patches (a stride over large images)
 NOISE_MAX_PATCHES = 20000
+#: patches per dimension of their covariance that the patch side must leave, plain PCA / weakly textured patches
+#: (the selection keeps only some; at 64×64 a grey photo takes 5-px patches: benchmarks/RESULTS.md); where no side
+#: leaves the selection its number, the side that leaves plain PCA its number
+NOISE_PATCHES_PER_DIM = {"pca": 20, "weak": 100}
 
 
 def _channels(x: Tensor) -> Tensor:
@@ -409,7 +413,9 @@ def estimate_noise_sigma(x: Tensor, method: str = "auto", *, patch: int = NOISE_
     ``NOISE_MAX_PATCHES``); image structure lives in a few large ones, the noise variance is the mean of the
     smallest, taken over the largest tail of them whose mean is also its median. A small image takes smaller
     patches, so that there are at least 20 per dimension of their covariance (fewer bias the smallest eigenvalues
-    low); one too small for 3 × 3 patches on those terms (an RGB image under about 27 px) is refused. ``mad``:
+    low; the weak-texture selection keeps only some, so it asks for 100 per dimension where it can, 5-px patches for
+    a 64×64 grey photo); one too small for 3 × 3 patches at 20 per dimension (an RGB image under about 27 px) is
+    refused. ``mad``:
     Donoho's rule, the median absolute finest-scale diagonal Haar wavelet coefficient / 0.6745, averaged over
     channels; accurate where the fine detail is weaker than the noise (blurred photos), an upper bound otherwise.
     ``weak``: PCA on the weakly textured patches only (``_weak_texture_noise_sigma``, Liu, Tanaka & Okutomi 2013's
@@ -427,8 +433,10 @@ def estimate_noise_sigma(x: Tensor, method: str = "auto", *, patch: int = NOISE_
     if method == "auto":
         method = noise_estimator(a)
     if method in ("pca", "weak"):
-        c, hh, ww = a.shape  # patches small enough that there are 20 per dimension of their covariance
-        p = next((q for q in range(patch, 2, -1) if (hh - q + 1) * (ww - q + 1) >= 20 * c * q * q), None)
+        c, hh, ww = a.shape  # patches small enough that there are enough per dimension of their covariance
+        sides = [q for per in (NOISE_PATCHES_PER_DIM[method], NOISE_PATCHES_PER_DIM["pca"]) for q in range(patch, 2, -1)
+                 if (hh - q + 1) * (ww - q + 1) >= per * c * q * q]
+        p = sides[0] if sides else None
         if p is None:
             raise ValueError(f"image of size {tuple(a.shape[-2:])} is too small to estimate its noise: give --noise-sigma")
         return _pca_noise_sigma(a, p) if method == "pca" else _weak_texture_noise_sigma(a, p)

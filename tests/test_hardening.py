@@ -147,6 +147,22 @@ def test_grey_noise_estimate_reads_the_weakly_textured_patches():
     assert estimate_noise_sigma(y, "mad") - 0.05 > 2 * abs(weak - 0.05)
 
 
+def test_the_patch_side_leaves_enough_patches_per_dimension():
+    from invdiff.io import _pca_noise_sigma, _weak_texture_noise_sigma, estimate_noise_sigma
+
+    # the rule, transcribed: the largest side q <= 7 with (H-q+1)(W-q+1) >= per * C * q^2 patches, per = 100 for the
+    # weak-texture selection (it keeps only some) and 20 for plain PCA; where 100 leaves no side, 20 decides
+    g = torch.Generator().manual_seed(2)
+    for n, weak_side, pca_side in ((256, 7, 7), (64, 5, 7), (40, 3, 7), (20, 3, 3)):
+        y = 0.1 * torch.randn(1, n, n, generator=g)
+        assert estimate_noise_sigma(y, "weak") == _weak_texture_noise_sigma(y.double(), weak_side), n
+        assert estimate_noise_sigma(y, "pca") == _pca_noise_sigma(y.double(), pca_side), n
+    rgb = 0.1 * torch.randn(3, 48, 48, generator=g)  # colour: 3·q² dimensions, so 48 px takes 5-px patches
+    assert estimate_noise_sigma(rgb) == _pca_noise_sigma(rgb.double(), 5)
+    with pytest.raises(ValueError, match="give --noise-sigma"):
+        estimate_noise_sigma(torch.randn(1, 15, 15, generator=g))
+
+
 def test_noise_sigma_auto_estimates_sigma(files, tmp_path):
     from invdiff.io import estimate_noise_sigma
 
