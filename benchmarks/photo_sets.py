@@ -21,7 +21,7 @@ import torch
 
 #: the groups of the training list, in the order the list grew (the leg from which each was trained on)
 GROUPS = (("the first 38 (trained on from leg 0)", 0, 38), ("15 from lomiri-wallpapers (from leg 34)", 38, 53),
-          ("13 more from opencv-doc (from leg 36)", 53, 66))
+          ("13 more from opencv-doc (from leg 36)", 53, 66), ("140 from gcompris-qt-data (from leg 56)", 66, 206))
 
 
 def photo_sets(root: str = "data/natural", tuning: str = "data/tuning") -> dict[str, torch.Tensor | None]:

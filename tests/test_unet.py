@@ -53,3 +53,33 @@ def test_config_roundtrip():
     assert UNetConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError, match="unknown"):
         UNetConfig.from_dict({**c.to_dict(), "bogus": 1})
+
+
+def test_attention_is_softmax_qkt_v_with_contiguous_rows(monkeypatch):
+    """The attention block, transcribed: per head, softmax(Q Kᵀ / √d) V over the h·w tokens, projected and added to
+    the input. PyTorch's CPU kernel that never holds the tokens² score matrix takes only contiguous rows; strided
+    ones fall back to the one that does (a 960×540 photo: 2.9 GB instead of 0.65), so the block must hand it those."""
+    import torch.nn.functional as F
+
+    from invdiff.nets.unet import Attention
+
+    torch.manual_seed(0)
+    att = Attention(32, 4, 8)
+    torch.nn.init.normal_(att.proj.weight, std=0.1)
+    x = torch.randn(2, 32, 5, 7)
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, *a, **kw):
+        seen.append(all(t.is_contiguous() for t in (q, k, v)))
+        return sdpa(q, k, v, *a, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    with torch.no_grad():
+        out = att(x)
+        qkv = att.qkv(att.norm(x)).reshape(2, 3, 4, 8, 35)
+        q, k, v = (qkv[:, i].transpose(-1, -2) for i in range(3))  # (b, heads, tokens, d)
+        ref = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, -1) @ v
+        ref = x + att.proj(ref.transpose(-1, -2).reshape(2, 32, 5, 7))
+    assert seen == [True]
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
