@@ -7,6 +7,7 @@ file from its header; ``output_bits`` picks the depth to write a result in."""
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import sys
@@ -60,7 +61,8 @@ class ImageInfo:
     name (PNG, JPEG, TIFF, WEBP, BMP, GIF, ...; multi-picture JPEG counts as JPEG); ``exif_rotated``: an EXIF
     orientation other than 'normal' (a rotation and/or mirroring) was found and is applied on reading; ``frames``: the
     pictures the file holds (an animation or a multi-page TIFF: more than 1; only the first is read; a camera's
-    multi-picture JPEG, whose others are previews, counts as 1)."""
+    multi-picture JPEG, whose others are previews, counts as 1); ``lossy``: the compression discards detail (JPEG,
+    lossy WebP), so what is left at high frequencies is not white noise."""
 
     width: int
     height: int
@@ -70,6 +72,7 @@ class ImageInfo:
     format: str
     exif_rotated: bool
     frames: int = 1
+    lossy: bool = False
 
 
 _ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
@@ -180,8 +183,48 @@ def _header(im, path: Path) -> tuple[ImageInfo, int]:
     info = ImageInfo(width=int(w), height=int(h), channels=1 if grey else 3,
                      has_alpha=mode in _ALPHA_MODES or "transparency" in im.info, bit_depth=16 if deep else 8,
                      format=fmt, exif_rotated=orientation != 1,
-                     frames=1 if im.format == "MPO" else max(1, int(getattr(im, "n_frames", 1) or 1)))
+                     frames=1 if im.format == "MPO" else max(1, int(getattr(im, "n_frames", 1) or 1)),
+                     lossy=fmt == "JPEG" or (fmt == "WEBP" and _webp_lossy(path)))
     return info, orientation
+
+
+def compression_sigma(path: str | Path, rule: str = "rgb") -> float | None:
+    """The error a JPEG's quantisation puts into its pixels, as a noise σ on [-1, 1]; None for other files.
+
+    A JPEG stores each 8×8 block's orthonormal DCT coefficients divided by its quantisation table's steps Q and
+    rounded; a coefficient rounded to the nearest multiple of Q is off by at most Q/2, with variance Q²/12 when it
+    is large against Q (an upper bound for the ones rounded to zero). By Parseval the pixel error of a component
+    has the variance mean(Q²)/12 over the table. ``rule``: ``luma`` counts the luma component's table; ``rgb``
+    what reaches an RGB pixel, var_Y + 2·var_C (R, G, B = Y + 1.402 Cr, Y − 0.344 Cb − 0.714 Cr, Y + 1.772 Cb:
+    the squared chroma weights average 2.0 per channel); a grey JPEG has only luma. The tables are read from the
+    file (Pillow's ``quantization`` and ``layer``)."""
+    from PIL import Image
+
+    path = _existing_file(path)
+    with _read_errors(path), Image.open(path) as im:
+        if im.format not in ("JPEG", "MPO") or not getattr(im, "quantization", None):
+            return None
+        tables = {k: float(np.mean(np.square(np.asarray(v, dtype=np.float64)))) / 12 for k, v in im.quantization.items()}
+        layers = getattr(im, "layer", None) or [(0, 1, 1, min(tables))]
+    var = [tables.get(layer[3], max(tables.values())) for layer in layers]
+    luma, chroma = var[0], (float(np.mean(var[1:])) if len(var) > 1 else 0.0)
+    if rule not in ("luma", "rgb"):
+        raise ValueError(f"unknown compression rule {rule!r}; choose luma or rgb")
+    level = luma if rule == "luma" else luma + 2.0 * chroma
+    return 2.0 * math.sqrt(level) / 255.0
+
+
+def _webp_lossy(path: Path) -> bool:
+    """Whether a WebP file holds a lossy (VP8) picture: its RIFF chunks, up to the first image chunk."""
+    with open(path, "rb") as f:
+        if f.read(12)[8:12] != b"WEBP":
+            return False
+        while len(chunk := f.read(8)) == 8:
+            kind, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if kind in (b"VP8 ", b"VP8L"):
+                return kind == b"VP8 "
+            f.seek(size + (size & 1), 1)
+    return False
 
 
 def _valid_orientation(value) -> int:

@@ -156,8 +156,9 @@ def kernel_prior_for(task: Task, preset, choice: str | None = None) -> tuple[obj
 
 
 def kernel_for(task: Task, req, y: Tensor, sigma: float, prior, gens, callback=None,
-               preset=None) -> tuple[Tensor | None, dict | None]:
-    """The measured photo's kernel: given (--kernel, --blur-sigma), or a blind estimate, or a clear error."""
+               preset=None, lossy: bool = False) -> tuple[Tensor | None, dict | None]:
+    """The measured photo's kernel: given (--kernel, --blur-sigma), or a blind estimate, or a clear error.
+    ``lossy``: the photo came from a lossy file, so a blind Gaussian blur is read from its edges, not its spectrum."""
     from . import operators as ops
 
     if task.needs not in ("kernel", "kernel-field"):
@@ -174,15 +175,24 @@ def kernel_for(task: Task, req, y: Tensor, sigma: float, prior, gens, callback=N
         return k, _kernel_entry("given (--blur-sigma)", k, blur_sigma=float(req.blur_sigma))
     if task.blind is None:
         raise ValueError(f"--task {task.name} on a measured photo needs its kernel: give --kernel FILE")
-    return _blind_kernel(task, req, y, sigma, prior, gens, callback, preset)
+    return _blind_kernel(task, req, y, sigma, prior, gens, callback, preset, lossy)
 
 
-def _blind_kernel(task: Task, req, y: Tensor, sigma: float, prior, gens, callback, preset=None) -> tuple[Tensor, dict]:
+#: what the report calls each Gaussian blur estimator
+GAUSSIAN_ESTIMATOR_NAMES = {"spectrum": "power spectrum (type-II maximum likelihood)",
+                            "edges": "re-blur ratio at the strongest edges (Zhuo & Sim 2011): a lossy file"}
+
+
+def _blind_kernel(task: Task, req, y: Tensor, sigma: float, prior, gens, callback, preset=None,
+                  lossy: bool = False) -> tuple[Tensor, dict]:
     from . import blind
 
-    kp_entry, spread = None, {}
+    kp_entry, extra = None, {}
     if task.blind == "gaussian":
-        est = blind.estimate_gaussian_blur(y, sigma, kernel_size=req.kernel_size, padding=req.padding, callback=callback)
+        method = "edges" if lossy else "spectrum"
+        est = blind.estimate_gaussian_blur(y, sigma, kernel_size=req.kernel_size, padding=req.padding, callback=callback,
+                                           method=method)
+        extra = {"estimator": GAUSSIAN_ESTIMATOR_NAMES[method]}
     else:
         region = estimate_window(y, req, prior)
         t, left, h, w = region
@@ -191,13 +201,13 @@ def _blind_kernel(task: Task, req, y: Tensor, sigma: float, prior, gens, callbac
         kp, kp_entry = kernel_prior_for(task, preset, req.kernel_prior)
         est = blind.estimate_motion_kernel(y, prior, sigma, kernel_size=size, kernel_prior=kp, generator=gens,
                                            callback=callback)
-        spread = {"region": list(region), **_spread_entry(blind.crop_spread(y, est.kernel, sigma, kernel_prior=kp))}
+        extra = {"region": list(region), **_spread_entry(blind.crop_spread(y, est.kernel, sigma, kernel_prior=kp))}
     k = est.kernel.detach().float().cpu()
     choice = est.history[-1] if est.history and "chosen" in est.history[-1] else {}
     return k, _kernel_entry(f"estimated (blind, {est.kind})", k, blur_sigma=getattr(est, "blur_sigma", None),
                             seconds=round(float(est.seconds), 2), start=choice.get("chosen"),
                             start_residuals=choice.get("residuals"),
-                            kernel_prior=kp_entry, **spread)
+                            kernel_prior=kp_entry, **extra)
 
 
 def estimate_window(y: Tensor, req, prior) -> tuple[int, int, int, int]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import dataclasses
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -335,6 +336,10 @@ class Observation:
     input_size: tuple[int, int]
     #: the pictures in the file (an animation or a multi-page file holds more; only the first is restored)
     frames: int = 1
+    #: the file's compression discards detail (JPEG, lossy WebP): a blind Gaussian blur is read from its edges
+    lossy: bool = False
+    #: a JPEG's quantisation error as a noise σ on [-1, 1] (``invdiff.io.compression_sigma``), else None
+    compression: float | None = None
 
 
 def read_measurement(plan: Plan, req: SolveRequest, image: Path) -> Observation:
@@ -355,11 +360,12 @@ def read_measurement(plan: Plan, req: SolveRequest, image: Path) -> Observation:
             y = y.expand(-1, C, -1, -1).contiguous() if y.shape[1] == 1 else read_image(image, channels=C)
     if not torch.isfinite(y).all():
         raise ValueError(f"{image} contains NaN or infinite values")
-    from .io import output_bits
+    from .io import compression_sigma, output_bits
 
     bits = output_bits(info, Path(req.out) / "x.png")
     return Observation(y=y, alpha=alpha, grey_input=grey_input, bits=bits, input_size=tuple(y.shape[-2:]),
-                       frames=info.frames)
+                       frames=info.frames, lossy=info.lossy,
+                       compression=compression_sigma(image) if info.lossy and not req.simulate else None)
 
 
 #: how far from grey (on [0, 1]) the 99th percentile of an RGB file's pixels may stray, channel by channel, for the
@@ -415,6 +421,9 @@ def problem_for(plan: Plan, req: SolveRequest, obs: Observation, callback=None):
         preset = None if task.measurement == "image" else TaskOptions().noise_sigma  # magnitudes: the preset
         sigma, sigma_source = measured.noise_sigma(req.noise_sigma, y, default=preset,
                                                    pixels=task.measurement == "image")
+        white = sigma
+        if sigma_source == "estimated" and obs.compression is not None:  # what the JPEG's rounding adds
+            sigma = math.hypot(sigma, obs.compression)
         given = {"mask": mask} if isinstance(mask, Tensor) else {}
         if mask_entry:
             degradation["mask"] = mask_entry
@@ -422,13 +431,17 @@ def problem_for(plan: Plan, req: SolveRequest, obs: Observation, callback=None):
     _check_method_fits(plan, task, opts, y)
     if task.needs in ("kernel", "kernel-field") and "kernel" not in given:
         gens = make_generators(req.seed, 1, purpose="blind")
-        k, entry = measured.kernel_for(task, req, y, sigma, plan.prior, gens, callback, preset=plan.preset)
+        k, entry = measured.kernel_for(task, req, y, sigma, plan.prior, gens, callback, preset=plan.preset,
+                                       lossy=obs.lossy and not req.simulate)
         given["kernel"], degradation["kernel"] = k, {**degradation.get("kernel", {}), **entry}
     degradation["noise_sigma"] = {"value": sigma, "source": sigma_source, "scale": "[-1, 1]"}
     if sigma_source == "estimated":
         from .io import NOISE_ESTIMATOR_NAMES, noise_estimator
 
         degradation["noise_sigma"]["estimator"] = NOISE_ESTIMATOR_NAMES[noise_estimator(y[:1])]
+        if not req.simulate and obs.compression is not None:
+            degradation["noise_sigma"].update(white=white, jpeg_quantisation=obs.compression,
+                                              rule="hypot(white, quantisation): the JPEG's tables")
     prob = measured.build_problem(task, req, plan.prior, y, opts, given)
     prob.degradation = degradation
     if degradation.get("kernel", {}).get("reliable") is False:

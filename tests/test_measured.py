@@ -6,6 +6,7 @@ rerun that continues)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -282,3 +283,20 @@ def test_a_noise_sigma_beyond_the_pixel_range_is_refused_as_grey_levels(files, t
     assert not any((tmp_path / "a").glob("*.png"))
     r, _ = solve(files, tmp_path / "b", "--task", "denoise", files / "photo.png", "--noise-sigma", "1")  # the limit
     assert report(r)["degradation"]["noise_sigma"]["value"] == 1.0
+
+
+def test_a_jpeg_counts_its_quantisation_as_noise_and_reads_a_blind_blur_from_its_edges(files, tmp_path):
+    from invdiff.io import compression_sigma, estimate_noise_sigma, read_image
+
+    Image.open(files / "photo.png").save(tmp_path / "p.jpg", quality=80)
+    r, _ = solve(files, tmp_path / "o", "--task", "deblur", tmp_path / "p.jpg")
+    deg = report(r)["degradation"]
+    white, quant = estimate_noise_sigma(read_image(tmp_path / "p.jpg")), compression_sigma(tmp_path / "p.jpg")
+    assert deg["noise_sigma"]["white"] == pytest.approx(white) and deg["noise_sigma"]["jpeg_quantisation"] == quant
+    assert deg["noise_sigma"]["value"] == pytest.approx(math.hypot(white, quant))
+    assert "edges" in deg["kernel"]["estimator"]
+    r, _ = solve(files, tmp_path / "n", "--task", "deblur", files / "photo.png")  # a lossless file: as before
+    deg = report(r)["degradation"]
+    assert "spectrum" in deg["kernel"]["estimator"] and "jpeg_quantisation" not in deg["noise_sigma"]
+    r, _ = solve(files, tmp_path / "g", "--task", "deblur", tmp_path / "p.jpg", "--noise-sigma", "0.03")  # given
+    assert report(r)["degradation"]["noise_sigma"]["value"] == 0.03
