@@ -10,7 +10,9 @@ leaves a residual that falls off with frequency, so the spectral estimator's whi
 2. ``noise``: deblurring JPEGs (quality 75, 90, 95; σ_b = 2, noise 0.02) with the true blur given, the noise
    level as the file's white-noise estimate alone, with the quantisation's error added (``compression_sigma``'s
    two rules), or the truth: which level the restoration needs.
-3. ``restore``: end to end through ``solve`` (measured mode, the default prior and the deblurring preset) on JPEGs
+3. ``tasks``: SR ×4 and denoising of JPEGs (quality 90, noise 0.02) through ``solve``, the noise level before
+   (the white estimate) and now (with the quantisation's error).
+4. ``restore``: end to end through ``solve`` (measured mode, the default prior and the deblurring preset) on JPEGs
    of quality 90 (σ_b ∈ {1.5, 3}, noise 0.02): the blur given as each estimate, or as the truth, the noise level as
    solve now sets it (the white estimate and the quantisation's error); ``before``: the spectral estimate and the
    white estimate alone, as solve ran a JPEG before; PSNR against the clean photo.
@@ -153,12 +155,42 @@ def noise_rows(xs, names, qualities=(75, 90, 95), blur: float = 2.0) -> list[dic
     return rows
 
 
+def task_rows(xs, names, quality: int = 90) -> list[dict]:
+    """SR ×4 and denoising of JPEGs (noise 0.02 before saving) through ``solve``: the noise level as the white
+    estimate alone (``before``) or as solve now sets it (with the quantisation's error, ``now``)."""
+    from invdiff.io import estimate_noise_sigma, read_image
+    from invdiff.metrics import psnr
+    from invdiff.solve import SolveRequest, solve
+    from invdiff.tasks import TaskOptions, get_task
+    from invdiff.rng import make_generators
+
+    rows = []
+    for task in ("sr", "denoise"):
+        for i, name in enumerate(names):
+            x = xs[i: i + 1]
+            y0 = get_task("sr").operator(x.shape, TaskOptions(), generator=make_generators(0, 1))(x) if task == "sr" else x
+            data = measured_file(y0, 0.0, 0.02, 2000 * i + len(task), quality)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"{name}.jpg"
+                path.write_bytes(data)
+                white = estimate_noise_sigma(read_image(path))
+                row = {"photo": name, "task": task, "quality": quality, "psnr": {}, "sigma": {}}
+                for arm, noise in (("before", white), ("now", None)):
+                    rep = solve(SolveRequest(image=path, task=task, out=Path(tmp) / arm, noise_sigma=noise))
+                    x_hat = read_image(rep["files"]["restored"], channels=3)
+                    row["sigma"][arm] = round(rep["degradation"]["noise_sigma"]["value"], 5)
+                    row["psnr"][arm] = round(float(psnr(x_hat, x)[0]), 3)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from blind_motion import _photos
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("estimates", "restore", "noise"))
+    ap.add_argument("mode", choices=("estimates", "restore", "noise", "tasks"))
     ap.add_argument("--split", choices=("tuning", "suite"), default="tuning")
     ap.add_argument("--json", type=Path, required=True)
     a = ap.parse_args()
@@ -168,7 +200,7 @@ def main() -> None:
     if a.mode == "estimates":
         body = estimates(xs, names)
     else:
-        body = {"rows": (restore_rows if a.mode == "restore" else noise_rows)(xs, names)}
+        body = {"rows": {"restore": restore_rows, "noise": noise_rows, "tasks": task_rows}[a.mode](xs, names)}
     a.json.write_text(json.dumps({"split": a.split, "names": names, **body}, indent=1) + "\n")
 
 
