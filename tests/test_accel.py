@@ -94,7 +94,9 @@ def test_per_image_memory_grows_with_the_image_and_the_gradient():
     small = accel.per_image_bytes(prior, (1, 16, 16), gradient=True, device=torch.device("cpu"))
     large = accel.per_image_bytes(prior, (1, 32, 32), gradient=True, device=torch.device("cpu"))
     fwd = accel.per_image_bytes(prior, (1, 32, 32), gradient=False, device=torch.device("cpu"))
-    assert 3 * small < large < 16 * small  # activations grow with the pixel count (attention maps with its square)
+    # activations grow with the pixel count (4x here; the per-image parts that do not, such as the time embedding,
+    # make it less); the attention's memory-efficient kernel saves no tokens^2 score maps, so at most 4x and a margin
+    assert 2 * small < large < 6 * small
     assert 0 < fwd < large
     assert accel.available_memory(torch.device("cpu")) > 0
 

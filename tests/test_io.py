@@ -220,7 +220,7 @@ def test_jpeg_reads_as_pillow_decodes(tmp_path):
     Image.fromarray(pattern()).save(tmp_path / "a.jpg", quality=90)
     y, info = read_image(tmp_path / "a.jpg", with_info=True)
     assert np.abs(unit(y) - np.asarray(Image.open(tmp_path / "a.jpg")) / 255).max() <= Q8
-    assert info == ImageInfo(32, 48, 3, False, 8, "JPEG", False)
+    assert info == ImageInfo(32, 48, 3, False, 8, "JPEG", False, lossy=True)
     assert read_image(tmp_path / "a.jpg", channels=1).shape == (1, 1, 48, 32)
 
 
@@ -280,7 +280,7 @@ def test_exif_rotated_jpeg(tmp_path, orientation, turn):
     upright = np.rot90(stored, turn)  # 6: stored turned counter-clockwise, shown turned clockwise; 8: the other way
     assert np.abs(unit(y) - upright / 255).mean() < 6 / 255
     assert np.abs(unit(y) - stored.transpose(1, 0, 2) / 255).mean() > 20 / 255
-    assert info == ImageInfo(48, 32, 3, False, 8, "JPEG", True) == read_image_info(tmp_path / "r.jpg")
+    assert info == ImageInfo(48, 32, 3, False, 8, "JPEG", True, lossy=True) == read_image_info(tmp_path / "r.jpg")
     assert np.abs(unit(y) * 255 - np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "r.jpg")))).max() <= 0.5
 
 
