@@ -91,97 +91,81 @@ def estimates(xs, names) -> dict:
     return {"rows": rows, "summary": summary}
 
 
+def _jpeg(tmp: str, name: str, data: bytes):
+    """The file's path in the folder tmp, and its pixels and white-noise estimate as solve reads them."""
+    from invdiff.io import estimate_noise_sigma, read_image
+
+    path = Path(tmp) / f"{name}.jpg"
+    path.write_bytes(data)
+    y = read_image(path)
+    return path, y, estimate_noise_sigma(y)
+
+
+def _row(row: dict, scores: dict, sigmas: dict) -> dict:
+    row.update(noise_level={a: v[0] for a, v in scores.items()}, psnr={a: v[1] for a, v in scores.items()},
+               sigma={a: round(v, 5) for a, v in sigmas.items()})
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def restore_rows(xs, names, quality: int = 90) -> list[dict]:
     from invdiff.blind import estimate_gaussian_blur
-    from invdiff.io import estimate_noise_sigma, read_image
     from invdiff.metrics import psnr
-    from invdiff.solve import SolveRequest, solve
+    from noise_estimate import score_arms
 
     rows = []
     for i, name in enumerate(names):
         for b, blur in enumerate((1.5, 3.0)):
-            data = measured_file(xs[i: i + 1], blur, 0.02, 1000 * i + b, quality)
             with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / f"{name}.jpg"
-                path.write_bytes(data)
-                y = read_image(path)
-                s = estimate_noise_sigma(y)
+                path, y, s = _jpeg(tmp, name, measured_file(xs[i: i + 1], blur, 0.02, 1000 * i + b, quality))
                 spectrum = estimate_gaussian_blur(y, s).blur_sigma
                 arms = {"before": (spectrum, s), "spectrum": (spectrum, None),
                         "edges": (estimate_gaussian_blur(y, s, method="edges").blur_sigma, None), "truth": (blur, None)}
-                row = {"photo": name, "blur": blur, "noise": 0.02, "quality": quality, "noise_estimate": round(s, 5),
-                       "blurry": round(float(psnr(y, xs[i: i + 1])[0]), 3), "sigma": {}, "psnr": {}}
-                for arm, (sig, noise) in arms.items():
-                    rep = solve(SolveRequest(image=path, task="deblur", out=Path(tmp) / arm, blur_sigma=max(sig, 0.05),
-                                             noise_sigma=noise))
-                    row.setdefault("noise_level", {})[arm] = round(rep["degradation"]["noise_sigma"]["value"], 5)
-                    x_hat = read_image(rep["files"]["restored"], channels=3)
-                    row["sigma"][arm] = round(sig, 3)
-                    row["psnr"][arm] = round(float(psnr(x_hat, xs[i: i + 1])[0]), 3)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                scores = score_arms(path, xs[i: i + 1], "deblur", {a: {"blur_sigma": max(sig, 0.05), "noise_sigma": n}
+                                                                   for a, (sig, n) in arms.items()})
+                rows.append(_row({"photo": name, "blur": blur, "noise": 0.02, "quality": quality, "noise_estimate": round(s, 5),
+                                  "blurry": round(float(psnr(y, xs[i: i + 1])[0]), 3)}, scores,
+                                 {a: v[0] for a, v in arms.items()}))
     return rows
 
 
 def noise_rows(xs, names, qualities=(75, 90, 95), blur: float = 2.0) -> list[dict]:
     """Deblurring JPEGs with the true blur given: the noise level as the white-noise estimate alone, or with the
     quantisation's error added in quadrature (``invdiff.io.compression_sigma``, both rules), or the true noise."""
-    from invdiff.io import compression_sigma, estimate_noise_sigma, read_image
+    from invdiff.io import compression_sigma
     from invdiff.metrics import psnr
-    from invdiff.solve import SolveRequest, solve
+    from noise_estimate import score_arms
 
     rows = []
     for i, name in enumerate(names):
         for q in qualities:
-            data = measured_file(xs[i: i + 1], blur, 0.02, 1000 * i + q, q)
             with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / f"{name}.jpg"
-                path.write_bytes(data)
-                y = read_image(path)
-                s = estimate_noise_sigma(y)
-                arms = {"white": s, "truth": 0.02}
-                for rule in ("luma", "rgb"):
-                    arms[rule] = math.hypot(s, compression_sigma(path, rule))
-                row = {"photo": name, "blur": blur, "noise": 0.02, "quality": q,
-                       "blurry": round(float(psnr(y, xs[i: i + 1])[0]), 3), "sigma": {}, "psnr": {}}
-                for arm, sig in arms.items():
-                    rep = solve(SolveRequest(image=path, task="deblur", out=Path(tmp) / arm, blur_sigma=blur,
-                                             noise_sigma=sig))
-                    x_hat = read_image(rep["files"]["restored"], channels=3)
-                    row["sigma"][arm] = round(sig, 5)
-                    row["psnr"][arm] = round(float(psnr(x_hat, xs[i: i + 1])[0]), 3)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                path, y, s = _jpeg(tmp, name, measured_file(xs[i: i + 1], blur, 0.02, 1000 * i + q, q))
+                arms = {"white": s, "truth": 0.02, **{r: math.hypot(s, compression_sigma(path, r)) for r in ("luma", "rgb")}}
+                scores = score_arms(path, xs[i: i + 1], "deblur", {a: {"blur_sigma": blur, "noise_sigma": v}
+                                                                   for a, v in arms.items()})
+                rows.append(_row({"photo": name, "blur": blur, "noise": 0.02, "quality": q,
+                                  "blurry": round(float(psnr(y, xs[i: i + 1])[0]), 3)}, scores, arms))
     return rows
 
 
 def task_rows(xs, names, quality: int = 90) -> list[dict]:
     """SR ×4 and denoising of JPEGs (noise 0.02 before saving) through ``solve``: the noise level as the white
     estimate alone (``before``) or as solve now sets it (with the quantisation's error, ``now``)."""
-    from invdiff.io import estimate_noise_sigma, read_image
-    from invdiff.metrics import psnr
-    from invdiff.solve import SolveRequest, solve
-    from invdiff.tasks import TaskOptions, get_task
     from invdiff.rng import make_generators
+    from invdiff.tasks import TaskOptions, get_task
+    from noise_estimate import score_arms
 
     rows = []
     for task in ("sr", "denoise"):
         for i, name in enumerate(names):
             x = xs[i: i + 1]
             y0 = get_task("sr").operator(x.shape, TaskOptions(), generator=make_generators(0, 1))(x) if task == "sr" else x
-            data = measured_file(y0, 0.0, 0.02, 2000 * i + len(task), quality)
             with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / f"{name}.jpg"
-                path.write_bytes(data)
-                white = estimate_noise_sigma(read_image(path))
-                row = {"photo": name, "task": task, "quality": quality, "psnr": {}, "sigma": {}}
-                for arm, noise in (("before", white), ("now", None)):
-                    rep = solve(SolveRequest(image=path, task=task, out=Path(tmp) / arm, noise_sigma=noise))
-                    x_hat = read_image(rep["files"]["restored"], channels=3)
-                    row["sigma"][arm] = round(rep["degradation"]["noise_sigma"]["value"], 5)
-                    row["psnr"][arm] = round(float(psnr(x_hat, x)[0]), 3)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                path, _, white = _jpeg(tmp, name, measured_file(y0, 0.0, 0.02, 2000 * i + len(task), quality))
+                scores = score_arms(path, x, task, {"before": {"noise_sigma": white}, "now": {"noise_sigma": None}})
+                rows.append(_row({"photo": name, "task": task, "quality": quality}, scores,
+                                 {a: v[0] for a, v in scores.items()}))
     return rows
 
 

@@ -86,11 +86,24 @@ def summary(rows: list[dict], names: list[str], kind: str | None) -> dict:
     return out
 
 
-def restore_rows(xs, names, tasks: list[str], sigmas: list[float]) -> list[dict]:
-    """End to end through ``solve`` (measured mode, the default prior and preset), σ given as each estimate."""
-    from invdiff.io import estimate_noise_sigma, read_image, write_image
+def score_arms(path: Path, x: torch.Tensor, task: str, arms: dict[str, dict]) -> dict[str, tuple[float, float]]:
+    """``solve`` the measured file once per arm (its SolveRequest keywords), next to it: {arm: (the noise level
+    solve used, PSNR of the restored file against the clean photo x)}."""
+    from invdiff.io import read_image
     from invdiff.metrics import psnr
     from invdiff.solve import SolveRequest, solve
+
+    out = {}
+    for arm, kw in arms.items():
+        rep = solve(SolveRequest(image=path, task=task, out=path.parent / arm, **kw))
+        x_hat = read_image(rep["files"]["restored"], channels=3)
+        out[arm] = (round(rep["degradation"]["noise_sigma"]["value"], 5), round(float(psnr(x_hat, x)[0]), 3))
+    return out
+
+
+def restore_rows(xs, names, tasks: list[str], sigmas: list[float]) -> list[dict]:
+    """End to end through ``solve`` (measured mode, the default prior and preset), σ given as each estimate."""
+    from invdiff.io import estimate_noise_sigma, write_image
 
     rows = []
     for task in tasks:
@@ -104,12 +117,11 @@ def restore_rows(xs, names, tasks: list[str], sigmas: list[float]) -> list[dict]
                 row = {"photo": name, "task": task, "sigma": s, "sigma_given": {}, "psnr": {}}
                 with tempfile.TemporaryDirectory() as tmp:
                     write_image(Path(tmp) / f"{name}.png", y)
+                    scores = score_arms(Path(tmp) / f"{name}.png", xs[i: i + 1], task,
+                                        {arm: {"noise_sigma": v} for arm, v in arms.items()})
                     for arm, v in arms.items():
-                        rep = solve(SolveRequest(image=Path(tmp) / f"{name}.png", task=task, out=Path(tmp) / arm,
-                                                 noise_sigma=v))
-                        x_hat = read_image(rep["files"]["restored"], channels=3)
                         row["sigma_given"][arm] = round(v, 5)
-                        row["psnr"][arm] = round(float(psnr(x_hat, xs[i: i + 1])[0]), 3)
+                        row["psnr"][arm] = scores[arm][1]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     return rows
