@@ -200,6 +200,8 @@ def compression_sigma(path: str | Path, rule: str = "rgb") -> float | None:
     file (Pillow's ``quantization`` and ``layer``)."""
     from PIL import Image
 
+    if rule not in ("luma", "rgb"):
+        raise ValueError(f"unknown compression rule {rule!r}; choose luma or rgb")
     path = _existing_file(path)
     with _read_errors(path), Image.open(path) as im:
         if im.format not in ("JPEG", "MPO") or not getattr(im, "quantization", None):
@@ -208,8 +210,6 @@ def compression_sigma(path: str | Path, rule: str = "rgb") -> float | None:
         layers = getattr(im, "layer", None) or [(0, 1, 1, min(tables))]
     var = [tables.get(layer[3], max(tables.values())) for layer in layers]
     luma, chroma = var[0], (float(np.mean(var[1:])) if len(var) > 1 else 0.0)
-    if rule not in ("luma", "rgb"):
-        raise ValueError(f"unknown compression rule {rule!r}; choose luma or rgb")
     level = luma if rule == "luma" else luma + 2.0 * chroma
     return 2.0 * math.sqrt(level) / 255.0
 

@@ -365,7 +365,8 @@ def read_measurement(plan: Plan, req: SolveRequest, image: Path) -> Observation:
     bits = output_bits(info, Path(req.out) / "x.png")
     return Observation(y=y, alpha=alpha, grey_input=grey_input, bits=bits, input_size=tuple(y.shape[-2:]),
                        frames=info.frames, lossy=info.lossy,
-                       compression=compression_sigma(image) if info.lossy and not req.simulate else None)
+                       compression=None if req.simulate or not info.lossy else  # a grey measurement: luma only
+                       compression_sigma(image, "luma" if y.shape[1] == 1 else "rgb"))
 
 
 #: how far from grey (on [0, 1]) the 99th percentile of an RGB file's pixels may stray, channel by channel, for the

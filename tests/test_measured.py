@@ -300,3 +300,14 @@ def test_a_jpeg_counts_its_quantisation_as_noise_and_reads_a_blind_blur_from_its
     assert "spectrum" in deg["kernel"]["estimator"] and "jpeg_quantisation" not in deg["noise_sigma"]
     r, _ = solve(files, tmp_path / "g", "--task", "deblur", tmp_path / "p.jpg", "--noise-sigma", "0.03")  # given
     assert report(r)["degradation"]["noise_sigma"]["value"] == 0.03
+
+
+def test_a_grey_measurement_from_a_colour_jpeg_counts_the_luma_quantisation_only(files, tmp_path):
+    from invdiff.io import compression_sigma
+
+    grey = np.asarray(Image.open(files / "grey.png"))
+    Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / "g.jpg", quality=80)  # chroma tables, grey pixels
+    rep = report(solve(files, tmp_path / "o", "--task", "colorize", tmp_path / "g.jpg")[0])
+    assert rep["measurement_shape"][0] == 1
+    assert rep["degradation"]["noise_sigma"]["jpeg_quantisation"] == compression_sigma(tmp_path / "g.jpg", "luma")
+    assert compression_sigma(tmp_path / "g.jpg", "luma") < compression_sigma(tmp_path / "g.jpg")
