@@ -1,4 +1,5 @@
-"""Blind Gaussian deblurring of photos that arrive as JPEGs (``invdiff.blind.estimate_gaussian_blur``).
+"""Blind Gaussian deblurring of photos that arrive as JPEGs (``invdiff.blind.estimate_gaussian_blur``), and the
+noise level that lossy files (JPEG, lossy WebP: ``--codec``) need.
 
 A measured photo is most often a JPEG. Its quantisation removes most of the noise above the blur's cut-off and
 leaves a residual that falls off with frequency, so the spectral estimator's white-noise floor does not hold.
@@ -7,18 +8,21 @@ leaves a residual that falls off with frequency, so the spectral estimator's whi
    {0.01, 0.03} on [-1, 1], seeded), saved as PNG or JPEG (quality 95, 85, 75; Pillow's defaults otherwise) and
    read back as solve reads them; the spectral estimate (noise level from the file, as solve estimates it) and
    the edge estimate for a grid of its re-blur σ₀ and share of edges; the absolute error in σ_b.
-2. ``noise``: deblurring JPEGs (quality 75, 90, 95; σ_b = 2, noise 0.02) with the true blur given, the noise
-   level as the file's white-noise estimate alone, with the quantisation's error added (``compression_sigma``'s
-   two rules), or the truth: which level the restoration needs.
-3. ``tasks``: SR ×4 and denoising of JPEGs (quality 90, noise 0.02) through ``solve``, the noise level before
-   (the white estimate) and now (with the quantisation's error).
-4. ``restore``: end to end through ``solve`` (measured mode, the default prior and the deblurring preset) on JPEGs
-   of quality 90 (σ_b ∈ {1.5, 3}, noise 0.02): the blur given as each estimate, or as the truth, the noise level as
-   solve now sets it (the white estimate and the quantisation's error); ``before``: the spectral estimate and the
-   white estimate alone, as solve ran a JPEG before; PSNR against the clean photo.
+2. ``noise``: deblurring lossy files (quality 75, 90, 95; σ_b = 2, noise 0.02) with the true blur given, the
+   noise level as the file's white-noise estimate alone, with the quantisation's error added
+   (``compression_sigma``'s two rules), or the truth: which level the restoration needs.
+3. ``tasks``: SR ×4 and denoising of lossy files (quality 90, noise 0.02) through ``solve``, the noise level
+   before (the white estimate) and now (with the quantisation's error). ``inpaint``: inpainting them (box and 70 %
+   random masks given as files) with the noise level given as each rule, and as the file's actual error.
+   ``motion``: blind motion deblurring through ``solve`` of the same photo as PNG and as a lossy file.
+4. ``restore``: end to end through ``solve`` (measured mode, the default prior and the deblurring preset) on lossy
+   files of quality 90 (σ_b ∈ {1.5, 3}, noise 0.02): the blur given as each estimate, or as the truth, the noise
+   level as solve now sets it (the white estimate and the quantisation's error); ``before``: the spectral estimate
+   and the white estimate alone, as solve ran a lossy file before; PSNR against the clean photo.
 
     OMP_NUM_THREADS=1 python benchmarks/blind_jpeg.py estimates --split tuning --json benchmarks/blind/jpeg_tuning.json
     OMP_NUM_THREADS=1 python benchmarks/blind_jpeg.py restore --split suite --json benchmarks/blind/jpeg_restore_suite.json
+    OMP_NUM_THREADS=1 python benchmarks/blind_jpeg.py noise --codec WEBP --split tuning --json benchmarks/blind/webp_noise_tuning.json
 """
 
 from __future__ import annotations
@@ -37,20 +41,27 @@ import torch
 BLURS = (0.0, 1.0, 1.5, 2.0, 3.0)
 NOISES = (0.01, 0.03)
 QUALITIES = (None, 95, 85, 75)  # None: PNG
+SUFFIXES = {"JPEG": "jpg", "WEBP": "webp"}
 GRID = [(r, s) for r in (1.0, 2.0, 3.0) for s in (0.05, 0.1, 0.3)]
 
 
-def measured_file(x: torch.Tensor, blur: float, noise: float, seed: int, quality: int | None) -> bytes:
-    """The bytes of the photo x (1, 3, H, W) blurred, noised and saved as PNG (quality None) or JPEG."""
-    from PIL import Image
-
+def measured_file(x: torch.Tensor, blur: float, noise: float, seed: int, quality: int | None,
+                  codec: str = "JPEG") -> bytes:
+    """The bytes of the photo x (1, 3, H, W) blurred, noised and saved as PNG (quality None) or ``codec`` (JPEG,
+    WEBP: lossy) at that quality."""
     from invdiff import operators as ops
 
     y = ops.Blur(ops.gaussian_kernel(2 * math.ceil(3 * blur) + 1, blur), padding="reflect")(x) if blur > 0 else x
-    y = y + noise * torch.randn(y.shape, generator=torch.Generator().manual_seed(seed))
+    return _encoded(y + noise * torch.randn(y.shape, generator=torch.Generator().manual_seed(seed)), quality, codec)
+
+
+def _encoded(y: torch.Tensor, quality: int | None, codec: str) -> bytes:
+    """The bytes of the image y (1, 3, H, W) in 8 bits as PNG (quality None) or ``codec`` at that quality."""
+    from PIL import Image
+
     a = ((y.clamp(-1, 1) + 1) / 2 * 255).round().byte()[0].permute(1, 2, 0).numpy()
     buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG" if quality is None else "JPEG", **({} if quality is None else {"quality": quality}))
+    Image.fromarray(a).save(buf, format="PNG" if quality is None else codec, **({} if quality is None else {"quality": quality}))
     return buf.getvalue()
 
 
@@ -91,11 +102,11 @@ def estimates(xs, names) -> dict:
     return {"rows": rows, "summary": summary}
 
 
-def _jpeg(tmp: str, name: str, data: bytes):
+def _jpeg(tmp: str, name: str, data: bytes, codec: str = "JPEG"):
     """The file's path in the folder tmp, and its pixels and white-noise estimate as solve reads them."""
     from invdiff.io import estimate_noise_sigma, read_image
 
-    path = Path(tmp) / f"{name}.jpg"
+    path = Path(tmp) / f"{name}.{SUFFIXES[codec]}"
     path.write_bytes(data)
     y = read_image(path)
     return path, y, estimate_noise_sigma(y)
@@ -108,7 +119,7 @@ def _row(row: dict, scores: dict, sigmas: dict) -> dict:
     return row
 
 
-def restore_rows(xs, names, quality: int = 90) -> list[dict]:
+def restore_rows(xs, names, quality: int = 90, codec: str = "JPEG") -> list[dict]:
     from invdiff.blind import estimate_gaussian_blur
     from invdiff.metrics import psnr
     from noise_estimate import score_arms
@@ -117,7 +128,7 @@ def restore_rows(xs, names, quality: int = 90) -> list[dict]:
     for i, name in enumerate(names):
         for b, blur in enumerate((1.5, 3.0)):
             with tempfile.TemporaryDirectory() as tmp:
-                path, y, s = _jpeg(tmp, name, measured_file(xs[i: i + 1], blur, 0.02, 1000 * i + b, quality))
+                path, y, s = _jpeg(tmp, name, measured_file(xs[i: i + 1], blur, 0.02, 1000 * i + b, quality, codec), codec)
                 spectrum = estimate_gaussian_blur(y, s).blur_sigma
                 arms = {"before": (spectrum, s), "spectrum": (spectrum, None),
                         "edges": (estimate_gaussian_blur(y, s, method="edges").blur_sigma, None), "truth": (blur, None)}
@@ -129,7 +140,7 @@ def restore_rows(xs, names, quality: int = 90) -> list[dict]:
     return rows
 
 
-def noise_rows(xs, names, qualities=(75, 90, 95), blur: float = 2.0) -> list[dict]:
+def noise_rows(xs, names, qualities=(75, 90, 95), blur: float = 2.0, codec: str = "JPEG") -> list[dict]:
     """Deblurring JPEGs with the true blur given: the noise level as the white-noise estimate alone, or with the
     quantisation's error added in quadrature (``invdiff.io.compression_sigma``, both rules), or the true noise."""
     from invdiff.io import compression_sigma
@@ -140,7 +151,7 @@ def noise_rows(xs, names, qualities=(75, 90, 95), blur: float = 2.0) -> list[dic
     for i, name in enumerate(names):
         for q in qualities:
             with tempfile.TemporaryDirectory() as tmp:
-                path, y, s = _jpeg(tmp, name, measured_file(xs[i: i + 1], blur, 0.02, 1000 * i + q, q))
+                path, y, s = _jpeg(tmp, name, measured_file(xs[i: i + 1], blur, 0.02, 1000 * i + q, q, codec), codec)
                 arms = {"white": s, "truth": 0.02, **{r: math.hypot(s, compression_sigma(path, r)) for r in ("luma", "rgb")}}
                 scores = score_arms(path, xs[i: i + 1], "deblur", {a: {"blur_sigma": blur, "noise_sigma": v}
                                                                    for a, v in arms.items()})
@@ -149,8 +160,8 @@ def noise_rows(xs, names, qualities=(75, 90, 95), blur: float = 2.0) -> list[dic
     return rows
 
 
-def task_rows(xs, names, quality: int = 90) -> list[dict]:
-    """SR ×4 and denoising of JPEGs (noise 0.02 before saving) through ``solve``: the noise level as the white
+def task_rows(xs, names, quality: int = 90, codec: str = "JPEG") -> list[dict]:
+    """SR ×4 and denoising of lossy files (noise 0.02 before saving) through ``solve``: the noise level as the white
     estimate alone (``before``) or as solve now sets it (with the quantisation's error, ``now``)."""
     from invdiff.rng import make_generators
     from invdiff.tasks import TaskOptions, get_task
@@ -162,10 +173,78 @@ def task_rows(xs, names, quality: int = 90) -> list[dict]:
             x = xs[i: i + 1]
             y0 = get_task("sr").operator(x.shape, TaskOptions(), generator=make_generators(0, 1))(x) if task == "sr" else x
             with tempfile.TemporaryDirectory() as tmp:
-                path, _, white = _jpeg(tmp, name, measured_file(y0, 0.0, 0.02, 2000 * i + len(task), quality))
+                path, _, white = _jpeg(tmp, name, measured_file(y0, 0.0, 0.02, 2000 * i + len(task), quality, codec), codec)
                 scores = score_arms(path, x, task, {"before": {"noise_sigma": white}, "now": {"noise_sigma": None}})
                 rows.append(_row({"photo": name, "task": task, "quality": quality}, scores,
                                  {a: v[0] for a, v in scores.items()}))
+    return rows
+
+
+def _mask_file(tmp: str, shape, kind: str, seed: int) -> str:
+    """The task's simulated mask of this kind (box, random) written as a mask image (white = observed)."""
+    from invdiff.io import write_image
+    from invdiff.rng import make_generators
+    from invdiff.tasks import TaskOptions, get_task
+
+    op = get_task("inpaint").operator(shape, TaskOptions(mask=kind), generator=make_generators(seed, 1))
+    path = Path(tmp) / f"mask_{kind}.png"
+    write_image(path, op.mask[:, :1] * 2 - 1)
+    return str(path)
+
+
+def inpaint_rows(xs, names, quality: int = 90, codec: str = "JPEG") -> list[dict]:
+    """Inpainting lossy files (the photo whole in the file, noise 0.02 before saving, as a photo with something to
+    remove arrives; a 70 % random mask and a box given as files) through ``solve``, the noise level given as: the
+    white estimate, 0.01, 0.02, the white estimate with the quantisation's error (both rules), or the file's actual
+    RMS error against the clean photo (``oracle``)."""
+    from invdiff.io import compression_sigma
+    from noise_estimate import score_arms
+
+    rows = []
+    for kind in ("random", "box"):
+        for i, name in enumerate(names):
+            x = xs[i: i + 1]
+            with tempfile.TemporaryDirectory() as tmp:
+                data = measured_file(x, 0.0, 0.02, 2000 * i + len("inpaint-" + kind), quality, codec)
+                path, y, white = _jpeg(tmp, name, data, codec)
+                arms = {"white": white, "0.01": 0.01, "0.02": 0.02, "oracle": float((y - x).pow(2).mean().sqrt()),
+                        **{r: math.hypot(white, compression_sigma(path, r)) for r in ("luma", "rgb")}}
+                mask = _mask_file(tmp, x.shape, kind, i)
+                scores = score_arms(path, x, "inpaint", {a: {"noise_sigma": v, "mask": mask} for a, v in arms.items()})
+                rows.append(_row({"photo": name, "mask": kind, "quality": quality}, scores, arms))
+    return rows
+
+
+def motion_rows(xs, names, quality: int = 90, codec: str = "JPEG", kernels=(0,)) -> list[dict]:
+    """Blind motion deblurring through ``solve`` of the same blurred photo saved as PNG and as a lossy file
+    (``blind_motion.py``'s kernels, hidden from the solver; noise 0.02), against the true kernel given: PSNR plainly
+    and after the best sub-pixel shift (a blind kernel is known up to a translation)."""
+    from blind_motion import blurred
+
+    from invdiff.io import read_image, write_image
+    from invdiff.metrics import psnr, psnr_upto_shift
+    from invdiff.solve import SolveRequest, solve
+
+    rows = []
+    for j in kernels:
+        for i, name in enumerate(names):
+            x = xs[i: i + 1]
+            _, y, k_true = blurred(x, i, j, 0.02)
+            row = {"photo": name, "kernel": j, "noise": 0.02, "quality": quality, "psnr": {}, "psnr_shift": {}}
+            with tempfile.TemporaryDirectory() as tmp:
+                np.save(Path(tmp) / "k.npy", k_true.numpy())
+                files = {"png": write_image(Path(tmp) / f"{name}.png", y)}
+                files["lossy"] = Path(tmp) / f"{name}.{SUFFIXES[codec]}"
+                files["lossy"].write_bytes(_encoded(read_image(files["png"]), quality, codec))
+                for f, path in files.items():
+                    for arm, kw in (("blind", {}), ("true", {"kernel": Path(tmp) / "k.npy"})):
+                        rep = solve(SolveRequest(image=path, task="motion-deblur", out=Path(tmp) / f"{f}_{arm}", **kw))
+                        x_hat = read_image(rep["files"]["restored"], channels=3)
+                        row["psnr"][f"{f}_{arm}"] = round(float(psnr(x_hat, x)[0]), 3)
+                        row["psnr_shift"][f"{f}_{arm}"] = round(float(psnr_upto_shift(x_hat, x)[0]), 3)
+                row["blurry"] = {f: round(float(psnr(read_image(p, channels=3), x)[0]), 3) for f, p in files.items()}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     return rows
 
 
@@ -174,9 +253,10 @@ def main() -> None:
     from blind_motion import _photos
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("estimates", "restore", "noise", "tasks"))
+    ap.add_argument("mode", choices=("estimates", "restore", "noise", "tasks", "inpaint", "motion"))
     ap.add_argument("--split", choices=("tuning", "suite"), default="tuning")
     ap.add_argument("--json", type=Path, required=True)
+    ap.add_argument("--codec", choices=tuple(SUFFIXES), default="JPEG", help="noise, tasks, restore: the lossy format")
     a = ap.parse_args()
     torch.set_num_threads(1)
     xs, names = _photos(a.split, 6)
@@ -184,8 +264,10 @@ def main() -> None:
     if a.mode == "estimates":
         body = estimates(xs, names)
     else:
-        body = {"rows": {"restore": restore_rows, "noise": noise_rows, "tasks": task_rows}[a.mode](xs, names)}
-    a.json.write_text(json.dumps({"split": a.split, "names": names, **body}, indent=1) + "\n")
+        modes = {"restore": restore_rows, "noise": noise_rows, "tasks": task_rows, "inpaint": inpaint_rows,
+                 "motion": motion_rows}
+        body = {"rows": modes[a.mode](xs, names, codec=a.codec)}
+    a.json.write_text(json.dumps({"split": a.split, "codec": a.codec, "names": names, **body}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -189,7 +189,7 @@ def _header(im, path: Path) -> tuple[ImageInfo, int]:
 
 
 def compression_sigma(path: str | Path, rule: str = "rgb") -> float | None:
-    """The error a JPEG's quantisation puts into its pixels, as a noise σ on [-1, 1]; None for other files.
+    """The error a lossy file's quantisation puts into its pixels, as a noise σ on [-1, 1]; None for other files.
 
     A JPEG stores each 8×8 block's orthonormal DCT coefficients divided by its quantisation table's steps Q and
     rounded; a coefficient rounded to the nearest multiple of Q is off by at most Q/2, with variance Q²/12 when it
@@ -197,21 +197,142 @@ def compression_sigma(path: str | Path, rule: str = "rgb") -> float | None:
     has the variance mean(Q²)/12 over the table. ``rule``: ``luma`` counts the luma component's table; ``rgb``
     what reaches an RGB pixel, var_Y + 2·var_C (R, G, B = Y + 1.402 Cr, Y − 0.344 Cb − 0.714 Cr, Y + 1.772 Cb:
     the squared chroma weights average 2.0 per channel); a grey JPEG has only luma. The tables are read from the
-    file (Pillow's ``quantization`` and ``layer``)."""
+    file (Pillow's ``quantization`` and ``layer``). A lossy WebP is read the same way from its VP8 frame header
+    (``vp8_quantisers``, ``_vp8_variances``)."""
     from PIL import Image
 
     if rule not in ("luma", "rgb"):
         raise ValueError(f"unknown compression rule {rule!r}; choose luma or rgb")
     path = _existing_file(path)
     with _read_errors(path), Image.open(path) as im:
-        if im.format not in ("JPEG", "MPO") or not getattr(im, "quantization", None):
+        if im.format == "WEBP":
+            steps = vp8_quantisers(path)
+            if steps is None:
+                return None
+            luma, chroma, weights = *_vp8_variances(steps), VP8_RGB_WEIGHTS
+        elif im.format not in ("JPEG", "MPO") or not getattr(im, "quantization", None):
             return None
-        tables = {k: float(np.mean(np.square(np.asarray(v, dtype=np.float64)))) / 12 for k, v in im.quantization.items()}
-        layers = getattr(im, "layer", None) or [(0, 1, 1, min(tables))]
-    var = [tables.get(layer[3], max(tables.values())) for layer in layers]
-    luma, chroma = var[0], (float(np.mean(var[1:])) if len(var) > 1 else 0.0)
-    level = luma if rule == "luma" else luma + 2.0 * chroma
+        else:
+            tables = {k: float(np.mean(np.square(np.asarray(v, dtype=np.float64)))) / 12
+                      for k, v in im.quantization.items()}
+            layers = getattr(im, "layer", None) or [(0, 1, 1, min(tables))]
+            var = [tables.get(layer[3], max(tables.values())) for layer in layers]
+            luma, chroma, weights = var[0], (float(np.mean(var[1:])) if len(var) > 1 else 0.0), (1.0, 2.0)
+    level = weights[0] * luma if rule == "luma" else weights[0] * luma + weights[1] * chroma
     return 2.0 * math.sqrt(level) / 255.0
+
+
+#: VP8's quantiser steps by index (RFC 6386, section 14.1): the DC and the AC coefficients' tables
+VP8_DC_STEPS = (4, 5, 6, 7, 8, 9, 10, 10, 11, 12, 13, 14, 15, 16, 17, 17, 18, 19, 20, 20, 21, 21, 22, 22, 23, 23, 24,
+                25, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 46, 47,
+                48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73,
+                74, 75, 76, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 91, 93, 95, 96, 98, 100, 101, 102,
+                104, 106, 108, 110, 112, 114, 116, 118, 122, 124, 126, 128, 130, 132, 134, 136, 138, 140, 143, 145,
+                148, 151, 154, 157)
+VP8_AC_STEPS = (*range(4, 59), *range(60, 118, 2), 119, 122, 125, 128, 131, 134, 137, 140, 143, 146, 149, 152,
+                155, 158, 161, 164, 167, 170, 173, 177, 181, 185, 189, 193, 197, 201, 205, 209, 213, 217, 221, 225,
+                229, 234, 239, 245, 249, 254, 259, 264, 269, 274, 279, 284)
+#: a VP8 picture is limited-range Y'CbCr (BT.601): an RGB channel gets (255/219)² of the luma's error variance and,
+#: on average over R, G, B, (1.596² + 0.391² + 0.813² + 2.018²)/3 of one chroma plane's
+VP8_RGB_WEIGHTS = ((255 / 219) ** 2, (1.596 ** 2 + 0.391 ** 2 + 0.813 ** 2 + 2.018 ** 2) / 3)
+
+
+class _BoolDecoder:
+    """VP8's boolean entropy decoder (RFC 6386, section 7), for the frame header's fields."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data + b"\0\0", 2
+        self.value, self.range, self.bits = (self.data[0] << 8) | self.data[1], 255, 0
+
+    def bool(self, prob: int) -> int:
+        split = 1 + (((self.range - 1) * prob) >> 8)
+        bit = int(self.value >= split << 8)
+        self.range, self.value = (self.range - split, self.value - (split << 8)) if bit else (split, self.value)
+        while self.range < 128:
+            self.range, self.value, self.bits = self.range << 1, self.value << 1, self.bits + 1
+            if self.bits == 8:
+                self.bits, self.value = 0, self.value | (self.data[self.pos] if self.pos < len(self.data) else 0)
+                self.pos += 1
+        return bit
+
+    def literal(self, n: int) -> int:
+        v = 0
+        for _ in range(n):
+            v = (v << 1) | self.bool(128)
+        return v
+
+    def signed(self, n: int) -> int:
+        v = self.literal(n)
+        return -v if self.bool(128) else v
+
+    def optional_signed(self, n: int) -> int:
+        return self.signed(n) if self.literal(1) else 0
+
+
+def _vp8_chunk(path: Path) -> bytes | None:
+    """The payload of a WebP file's VP8 (lossy) chunk; None for a lossless or animated file."""
+    with open(path, "rb") as f:
+        if f.read(12)[8:12] != b"WEBP":
+            return None
+        while len(chunk := f.read(8)) == 8:
+            kind, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if kind in (b"VP8 ", b"VP8L", b"ANMF"):
+                return f.read(size) if kind == b"VP8 " else None
+            f.seek(size + (size & 1), 1)
+    return None
+
+
+def vp8_quantisers(path: str | Path) -> list[dict[str, int]] | None:
+    """The quantiser steps of a lossy WebP's key frame, one dict per segment (ydc, yac, y2dc, y2ac, uvdc, uvac, as
+    RFC 6386 section 14.1 derives them from the frame header's indices and the segments' quantiser updates); None
+    for a file without a VP8 key frame. The header is read up to the quantiser indices only."""
+    data = _vp8_chunk(Path(path))
+    if data is None or len(data) < 11 or data[0] & 1 or data[3:6] != b"\x9d\x01\x2a":
+        return None
+    d = _BoolDecoder(data[10:])
+    d.literal(2)  # colour space, clamping
+    segment_q, absolute = [0, 0, 0, 0], False
+    if d.literal(1):  # segmentation
+        update_map, update_data = d.literal(1), d.literal(1)
+        if update_data:
+            absolute = bool(d.literal(1))
+            segment_q = [d.optional_signed(7) for _ in range(4)]
+            [d.optional_signed(6) for _ in range(4)]  # the segments' loop-filter levels
+        if update_map:
+            [d.literal(8) for _ in range(3) if d.literal(1)]
+    d.literal(1 + 6 + 3)  # filter type, level, sharpness
+    if d.literal(1) and d.literal(1):  # loop-filter deltas
+        [d.optional_signed(6) for _ in range(8)]
+    d.literal(2)  # token partitions
+    base, deltas = d.literal(7), [d.optional_signed(4) for _ in range(5)]  # y dc, y2 dc, y2 ac, uv dc, uv ac
+    steps = []
+    for q in sorted(set(segment_q)) if absolute or any(segment_q) else [0]:
+        qi = q if absolute else base + q
+
+        def at(table, delta=0):
+            return table[min(max(qi + delta, 0), 127)]
+
+        steps.append({"ydc": at(VP8_DC_STEPS, deltas[0]), "yac": at(VP8_AC_STEPS), "y2dc": 2 * at(VP8_DC_STEPS, deltas[1]),
+                      "y2ac": max(8, at(VP8_AC_STEPS, deltas[2]) * 155 // 100), "uvdc": min(132, at(VP8_DC_STEPS, deltas[3])),
+                      "uvac": at(VP8_AC_STEPS, deltas[4])})
+    return steps
+
+
+def _vp8_variances(steps: list[dict[str, int]]) -> tuple[float, float]:
+    """(luma, chroma) error variance per sample, in 8-bit levels², of VP8 quantiser steps, averaged over segments.
+
+    VP8's 4×4 inverse DCT (and the Walsh-Hadamard transform of the luma DCs) is half the orthonormal one, so a
+    coefficient rounded to steps of Q adds (1/4)·Q²/12 of error energy to its block: a block's per-pixel variance is
+    mean(Q²)/48 over its 16 coefficients. A luma block's DC comes from its own step (4×4 prediction) or from the
+    macroblock's second-order block (16×16 prediction: 1/4 of the Y2 block's mean(Q²)/12); the header does not
+    say which macroblocks use which, so the two are averaged, as are the segments."""
+    luma, chroma = [], []
+    for s in steps:
+        y2 = (s["y2dc"] ** 2 + 15 * s["y2ac"] ** 2) / 16 / 12 / 4
+        dc = (s["ydc"] ** 2 / 12 + y2) / 2
+        luma.append((dc + 15 * s["yac"] ** 2 / 12) / 16 / 4)
+        chroma.append((s["uvdc"] ** 2 + 15 * s["uvac"] ** 2) / 12 / 16 / 4)
+    return float(np.mean(luma)), float(np.mean(chroma))
 
 
 def _webp_lossy(path: Path) -> bool:

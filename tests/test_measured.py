@@ -292,14 +292,27 @@ def test_a_jpeg_counts_its_quantisation_as_noise_and_reads_a_blind_blur_from_its
     r, _ = solve(files, tmp_path / "o", "--task", "deblur", tmp_path / "p.jpg")
     deg = report(r)["degradation"]
     white, quant = estimate_noise_sigma(read_image(tmp_path / "p.jpg")), compression_sigma(tmp_path / "p.jpg")
-    assert deg["noise_sigma"]["white"] == pytest.approx(white) and deg["noise_sigma"]["jpeg_quantisation"] == quant
+    assert deg["noise_sigma"]["white"] == pytest.approx(white) and deg["noise_sigma"]["quantisation"] == quant
     assert deg["noise_sigma"]["value"] == pytest.approx(math.hypot(white, quant))
     assert "edges" in deg["kernel"]["estimator"]
     r, _ = solve(files, tmp_path / "n", "--task", "deblur", files / "photo.png")  # a lossless file: as before
     deg = report(r)["degradation"]
-    assert "spectrum" in deg["kernel"]["estimator"] and "jpeg_quantisation" not in deg["noise_sigma"]
+    assert "spectrum" in deg["kernel"]["estimator"] and "quantisation" not in deg["noise_sigma"]
     r, _ = solve(files, tmp_path / "g", "--task", "deblur", tmp_path / "p.jpg", "--noise-sigma", "0.03")  # given
     assert report(r)["degradation"]["noise_sigma"]["value"] == 0.03
+
+
+def test_an_inpainting_of_a_jpeg_reports_its_quantisation_without_adding_it(files, tmp_path):
+    from invdiff.io import compression_sigma, estimate_noise_sigma, read_image
+    from invdiff.solve import QUANTISATION_RULES
+
+    Image.open(files / "photo.png").save(tmp_path / "p.jpg", quality=80)
+    r, _ = solve(files, tmp_path / "o", "--task", "inpaint", tmp_path / "p.jpg", "--mask", files / "mask.png")
+    noise = report(r)["degradation"]["noise_sigma"]
+    white = estimate_noise_sigma(read_image(tmp_path / "p.jpg"))
+    assert noise["value"] == pytest.approx(white) and noise["white"] == pytest.approx(white)
+    assert noise["quantisation"] == compression_sigma(tmp_path / "p.jpg") > 0
+    assert noise["rule"] == QUANTISATION_RULES[True] != QUANTISATION_RULES[False]
 
 
 def test_a_grey_measurement_from_a_colour_jpeg_counts_the_luma_quantisation_only(files, tmp_path):
@@ -309,5 +322,5 @@ def test_a_grey_measurement_from_a_colour_jpeg_counts_the_luma_quantisation_only
     Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / "g.jpg", quality=80)  # chroma tables, grey pixels
     rep = report(solve(files, tmp_path / "o", "--task", "colorize", tmp_path / "g.jpg")[0])
     assert rep["measurement_shape"][0] == 1
-    assert rep["degradation"]["noise_sigma"]["jpeg_quantisation"] == compression_sigma(tmp_path / "g.jpg", "luma")
+    assert rep["degradation"]["noise_sigma"]["quantisation"] == compression_sigma(tmp_path / "g.jpg", "luma")
     assert compression_sigma(tmp_path / "g.jpg", "luma") < compression_sigma(tmp_path / "g.jpg")
