@@ -10,7 +10,8 @@ leaves a residual that falls off with frequency, so the spectral estimator's whi
    the edge estimate for a grid of its re-blur σ₀ and share of edges; the absolute error in σ_b.
 2. ``noise``: deblurring lossy files (quality 75, 90, 95; σ_b = 2, noise 0.02) with the true blur given, the
    noise level as the file's white-noise estimate alone, with the quantisation's error added
-   (``compression_sigma``'s two rules), or the truth: which level the restoration needs.
+   (``compression_sigma``'s two rules), the true noise, or the file's actual RMS error against the blurred photo
+   (``oracle``): which level the restoration needs.
 3. ``tasks``: SR ×4 and denoising of lossy files (quality 90, noise 0.02) through ``solve``, the noise level
    before (the white estimate) and now (with the quantisation's error). ``inpaint``: inpainting them (box and 70 %
    random masks given as files) with the noise level given as each rule, and as the file's actual error.
@@ -49,10 +50,14 @@ def measured_file(x: torch.Tensor, blur: float, noise: float, seed: int, quality
                   codec: str = "JPEG") -> bytes:
     """The bytes of the photo x (1, 3, H, W) blurred, noised and saved as PNG (quality None) or ``codec`` (JPEG,
     WEBP: lossy) at that quality."""
+    y = _blurred(x, blur)
+    return _encoded(y + noise * torch.randn(y.shape, generator=torch.Generator().manual_seed(seed)), quality, codec)
+
+
+def _blurred(x: torch.Tensor, blur: float) -> torch.Tensor:
     from invdiff import operators as ops
 
-    y = ops.Blur(ops.gaussian_kernel(2 * math.ceil(3 * blur) + 1, blur), padding="reflect")(x) if blur > 0 else x
-    return _encoded(y + noise * torch.randn(y.shape, generator=torch.Generator().manual_seed(seed)), quality, codec)
+    return ops.Blur(ops.gaussian_kernel(2 * math.ceil(3 * blur) + 1, blur), padding="reflect")(x) if blur > 0 else x
 
 
 def _encoded(y: torch.Tensor, quality: int | None, codec: str) -> bytes:
@@ -152,7 +157,8 @@ def noise_rows(xs, names, qualities=(75, 90, 95), blur: float = 2.0, codec: str 
         for q in qualities:
             with tempfile.TemporaryDirectory() as tmp:
                 path, y, s = _jpeg(tmp, name, measured_file(xs[i: i + 1], blur, 0.02, 1000 * i + q, q, codec), codec)
-                arms = {"white": s, "truth": 0.02, **{r: math.hypot(s, compression_sigma(path, r)) for r in ("luma", "rgb")}}
+                arms = {"white": s, "truth": 0.02, **{r: math.hypot(s, compression_sigma(path, r)) for r in ("luma", "rgb")},
+                        "oracle": float((y - _blurred(xs[i: i + 1], blur)).pow(2).mean().sqrt())}
                 scores = score_arms(path, xs[i: i + 1], "deblur", {a: {"blur_sigma": blur, "noise_sigma": v}
                                                                    for a, v in arms.items()})
                 rows.append(_row({"photo": name, "blur": blur, "noise": 0.02, "quality": q,
