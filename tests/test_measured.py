@@ -285,7 +285,7 @@ def test_a_noise_sigma_beyond_the_pixel_range_is_refused_as_grey_levels(files, t
     assert report(r)["degradation"]["noise_sigma"]["value"] == 1.0
 
 
-def test_a_jpeg_counts_its_quantisation_as_noise_and_reads_a_blind_blur_from_its_edges(files, tmp_path):
+def test_a_jpeg_or_webp_counts_its_quantisation_as_noise_and_reads_a_blind_blur_from_its_edges(files, tmp_path):
     from invdiff.io import compression_sigma, estimate_noise_sigma, read_image
 
     Image.open(files / "photo.png").save(tmp_path / "p.jpg", quality=80)
@@ -300,6 +300,11 @@ def test_a_jpeg_counts_its_quantisation_as_noise_and_reads_a_blind_blur_from_its
     assert "spectrum" in deg["kernel"]["estimator"] and "quantisation" not in deg["noise_sigma"]
     r, _ = solve(files, tmp_path / "g", "--task", "deblur", tmp_path / "p.jpg", "--noise-sigma", "0.03")  # given
     assert report(r)["degradation"]["noise_sigma"]["value"] == 0.03
+    Image.open(files / "photo.png").save(tmp_path / "p.webp", quality=60)  # a lossy WebP: its VP8 header's steps
+    deg = report(solve(files, tmp_path / "w", "--task", "deblur", tmp_path / "p.webp")[0])["degradation"]
+    quant = compression_sigma(tmp_path / "p.webp")
+    assert deg["noise_sigma"]["codec"] == "WEBP" and deg["noise_sigma"]["quantisation"] == quant > 0
+    assert deg["noise_sigma"]["value"] == pytest.approx(math.hypot(deg["noise_sigma"]["white"], quant))
 
 
 def test_an_inpainting_of_a_jpeg_reports_its_quantisation_without_adding_it(files, tmp_path):
