@@ -6,7 +6,7 @@ leaves a residual that falls off with frequency, so the spectral estimator's whi
 
 1. ``estimates``: the split's photos at 256×256, blurred (Gaussian σ_b ∈ {0, 1, 1.5, 2, 3}, reflect), noisy (σ ∈
    {0.01, 0.03} on [-1, 1], seeded), saved as PNG or JPEG (quality 95, 85, 75; Pillow's defaults otherwise) and
-   read back as solve reads them; the spectral estimate (noise level from the file, as solve estimates it) and
+   read back as solve reads them (``--codec WEBP``: lossy WebP); the spectral estimate (noise level from the file, as solve estimates it) and
    the edge estimate for a grid of its re-blur σ₀ and share of edges; the absolute error in σ_b.
 2. ``noise``: deblurring lossy files (quality 75, 90, 95; σ_b = 2, noise 0.02) with the true blur given, the
    noise level as the file's white-noise estimate alone, with the quantisation's error added
@@ -15,7 +15,8 @@ leaves a residual that falls off with frequency, so the spectral estimator's whi
 3. ``tasks``: SR ×4 and denoising of lossy files (quality 90, noise 0.02) through ``solve``, the noise level
    before (the white estimate) and now (with the quantisation's error). ``inpaint``: inpainting them (box and 70 %
    random masks given as files) with the noise level given as each rule, and as the file's actual error.
-   ``motion``: blind motion deblurring through ``solve`` of the same photo as PNG and as a lossy file.
+   ``motion``: blind motion deblurring through ``solve`` of the same photo as PNG and as a lossy file;
+   ``motion-noise``: motion deblurring of lossy files with the true kernel, the noise level as each rule.
 4. ``restore``: end to end through ``solve`` (measured mode, the default prior and the deblurring preset) on lossy
    files of quality 90 (σ_b ∈ {1.5, 3}, noise 0.02): the blur given as each estimate, or as the truth, the noise
    level as solve now sets it (the white estimate and the quantisation's error); ``before``: the spectral estimate
@@ -60,6 +61,30 @@ def _blurred(x: torch.Tensor, blur: float) -> torch.Tensor:
     return ops.Blur(ops.gaussian_kernel(2 * math.ceil(3 * blur) + 1, blur), padding="reflect")(x) if blur > 0 else x
 
 
+def motion_noise_rows(xs, names, quality: int = 90, codec: str = "JPEG", kernel: int = 0) -> list[dict]:
+    """Motion deblurring of lossy files with the true kernel given (``blind_motion.py``'s kernel 0, noise 0.02):
+    the noise level as the white estimate alone, the true noise, or with the quantisation's error (both rules)."""
+    from blind_motion import blurred
+
+    from invdiff.io import compression_sigma
+    from invdiff.metrics import psnr
+    from noise_estimate import score_arms
+
+    rows = []
+    for i, name in enumerate(names):
+        x = xs[i: i + 1]
+        _, y0, k_true = blurred(x, i, kernel, 0.02)
+        with tempfile.TemporaryDirectory() as tmp:
+            np.save(Path(tmp) / "k.npy", k_true.numpy())
+            path, y, s = _jpeg(tmp, name, _encoded(y0, quality, codec), codec)
+            arms = {"white": s, "truth": 0.02, **{r: math.hypot(s, compression_sigma(path, r)) for r in ("luma", "rgb")}}
+            scores = score_arms(path, x, "motion-deblur", {a: {"kernel": Path(tmp) / "k.npy", "noise_sigma": v}
+                                                           for a, v in arms.items()})
+            rows.append(_row({"photo": name, "kernel": kernel, "noise": 0.02, "quality": quality,
+                              "blurry": round(float(psnr(y, x)[0]), 3)}, scores, arms))
+    return rows
+
+
 def _encoded(y: torch.Tensor, quality: int | None, codec: str) -> bytes:
     """The bytes of the image y (1, 3, H, W) in 8 bits as PNG (quality None) or ``codec`` at that quality."""
     from PIL import Image
@@ -79,7 +104,7 @@ def _read(data: bytes, suffix: str) -> torch.Tensor:
         return read_image(f.name)
 
 
-def estimates(xs, names) -> dict:
+def estimates(xs, names, codec: str = "JPEG") -> dict:
     from invdiff.blind import edge_blur_sigma, estimate_gaussian_blur
     from invdiff.io import estimate_noise_sigma
 
@@ -88,7 +113,8 @@ def estimates(xs, names) -> dict:
         for b, blur in enumerate(BLURS):
             for n, noise in enumerate(NOISES):
                 for q in QUALITIES:
-                    y = _read(measured_file(xs[i: i + 1], blur, noise, 1000 * i + 10 * b + n, q), ".png" if q is None else ".jpg")
+                    data = measured_file(xs[i: i + 1], blur, noise, 1000 * i + 10 * b + n, q, codec)
+                    y = _read(data, ".png" if q is None else "." + SUFFIXES[codec])
                     s = estimate_noise_sigma(y)
                     row = {"photo": name, "blur": blur, "noise": noise, "quality": q, "noise_estimate": round(s, 5),
                            "spectrum": estimate_gaussian_blur(y, s).blur_sigma}
@@ -98,8 +124,8 @@ def estimates(xs, names) -> dict:
         print(name, flush=True)
     keys = ["spectrum", *[f"edges_{r}_{s}" for r, s in GRID]]
     summary = {}
-    for q in (*QUALITIES, "jpeg"):
-        sel = [r for r in rows if r["quality"] == q or (q == "jpeg" and r["quality"] is not None)]
+    for q in (*QUALITIES, "lossy"):
+        sel = [r for r in rows if r["quality"] == q or (q == "lossy" and r["quality"] is not None)]
         summary[str(q)] = {k: {"mae": round(float(np.mean([abs(r[k] - r["blur"]) for r in sel])), 4),
                                "by_blur": [round(float(np.mean([r[k] for r in sel if r["blur"] == bl])), 3) for bl in BLURS]}
                            for k in keys}
@@ -221,7 +247,7 @@ def inpaint_rows(xs, names, quality: int = 90, codec: str = "JPEG") -> list[dict
     return rows
 
 
-def motion_rows(xs, names, quality: int = 90, codec: str = "JPEG", kernels=(0,)) -> list[dict]:
+def motion_rows(xs, names, quality: int = 90, codec: str = "JPEG", kernels=(0,), png: bool = True) -> list[dict]:
     """Blind motion deblurring through ``solve`` of the same blurred photo saved as PNG and as a lossy file
     (``blind_motion.py``'s kernels, hidden from the solver; noise 0.02), against the true kernel given: PSNR plainly
     and after the best sub-pixel shift (a blind kernel is known up to a translation)."""
@@ -242,6 +268,8 @@ def motion_rows(xs, names, quality: int = 90, codec: str = "JPEG", kernels=(0,))
                 files = {"png": write_image(Path(tmp) / f"{name}.png", y)}
                 files["lossy"] = Path(tmp) / f"{name}.{SUFFIXES[codec]}"
                 files["lossy"].write_bytes(_encoded(read_image(files["png"]), quality, codec))
+                if not png:  # the lossy file only (the PNG's restorations do not depend on the lossy files' rules)
+                    files.pop("png")
                 for f, path in files.items():
                     for arm, kw in (("blind", {}), ("true", {"kernel": Path(tmp) / "k.npy"})):
                         rep = solve(SolveRequest(image=path, task="motion-deblur", out=Path(tmp) / f"{f}_{arm}", **kw))
@@ -259,20 +287,21 @@ def main() -> None:
     from blind_motion import _photos
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("estimates", "restore", "noise", "tasks", "inpaint", "motion"))
+    ap.add_argument("mode", choices=("estimates", "restore", "noise", "tasks", "inpaint", "motion", "motion-noise"))
     ap.add_argument("--split", choices=("tuning", "suite"), default="tuning")
     ap.add_argument("--json", type=Path, required=True)
-    ap.add_argument("--codec", choices=tuple(SUFFIXES), default="JPEG", help="noise, tasks, restore: the lossy format")
+    ap.add_argument("--codec", choices=tuple(SUFFIXES), default="JPEG", help="the lossy files' format")
+    ap.add_argument("--lossy-only", action="store_true", help="motion: restore only the lossy file")
     a = ap.parse_args()
     torch.set_num_threads(1)
     xs, names = _photos(a.split, 6)
     a.json.parent.mkdir(parents=True, exist_ok=True)
     if a.mode == "estimates":
-        body = estimates(xs, names)
+        body = estimates(xs, names, a.codec)
     else:
         modes = {"restore": restore_rows, "noise": noise_rows, "tasks": task_rows, "inpaint": inpaint_rows,
-                 "motion": motion_rows}
-        body = {"rows": modes[a.mode](xs, names, codec=a.codec)}
+                 "motion": motion_rows, "motion-noise": motion_noise_rows}
+        body = {"rows": modes[a.mode](xs, names, codec=a.codec, **({"png": False} if a.lossy_only else {}))}
     a.json.write_text(json.dumps({"split": a.split, "codec": a.codec, "names": names, **body}, indent=1) + "\n")
 
 

@@ -368,8 +368,8 @@ def read_measurement(plan: Plan, req: SolveRequest, image: Path) -> Observation:
     bits = output_bits(info, Path(req.out) / "x.png")
     return Observation(y=y, alpha=alpha, grey_input=grey_input, bits=bits, input_size=tuple(y.shape[-2:]),
                        frames=info.frames, lossy=info.lossy, codec=info.format,
-                       compression=None if req.simulate or not info.lossy else  # a grey measurement: luma only
-                       compression_sigma(image, "luma" if y.shape[1] == 1 else "rgb"))
+                       compression=None if req.simulate or not info.lossy else
+                       compression_sigma(image, "luma" if quantisation_rule(task, y.shape[1]) == "luma" else "rgb"))
 
 
 #: how far from grey (on [0, 1]) the 99th percentile of an RGB file's pixels may stray, channel by channel, for the
@@ -409,12 +409,23 @@ def _request_options(req: SolveRequest, sigma: float, **kw) -> TaskOptions:
                        scale=req.scale, oversampling=req.oversampling, **kw)
 
 
-#: how a measured JPEG's or lossy WebP's noise level counts its quantisation error, for other tasks and for inpainting: an
-#: inpainting restores best when it trusts the observed pixels (tuning split, JPEG quality 90, noise 0.02: with the
-#: quantisation added, a 70 % random mask −0.40 ± 0.06 dB and a box −0.04 ± 0.01; RESULTS, "Measured JPEGs")
-QUANTISATION_RULES = {False: "hypot(white, quantisation): the file's quantiser steps",
-                      True: "white only: an inpainting keeps the observed pixels as they are (the quantisation is "
-                            "reported, not added)"}
+#: how a measured JPEG's or lossy WebP's noise level counts its quantisation error (``invdiff.io.compression_sigma``),
+#: by task, chosen on the tuning split (RESULTS, "Measured JPEGs"): ``rgb`` (var_Y + 2·var_C) for every task not
+#: named; ``luma`` (the luma steps only) for motion deblurring, +1.2 dB over ``rgb`` with the true kernel at JPEG
+#: quality 90; ``reported`` for inpainting, which restores best when it trusts the observed pixels (with ``rgb``
+#: added, a 70 % random mask −0.40 ± 0.06 dB and a box −0.04 ± 0.01): the white level alone, the quantisation
+#: reported. A grey measurement always counts luma only.
+QUANTISATION_RULES = {"inpaint": "reported", "motion-deblur": "luma"}
+QUANTISATION_RULE_TEXT = {"rgb": "hypot(white, quantisation): the file's quantiser steps, luma and chroma",
+                          "luma": "hypot(white, quantisation): the file's quantiser steps, luma only",
+                          "reported": "white only: the observed pixels are kept as they are (the quantisation is "
+                                      "reported, not added)"}
+
+
+def quantisation_rule(task: Task, channels: int = 3) -> str:
+    """The rule of ``QUANTISATION_RULES`` for this task and a measurement of this many channels."""
+    rule = QUANTISATION_RULES.get(task.name, "rgb")
+    return "luma" if channels == 1 and rule == "rgb" else rule
 
 
 def _measured_sigma(task: Task, req: SolveRequest, obs: Observation) -> tuple[float, str, float]:
@@ -422,7 +433,7 @@ def _measured_sigma(task: Task, req: SolveRequest, obs: Observation) -> tuple[fl
     error added in quadrature where ``QUANTISATION_RULES`` adds it."""
     preset = None if task.measurement == "image" else TaskOptions().noise_sigma  # magnitudes: the preset
     white, source = measured.noise_sigma(req.noise_sigma, obs.y, default=preset, pixels=task.measurement == "image")
-    if source == "estimated" and obs.compression is not None and task.needs != "mask":
+    if source == "estimated" and obs.compression is not None and quantisation_rule(task) != "reported":
         return math.hypot(white, obs.compression), source, white
     return white, source, white
 
@@ -458,7 +469,7 @@ def problem_for(plan: Plan, req: SolveRequest, obs: Observation, callback=None):
         degradation["noise_sigma"]["estimator"] = NOISE_ESTIMATOR_NAMES[noise_estimator(y[:1])]
         if not req.simulate and obs.compression is not None:
             degradation["noise_sigma"].update(white=white, quantisation=obs.compression, codec=obs.codec,
-                                              rule=QUANTISATION_RULES[task.needs == "mask"])
+                                              rule=QUANTISATION_RULE_TEXT[quantisation_rule(task, y.shape[1])])
     prob = measured.build_problem(task, req, plan.prior, y, opts, given)
     prob.degradation = degradation
     if degradation.get("kernel", {}).get("reliable") is False:

@@ -309,7 +309,7 @@ def test_a_jpeg_or_webp_counts_its_quantisation_as_noise_and_reads_a_blind_blur_
 
 def test_an_inpainting_of_a_jpeg_reports_its_quantisation_without_adding_it(files, tmp_path):
     from invdiff.io import compression_sigma, estimate_noise_sigma, read_image
-    from invdiff.solve import QUANTISATION_RULES
+    from invdiff.solve import QUANTISATION_RULE_TEXT
 
     Image.open(files / "photo.png").save(tmp_path / "p.jpg", quality=80)
     r, _ = solve(files, tmp_path / "o", "--task", "inpaint", tmp_path / "p.jpg", "--mask", files / "mask.png")
@@ -317,7 +317,21 @@ def test_an_inpainting_of_a_jpeg_reports_its_quantisation_without_adding_it(file
     white = estimate_noise_sigma(read_image(tmp_path / "p.jpg"))
     assert noise["value"] == pytest.approx(white) and noise["white"] == pytest.approx(white)
     assert noise["quantisation"] == compression_sigma(tmp_path / "p.jpg") > 0
-    assert noise["rule"] == QUANTISATION_RULES[True] != QUANTISATION_RULES[False]
+    assert noise["rule"] == QUANTISATION_RULE_TEXT["reported"]
+
+
+def test_motion_deblurring_of_a_jpeg_counts_the_luma_quantisation(files, tmp_path):
+    from invdiff.io import compression_sigma
+    from invdiff.solve import QUANTISATION_RULE_TEXT
+
+    Image.open(files / "photo.png").save(tmp_path / "p.jpg", quality=80)
+    np.save(tmp_path / "k.npy", np.outer(np.hanning(7), np.ones(3))[:, 1:2] * np.ones((1, 5)))
+    rep = report(solve(files, tmp_path / "o", "--task", "motion-deblur", tmp_path / "p.jpg", "--kernel",
+                       tmp_path / "k.npy")[0])
+    noise = rep["degradation"]["noise_sigma"]
+    assert noise["quantisation"] == compression_sigma(tmp_path / "p.jpg", "luma") < compression_sigma(tmp_path / "p.jpg")
+    assert noise["value"] == pytest.approx(math.hypot(noise["white"], noise["quantisation"]))
+    assert noise["rule"] == QUANTISATION_RULE_TEXT["luma"]
 
 
 def test_a_grey_measurement_from_a_colour_jpeg_counts_the_luma_quantisation_only(files, tmp_path):
