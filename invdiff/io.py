@@ -269,24 +269,25 @@ class _BoolDecoder:
         return self.signed(n) if self.literal(1) else 0
 
 
-def _vp8_chunk(path: Path) -> bytes | None:
-    """The payload of a WebP file's VP8 (lossy) chunk; None for a lossless or animated file."""
+def _webp_image_chunk(path: Path) -> tuple[bytes | None, bytes | None]:
+    """(kind, payload) of a WebP file's first image chunk (``VP8 `` lossy, ``VP8L`` lossless, ``ANMF`` an animation's
+    frame; the payload is read for ``VP8 `` only); (None, None) for a file that is not a WebP or has none."""
     with open(path, "rb") as f:
         if f.read(12)[8:12] != b"WEBP":
-            return None
+            return None, None
         while len(chunk := f.read(8)) == 8:
             kind, size = chunk[:4], int.from_bytes(chunk[4:], "little")
             if kind in (b"VP8 ", b"VP8L", b"ANMF"):
-                return f.read(size) if kind == b"VP8 " else None
+                return kind, f.read(size) if kind == b"VP8 " else None
             f.seek(size + (size & 1), 1)
-    return None
+    return None, None
 
 
 def vp8_quantisers(path: str | Path) -> list[dict[str, int]] | None:
     """The quantiser steps of a lossy WebP's key frame, one dict per segment (ydc, yac, y2dc, y2ac, uvdc, uvac, as
     RFC 6386 section 14.1 derives them from the frame header's indices and the segments' quantiser updates); None
     for a file without a VP8 key frame. The header is read up to the quantiser indices only."""
-    data = _vp8_chunk(Path(path))
+    data = _webp_image_chunk(Path(path))[1]
     if data is None or len(data) < 11 or data[0] & 1 or data[3:6] != b"\x9d\x01\x2a":
         return None
     d = _BoolDecoder(data[10:])
@@ -337,15 +338,7 @@ def _vp8_variances(steps: list[dict[str, int]]) -> tuple[float, float]:
 
 def _webp_lossy(path: Path) -> bool:
     """Whether a WebP file holds a lossy (VP8) picture: its RIFF chunks, up to the first image chunk."""
-    with open(path, "rb") as f:
-        if f.read(12)[8:12] != b"WEBP":
-            return False
-        while len(chunk := f.read(8)) == 8:
-            kind, size = chunk[:4], int.from_bytes(chunk[4:], "little")
-            if kind in (b"VP8 ", b"VP8L"):
-                return kind == b"VP8 "
-            f.seek(size + (size & 1), 1)
-    return False
+    return _webp_image_chunk(path)[0] == b"VP8 "
 
 
 def _valid_orientation(value) -> int:
