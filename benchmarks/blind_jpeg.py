@@ -16,7 +16,8 @@ leaves a residual that falls off with frequency, so the spectral estimator's whi
    before (the white estimate) and now (with the quantisation's error). ``inpaint``: inpainting them (box and 70 %
    random masks given as files) with the noise level given as each rule, and as the file's actual error.
    ``motion``: blind motion deblurring through ``solve`` of the same photo as PNG and as a lossy file;
-   ``motion-noise``: motion deblurring of lossy files with the true kernel, the noise level as each rule.
+   ``true-noise --task T``: lossy files of motion deblurring (``motion-noise``), non-uniform deblurring or
+   colourisation, restored with the true degradation given, the noise level as each rule.
 4. ``restore``: end to end through ``solve`` (measured mode, the default prior and the deblurring preset) on lossy
    files of quality 90 (σ_b ∈ {1.5, 3}, noise 0.02): the blur given as each estimate, or as the truth, the noise
    level as solve now sets it (the white estimate and the quantisation's error); ``before``: the spectral estimate
@@ -61,11 +62,34 @@ def _blurred(x: torch.Tensor, blur: float) -> torch.Tensor:
     return ops.Blur(ops.gaussian_kernel(2 * math.ceil(3 * blur) + 1, blur), padding="reflect")(x) if blur > 0 else x
 
 
-def motion_noise_rows(xs, names, quality: int = 90, codec: str = "JPEG", kernel: int = 0) -> list[dict]:
-    """Motion deblurring of lossy files with the true kernel given (``blind_motion.py``'s kernel 0, noise 0.02):
-    the noise level as the white estimate alone, the true noise, or with the quantisation's error (both rules)."""
+def _true_case(x, i: int, task: str, kernel: int, tmp: str):
+    """(y before saving, the solve keywords that give the true degradation) of photo i for ``task``, noise 0.02:
+    motion: ``blind_motion.py``'s kernel; nonuniform: the task's camera shake from the stream of (i, kernel), given
+    as a kernel field file (G·G, kh, kw); colorize: the grey image, nothing to give."""
     from blind_motion import blurred
 
+    from invdiff.rng import make_generators
+    from invdiff.tasks import TaskOptions, get_task
+
+    if task == "motion-deblur":
+        _, y, k = blurred(x, i, kernel, 0.02)
+    else:
+        t, opts = get_task(task), TaskOptions(noise_sigma=0.02)
+        op = t.operator(x.shape, opts, generator=make_generators(0, 1, purpose=f"lossy-{task}", start=3 * i + kernel))
+        with torch.no_grad():
+            y = t.noise(opts)(op(x), generator=make_generators(0, 1, purpose=f"lossy-{task}-noise", start=3 * i + kernel))
+        if task == "colorize":
+            return y, {}
+        k = op.kernels[0]
+    np.save(Path(tmp) / "k.npy", k.numpy())
+    return y, {"kernel": Path(tmp) / "k.npy"}
+
+
+def true_noise_rows(xs, names, quality: int = 90, codec: str = "JPEG", kernel: int = 0,
+                    task: str = "motion-deblur") -> list[dict]:
+    """A task's lossy files restored with the true degradation given (``_true_case``; noise 0.02 before saving):
+    the noise level as the white estimate alone (what the ``reported`` rule uses), the true noise, or with the
+    quantisation's error (both rules)."""
     from invdiff.io import compression_sigma
     from invdiff.metrics import psnr
     from noise_estimate import score_arms
@@ -73,15 +97,14 @@ def motion_noise_rows(xs, names, quality: int = 90, codec: str = "JPEG", kernel:
     rows = []
     for i, name in enumerate(names):
         x = xs[i: i + 1]
-        _, y0, k_true = blurred(x, i, kernel, 0.02)
         with tempfile.TemporaryDirectory() as tmp:
-            np.save(Path(tmp) / "k.npy", k_true.numpy())
+            y0, given = _true_case(x, i, task, kernel, tmp)
             path, y, s = _jpeg(tmp, name, _encoded(y0, quality, codec), codec)
             arms = {"white": s, "truth": 0.02, **{r: math.hypot(s, compression_sigma(path, r)) for r in ("luma", "rgb")}}
-            scores = score_arms(path, x, "motion-deblur", {a: {"kernel": Path(tmp) / "k.npy", "noise_sigma": v}
-                                                           for a, v in arms.items()})
-            rows.append(_row({"photo": name, "kernel": kernel, "noise": 0.02, "quality": quality,
-                              "blurry": round(float(psnr(y, x)[0]), 3)}, scores, arms))
+            scores = score_arms(path, x, task, {a: {**given, "noise_sigma": v} for a, v in arms.items()})
+            blurry = psnr(y.expand_as(x), x)[0]
+            rows.append(_row({"photo": name, "task": task, "kernel": kernel, "noise": 0.02, "quality": quality,
+                              "blurry": round(float(blurry), 3)}, scores, arms))
     return rows
 
 
@@ -90,6 +113,7 @@ def _encoded(y: torch.Tensor, quality: int | None, codec: str) -> bytes:
     from PIL import Image
 
     a = ((y.clamp(-1, 1) + 1) / 2 * 255).round().byte()[0].permute(1, 2, 0).numpy()
+    a = a[..., 0] if a.shape[-1] == 1 else a
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, format="PNG" if quality is None else codec, **({} if quality is None else {"quality": quality}))
     return buf.getvalue()
@@ -150,7 +174,9 @@ def _row(row: dict, scores: dict, sigmas: dict) -> dict:
     return row
 
 
-def restore_rows(xs, names, quality: int = 90, codec: str = "JPEG") -> list[dict]:
+def restore_rows(xs, names, quality: int = 90, codec: str = "JPEG", shrinks: tuple[float, ...] = ()) -> list[dict]:
+    """``restore`` mode; ``shrinks``: the edge estimate's arms times each factor (``edges_F``) beside it and the
+    truth, instead of the spectral ones."""
     from invdiff.blind import estimate_gaussian_blur
     from invdiff.metrics import psnr
     from noise_estimate import score_arms
@@ -163,6 +189,9 @@ def restore_rows(xs, names, quality: int = 90, codec: str = "JPEG") -> list[dict
                 spectrum = estimate_gaussian_blur(y, s).blur_sigma
                 arms = {"before": (spectrum, s), "spectrum": (spectrum, None),
                         "edges": (estimate_gaussian_blur(y, s, method="edges").blur_sigma, None), "truth": (blur, None)}
+                arms.update({f"edges_{f:g}": (arms["edges"][0] * f, None) for f in shrinks})
+                if shrinks:  # the shrink comparison: the edge estimate's arms and the truth only
+                    arms = {a: v for a, v in arms.items() if a.startswith("edges") or a == "truth"}
                 scores = score_arms(path, xs[i: i + 1], "deblur", {a: {"blur_sigma": max(sig, 0.05), "noise_sigma": n}
                                                                    for a, (sig, n) in arms.items()})
                 rows.append(_row({"photo": name, "blur": blur, "noise": 0.02, "quality": quality, "noise_estimate": round(s, 5),
@@ -287,10 +316,13 @@ def main() -> None:
     from blind_motion import _photos
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("estimates", "restore", "noise", "tasks", "inpaint", "motion", "motion-noise"))
+    ap.add_argument("mode", choices=("estimates", "restore", "noise", "tasks", "inpaint", "motion", "motion-noise", "true-noise"))
+    ap.add_argument("--task", choices=("motion-deblur", "nonuniform-deblur", "colorize"), default="motion-deblur",
+                    help="true-noise: the task whose lossy files are restored with the true degradation")
     ap.add_argument("--split", choices=("tuning", "suite"), default="tuning")
     ap.add_argument("--json", type=Path, required=True)
     ap.add_argument("--codec", choices=tuple(SUFFIXES), default="JPEG", help="the lossy files' format")
+    ap.add_argument("--shrink", type=float, nargs="*", default=[], help="restore: arms with the edge estimate times F")
     ap.add_argument("--lossy-only", action="store_true", help="motion: restore only the lossy file")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -300,8 +332,10 @@ def main() -> None:
         body = estimates(xs, names, a.codec)
     else:
         modes = {"restore": restore_rows, "noise": noise_rows, "tasks": task_rows, "inpaint": inpaint_rows,
-                 "motion": motion_rows, "motion-noise": motion_noise_rows}
-        body = {"rows": modes[a.mode](xs, names, codec=a.codec, **({"png": False} if a.lossy_only else {}))}
+                 "motion": motion_rows, "motion-noise": true_noise_rows, "true-noise": true_noise_rows}
+        extra = ({"png": False} if a.lossy_only else {"task": a.task} if a.mode == "true-noise" else
+                 {"shrinks": tuple(a.shrink)} if a.mode == "restore" else {})
+        body = {"rows": modes[a.mode](xs, names, codec=a.codec, **extra)}
     a.json.write_text(json.dumps({"split": a.split, "codec": a.codec, "names": names, **body}, indent=1) + "\n")
 
 

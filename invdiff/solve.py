@@ -412,10 +412,11 @@ def _request_options(req: SolveRequest, sigma: float, **kw) -> TaskOptions:
 #: how a measured JPEG's or lossy WebP's noise level counts its quantisation error (``invdiff.io.compression_sigma``),
 #: by task, chosen on the tuning split (RESULTS, "Measured JPEGs"): ``rgb`` (var_Y + 2·var_C) for every task not
 #: named; ``luma`` (the luma steps only) for motion deblurring, +1.2 dB over ``rgb`` with the true kernel at JPEG
-#: quality 90; ``reported`` for inpainting, which restores best when it trusts the observed pixels (with ``rgb``
-#: added, a 70 % random mask −0.40 ± 0.06 dB and a box −0.04 ± 0.01): the white level alone, the quantisation
-#: reported. A grey measurement always counts luma only.
-QUANTISATION_RULES = {"inpaint": "reported", "motion-deblur": "luma"}
+#: quality 90, and for non-uniform deblurring, +1.6 dB with the true kernel field; ``reported`` for inpainting,
+#: which restores best when it trusts the observed pixels (with ``rgb`` added, a 70 % random mask −0.40 ± 0.06 dB
+#: and a box −0.04 ± 0.01): the white level alone, the quantisation reported. A grey measurement always counts luma
+#: only.
+QUANTISATION_RULES = {"inpaint": "reported", "motion-deblur": "luma", "nonuniform-deblur": "luma"}
 QUANTISATION_RULE_TEXT = {"rgb": "hypot(white, quantisation): the file's quantiser steps, luma and chroma",
                           "luma": "hypot(white, quantisation): the file's quantiser steps, luma only",
                           "reported": "white only: the observed pixels are kept as they are (the quantisation is "

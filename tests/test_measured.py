@@ -320,14 +320,15 @@ def test_an_inpainting_of_a_jpeg_reports_its_quantisation_without_adding_it(file
     assert noise["rule"] == QUANTISATION_RULE_TEXT["reported"]
 
 
-def test_motion_deblurring_of_a_jpeg_counts_the_luma_quantisation(files, tmp_path):
+@pytest.mark.parametrize("task", ["motion-deblur", "nonuniform-deblur"])
+def test_motion_deblurring_of_a_jpeg_counts_the_luma_quantisation(files, tmp_path, task):
     from invdiff.io import compression_sigma
     from invdiff.solve import QUANTISATION_RULE_TEXT
 
     Image.open(files / "photo.png").save(tmp_path / "p.jpg", quality=80)
     np.save(tmp_path / "k.npy", np.outer(np.hanning(7), np.ones(3))[:, 1:2] * np.ones((1, 5)))
-    rep = report(solve(files, tmp_path / "o", "--task", "motion-deblur", tmp_path / "p.jpg", "--kernel",
-                       tmp_path / "k.npy")[0])
+    kernel = tmp_path / "k.npy" if task == "motion-deblur" else files / "field.npy"
+    rep = report(solve(files, tmp_path / "o", "--task", task, tmp_path / "p.jpg", "--kernel", kernel)[0])
     noise = rep["degradation"]["noise_sigma"]
     assert noise["quantisation"] == compression_sigma(tmp_path / "p.jpg", "luma") < compression_sigma(tmp_path / "p.jpg")
     assert noise["value"] == pytest.approx(math.hypot(noise["white"], noise["quantisation"]))
