@@ -33,7 +33,7 @@ Condition = Callable[[Tensor, torch.Generator], Tensor]  # (clean batch, generat
 @dataclass(frozen=True)
 class TrainConfig:
     name: str
-    data: str  # "fmnist", "natural", or "folder:PATH"
+    data: str  # "fmnist", "natural", "natural-no-webp" (the listed photos not from WebPs), or "folder:PATH"
     unet: UNetConfig = field(default_factory=UNetConfig)
     schedule: dict = field(default_factory=lambda: {"kind": "linear", "num_timesteps": 1000})
     patch: int = 64  # natural/folder patch size
@@ -108,9 +108,11 @@ def make_batches(cfg: TrainConfig, device: str | torch.device | None = None) -> 
             return (b, torch.as_tensor(labels[idx], dtype=torch.long)) if labelled else b
 
         return fmnist
-    if cfg.data == "natural" or cfg.data.startswith("folder:"):
+    if cfg.data in ("natural", "natural-no-webp") or cfg.data.startswith("folder:"):
         if cfg.data == "natural":
             photos = D.natural_photos(listed=True)
+        elif cfg.data == "natural-no-webp":  # the listed photos without those that exist only as lossy WebPs
+            photos = D.natural_photos(names=D.natural_names(skip_format="webp"))
         else:
             from .io import read_image
 
@@ -118,7 +120,7 @@ def make_batches(cfg: TrainConfig, device: str | torch.device | None = None) -> 
         sampler = D.PatchSampler(photos, patch=cfg.patch, max_scale=cfg.max_scale, colour_jitter=cfg.colour_jitter,
                                  colour_pick=cfg.colour_pick, device=device)
         return sampler.sample
-    raise ValueError(f"unknown training data {cfg.data!r} (fmnist, natural, folder:PATH)")
+    raise ValueError(f"unknown training data {cfg.data!r} (fmnist, natural, natural-no-webp, folder:PATH)")
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:

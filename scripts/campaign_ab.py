@@ -63,6 +63,9 @@ ARMS: dict[str, dict] = {
     # the same photos, each patch the more colourful of two candidates (Hasler-Süsstrunk M): for the colouriser,
     # whose colour cosine stopped rising with more of the recipe (benchmarks/RESULTS.md, "the colour cosine")
     "colourful": {"colour_pick": 2},
+    # the listed photos without the 140 that exist only as lossy WebPs (gcompris-qt-data, ~1024 px): whether their
+    # compression, which smooths fine texture, is what lowered random inpainting after leg 56 (benchmarks/RESULTS.md)
+    "no-webp": {"data": "natural-no-webp"},
 }
 
 

@@ -177,3 +177,14 @@ def test_the_natural_recipe_draws_from_exactly_the_listed_photos(tmp_path):
     (tmp_path / f"{names[0]}.png").unlink()
     with pytest.raises(FileNotFoundError, match="lacks 1 of the 3 .*build_natural_data"):
         natural_photos(tmp_path, names=picked)
+
+
+def test_the_no_webp_data_leaves_out_exactly_the_photos_whose_source_is_a_webp(monkeypatch):
+    import invdiff.data as D
+
+    fake = [{"name": "b", "path": "/x/b.JPG"}, {"name": "a", "path": "/x/bundle.rcc", "member": "r/a.webp"},
+            {"name": "c", "path": "/x/c.webp"}, {"name": "d", "path": "/x/d.rcc", "member": "r/d.png"}]
+    monkeypatch.setattr(D, "natural_sources", lambda: fake)
+    assert D.natural_names() == ["a", "b", "c", "d"]
+    assert D.natural_names(skip_format="webp") == ["b", "d"]
+    assert D.natural_names(skip_format="JPG") == ["a", "c", "d"]

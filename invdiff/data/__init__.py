@@ -191,6 +191,15 @@ def natural_sources() -> list[dict]:
     return json.loads(NATURAL_SOURCES.read_text())["files"]
 
 
+def natural_names(*, skip_format: str | None = None) -> list[str]:
+    """The listed training photos' names, sorted; ``skip_format`` (a suffix such as ``webp``): without the photos
+    whose source file (the bundle's member, or the file) is of that format."""
+    def fmt(entry: dict) -> str:
+        return (entry.get("member") or entry["path"]).rsplit(".", 1)[-1].lower()
+
+    return sorted(e["name"] for e in natural_sources() if skip_format is None or fmt(e) != skip_format.lower())
+
+
 #: scikit-image's bundled photographs: the validation set of the natural-photo prior (never trained on)
 VALIDATION_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "grass")
 
