@@ -86,10 +86,10 @@ def _true_case(x, i: int, task: str, kernel: int, tmp: str):
 
 
 def true_noise_rows(xs, names, quality: int = 90, codec: str = "JPEG", kernel: int = 0,
-                    task: str = "motion-deblur") -> list[dict]:
+                    task: str = "motion-deblur", only: tuple[str, ...] = ()) -> list[dict]:
     """A task's lossy files restored with the true degradation given (``_true_case``; noise 0.02 before saving):
     the noise level as the white estimate alone (what the ``reported`` rule uses), the true noise, or with the
-    quantisation's error (both rules)."""
+    quantisation's error (both rules); ``only``: these of the arms."""
     from invdiff.io import compression_sigma
     from invdiff.metrics import psnr
     from noise_estimate import score_arms
@@ -101,6 +101,7 @@ def true_noise_rows(xs, names, quality: int = 90, codec: str = "JPEG", kernel: i
             y0, given = _true_case(x, i, task, kernel, tmp)
             path, y, s = _jpeg(tmp, name, _encoded(y0, quality, codec), codec)
             arms = {"white": s, "truth": 0.02, **{r: math.hypot(s, compression_sigma(path, r)) for r in ("luma", "rgb")}}
+            arms = {a: v for a, v in arms.items() if not only or a in only}
             scores = score_arms(path, x, task, {a: {**given, "noise_sigma": v} for a, v in arms.items()})
             blurry = psnr(y.expand_as(x), x)[0]
             rows.append(_row({"photo": name, "task": task, "kernel": kernel, "noise": 0.02, "quality": quality,
@@ -322,6 +323,7 @@ def main() -> None:
     ap.add_argument("--split", choices=("tuning", "suite"), default="tuning")
     ap.add_argument("--json", type=Path, required=True)
     ap.add_argument("--codec", choices=tuple(SUFFIXES), default="JPEG", help="the lossy files' format")
+    ap.add_argument("--arms", nargs="*", default=[], help="true-noise: run only these arms (white, truth, luma, rgb)")
     ap.add_argument("--shrink", type=float, nargs="*", default=[], help="restore: arms with the edge estimate times F")
     ap.add_argument("--lossy-only", action="store_true", help="motion: restore only the lossy file")
     a = ap.parse_args()
@@ -333,7 +335,7 @@ def main() -> None:
     else:
         modes = {"restore": restore_rows, "noise": noise_rows, "tasks": task_rows, "inpaint": inpaint_rows,
                  "motion": motion_rows, "motion-noise": true_noise_rows, "true-noise": true_noise_rows}
-        extra = ({"png": False} if a.lossy_only else {"task": a.task} if a.mode == "true-noise" else
+        extra = ({"png": False} if a.lossy_only else {"task": a.task, "only": tuple(a.arms)} if a.mode == "true-noise" else
                  {"shrinks": tuple(a.shrink)} if a.mode == "restore" else {})
         body = {"rows": modes[a.mode](xs, names, codec=a.codec, **extra)}
     a.json.write_text(json.dumps({"split": a.split, "codec": a.codec, "names": names, **body}, indent=1) + "\n")
