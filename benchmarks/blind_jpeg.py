@@ -335,8 +335,8 @@ def main() -> None:
     else:
         modes = {"restore": restore_rows, "noise": noise_rows, "tasks": task_rows, "inpaint": inpaint_rows,
                  "motion": motion_rows, "motion-noise": true_noise_rows, "true-noise": true_noise_rows}
-        extra = ({"png": False} if a.lossy_only else {"task": a.task, "only": tuple(a.arms)} if a.mode == "true-noise" else
-                 {"shrinks": tuple(a.shrink)} if a.mode == "restore" else {})
+        extra = {"motion": {"png": not a.lossy_only}, "true-noise": {"task": a.task, "only": tuple(a.arms)},
+                 "restore": {"shrinks": tuple(a.shrink)}}.get(a.mode, {})
         body = {"rows": modes[a.mode](xs, names, codec=a.codec, **extra)}
     a.json.write_text(json.dumps({"split": a.split, "codec": a.codec, "names": names, **body}, indent=1) + "\n")
 

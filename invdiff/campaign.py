@@ -44,8 +44,8 @@ CAMPAIGNS: dict[str, tuple[str, str]] = {
                              "leg 11 on with log-normal training levels, from leg 14 on with 128x128 patches, 4 a step, "
                              "from leg 20 on grown deeper (two more residual blocks per decoder stage, 3.00M parameters), "
                              "from leg 34 on 53 training photos instead of 38 (15 more from lomiri-wallpapers), from leg 36 on "
-                             "66 (13 more from opencv-doc), from leg 56 on 206 (140 from gcompris-qt-data, lossy WebPs), from leg 58 on "
-                             "the 66 that are not WebPs again (A/B round 5) "
+                             "66 (13 more from opencv-doc), from leg 56 on 206 (140 from gcompris-qt-data, "
+                             "lossy WebPs), from leg 58 on the 66 that are not WebPs again (A/B round 5) "
                              "(each leg records its patch and batch size, and from leg 34 on its number of photos); the "
                              "version is the number of legs in the ledger"),
     "natural-palette-colorize": ("natural", "Palette colourisation: the natural prior's U-Net with the grey image as "

@@ -175,7 +175,7 @@ def natural_photos(root: str | Path = "data/natural", *, listed: bool = False,
     if not files:
         raise FileNotFoundError(f"no training photos in {root}: run `python scripts/build_natural_data.py` first")
     if listed or names is not None:
-        want = list(names) if names is not None else sorted(f["name"] for f in natural_sources())
+        want = list(names) if names is not None else natural_names()
         missing = [n for n in want if not (Path(root) / f"{n}.png").is_file()]
         if missing:
             raise FileNotFoundError(f"{root} lacks {len(missing)} of the {len(want)} training photos listed in "
