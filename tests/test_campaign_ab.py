@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -225,3 +226,32 @@ def test_an_arm_of_a_palette_recipe_is_a_conditional_prior_and_adopts_with_its_c
     assert not (tmp_path / "ckpt" / "natural").exists()
     legs = json.loads((tmp_path / "weights" / "toy-palette.json").read_text())["campaign"]["legs"]
     assert "'high-levels'" in legs[-1]["what"] and legs[-1]["steps"] == [state["step"], state["step"] + info["steps"]]
+
+
+def test_the_suite_trend_fits_a_line_in_log_training_and_finds_where_it_crosses_the_bar(tmp_path):
+    spec = importlib.util.spec_from_file_location("plot_campaign", Path(__file__).resolve().parents[1] / "scripts" / "plot_campaign.py")
+    plot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot)
+    legs = [{"images_seen": [0, 100]}, {"images_seen": [100, 200], "patch": 128}, {"images_seen": [200, 300], "patch": 128}]
+    assert plot.current_patch_start(legs) == 100  # where the run of 128×128 legs began
+    assert plot.current_patch_start(legs[:1]) == 0
+    eq = plot.equivalent_64(legs)
+    a, b = 0.1, 0.05  # gains exactly on a + b·ln(x) in 64×64 equivalents, each photo off by ±d
+    paths = []
+    for i, n in enumerate((100, 150, 300)):
+        g, d = a + b * math.log(eq(n)), 0.01 * (i + 1)
+        p = tmp_path / f"bar{i}.json"
+        p.write_text(json.dumps({"natural_images_seen": n, "rows": {"deblur diffpir": {
+            "natural64": [20.0, 21.0, 22.0, 23.0], "natural": [20.0 + g + d, 21.0 + g - d, 22.0 + g + d, 23.0 + g - d]}}}))
+        paths.append(p)
+    trend = plot.suite_trend(paths[::-1], eq)["deblur diffpir"]
+    assert [x for x, _, _ in trend] == [100, 300, 900]  # ordered by training; 128×128 patches count four times
+    for i, (x, g, se) in enumerate(trend):
+        assert g == pytest.approx(a + b * math.log(x), abs=1e-9)
+        assert se == pytest.approx(0.01 * (i + 1) * math.sqrt(4 / 3) / 2, rel=1e-9)  # sample std / √n
+    fa, fb = plot.log_fit(trend)
+    assert (fa, fb) == (pytest.approx(a, abs=1e-9), pytest.approx(b, abs=1e-9))
+    assert plot.crossing(fa, fb, 0.5) == pytest.approx(math.exp((0.5 - a) / b), rel=1e-6)
+    assert plot.crossing(0.1, -0.01) is None and plot.crossing(0.1, 0.0) is None  # a flat or falling row never gets there
+    with pytest.raises(ValueError, match="two points"):
+        plot.log_fit(trend[:1])
