@@ -331,3 +331,33 @@ def test_tuning_chooses_across_methods_and_prefers_the_cases_own_on_a_tie(tune):
     tie = [row(case.method, 20, 0.2, [24.0, 25.0]), row("ddnm", 20, 0.2, [24.0, 25.0 + tune.TIE_DB / 2])]
     assert tune._choose(tie, [case])["method"] == case.method
     assert tune._entry(ch, case)["hyper_parameters"] == {"start": 0.2, "init": case.init}
+
+
+def test_the_box_start_probe_writes_its_best_start_as_the_holes_variant_and_a_retune_keeps_it(tune, tmp_path, monkeypatch):
+    """benchmarks/box_starts.py: the best mean PSNR (within tune's tie margin the earlier start) becomes the holes
+    variant of that prior's inpainting preset, marked ``chosen_by`` with every start's mean, and a later
+    ``tune.py choose`` of the task keeps it."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("box_starts", Path(__file__).resolve().parents[1] / "benchmarks" / "box_starts.py")
+    box = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(box)
+    path = tmp_path / "presets.json"
+    inpaint = {"method": "ddrm", "steps": 20, "hyper_parameters": {"start": 0.15}, "variants": {"holes": {"steps": 20}}}
+    path.write_text(json.dumps({"prior": "p", "presets": {}, "by_prior": {"q": {"presets": {"inpaint": inpaint}}}}))
+    monkeypatch.setattr(box.tune, "PRESETS", path)
+    monkeypatch.setattr(tune, "PRESETS", path)
+    rows = [{"prior": "q", "steps": 20, "start": s, "psnr": v} for s, v in ((0.5, [19.0, 19.2]), (0.7, [20.0, 20.02]),
+                                                                            (0.8, [20.0, 20.05]), (1.0, [18.0, 18.0]))]
+    rows.append({"prior": "r", "steps": 20, "start": 1.0, "psnr": [30.0, 30.0]})  # another prior's rows do not count
+    res = {"photos": 2, "rows": rows}
+    assert box.best(res, "q")["start"] == 0.7  # 0.8 is 0.015 dB better: a tie, so the earlier start
+    box.write_preset(res, "q")
+    holes = json.loads(path.read_text())["by_prior"]["q"]["presets"]["inpaint"]["variants"]["holes"]
+    assert holes["hyper_parameters"] == {"start": 0.7, "init": "biharmonic", "eta": 1.0} and holes["tuning_psnr"] == 20.01
+    assert "from 0.5 19.10" in holes["chosen_by"] and "from 1.0 18.00" in holes["chosen_by"]
+    tune._write_presets("q", {"inpaint": {"method": "ddrm", "steps": 30, "hyper_parameters": {}}})
+    assert json.loads(path.read_text())["by_prior"]["q"]["presets"]["inpaint"]["variants"]["holes"] == holes
+    with pytest.raises(SystemExit, match="no rows"):
+        box.best(res, "s")
