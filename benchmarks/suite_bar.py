@@ -63,7 +63,7 @@ def sample_rows(prior: str, rows: list[str], k: int) -> dict[str, dict]:
     from invdiff.data import validation_photos
     from invdiff.metrics import psnr
     from invdiff.prior import load
-    from invdiff.rng import stream_seed
+    from invdiff.rng import make_generators
     from invdiff.samplers import restore
     from invdiff.tasks import TaskOptions, get_task, simulate
 
@@ -79,10 +79,9 @@ def sample_rows(prior: str, rows: list[str], k: int) -> dict[str, dict]:
         for lo in range(0, suite.count, suite.batch_size):
             ids = list(range(lo, min(lo + suite.batch_size, suite.count)))
             x = x_all[ids]
-            op, y = simulate(get_task(task), x, opts, generator=[
-                torch.Generator().manual_seed(stream_seed(suite.seed, "degrade", i)) for i in ids])
+            op, y = simulate(get_task(task), x, opts, generator=make_generators(suite.seed, len(ids), purpose="degrade", start=lo))
             r = restore(y, op, get_task(task).noise(opts), net, method=method, steps=suite.steps[method], samples=k,
-                        generator=[torch.Generator().manual_seed(stream_seed(suite.seed, "sample", i)) for i in ids])
+                        generator=make_generators(suite.seed, len(ids), purpose="sample", start=lo))
             per_sample += [[round(float(v), 3) for v in psnr(r.samples[b], x[b: b + 1].expand_as(r.samples[b]))]
                            for b in range(len(ids))]
             of_mean += [round(float(v), 3) for v in psnr(r.mean, x)]

@@ -13,7 +13,10 @@ import argparse
 import glob
 import json
 import math
+import statistics
 from pathlib import Path
+
+import numpy as np
 
 from matplotlib.figure import Figure
 
@@ -54,25 +57,18 @@ def suite_trend(paths: list[Path], eq) -> dict[str, list[tuple[float, float, flo
         x = eq(d["natural_images_seen"])
         for key, r in d["rows"].items():
             diff = [b - a for a, b in zip(r["natural64"], r["natural"], strict=True)]
-            mean = sum(diff) / len(diff)
-            se = math.sqrt(sum((v - mean) ** 2 for v in diff) / (len(diff) - 1) / len(diff))
-            rows.setdefault(key, []).append((x, mean, se))
+            rows.setdefault(key, []).append((x, statistics.mean(diff), statistics.stdev(diff) / math.sqrt(len(diff))))
     return {k: sorted(v) for k, v in rows.items()}
 
 
 def log_fit(points: list[tuple[float, ...]]) -> tuple[float, float]:
     """Least squares of gain = a + b·ln(x) over the points (x, gain, ...): (a, b)."""
-    n = len(points)
-    if n < 2:
+    if len(points) < 2:
         raise ValueError("a line needs at least two points")
-    lx = [math.log(p[0]) for p in points]
-    g = [p[1] for p in points]
-    mx, mg = sum(lx) / n, sum(g) / n
-    sxx = sum((v - mx) ** 2 for v in lx)
-    if sxx == 0:
+    if len({p[0] for p in points}) < 2:
         raise ValueError("the points share one amount of training")
-    b = sum((v - mx) * (w - mg) for v, w in zip(lx, g)) / sxx
-    return mg - b * mx, b
+    b, a = np.polyfit(np.log([p[0] for p in points]), [p[1] for p in points], 1)
+    return float(a), float(b)
 
 
 def crossing(a: float, b: float, level: float = BAR_DB) -> float | None:
