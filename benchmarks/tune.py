@@ -10,6 +10,7 @@ suite is for reporting only: nothing here reads it.
     python benchmarks/tune.py choose [--prior P]     # presets (solve_presets.json) + table + PSNR-vs-NFE plots
     python benchmarks/tune.py suite [--prior P]      # the natural-defaults[-P] suite from the presets
     python benchmarks/tune.py compare DIR DIR        # a table of natural-defaults runs of two priors
+    python benchmarks/tune.py check --prior P [--presets-of Q] [--against Q]   # P run at the presets, paired
 
 Presets tuned with the file's own prior (natural64) are the general ones; another prior's (``--prior
 ffdnet+natural64``) go under ``by_prior`` and serve that prior only; solve uses the first installed prior of
@@ -332,7 +333,7 @@ def _plots(rows: list[dict], prior: str) -> None:
 def suite(args) -> None:
     """The natural suite's photos and degradations, each task run with its solve preset, and the baselines."""
     spec = json.loads(PRESETS.read_text())
-    table = {**spec["presets"], **spec.get("by_prior", {}).get(args.prior, {}).get("presets", {})}
+    table = preset_table(args.prior)
     base = json.loads((SUITE.parent / "natural.json").read_text())
     tasks = []
     for c in CASES:
@@ -399,6 +400,57 @@ def compare(args) -> None:
     print("\n".join(out))
 
 
+def preset_table(prior: str) -> dict:
+    """The presets that ``invdiff solve`` runs with ``prior``: its ``by_prior`` table over the general one."""
+    spec = json.loads(PRESETS.read_text())
+    return {**spec["presets"], **spec.get("by_prior", {}).get(prior, {}).get("presets", {})}
+
+
+def check(args) -> None:
+    """Each tuned task's preset (of ``--presets-of``, default the prior's own) run with ``--prior`` and, with
+    ``--against``, with that prior too, on the same tuning photos, degradations and streams as the grid (the first
+    ``--photos``): the mean PSNR of each and their paired difference per photo. The rows go to
+    ``benchmarks/tuning/check-<prior>.json``. This is the check a new leg of a prior needs before it serves solve's
+    presets, without re-tuning them."""
+    torch.set_num_threads(args.threads)
+    table = preset_table(args.presets_of or args.prior)
+    x = _photos(args.photos)
+    priors = [args.prior] + ([args.against] if args.against else [])
+    rows = []
+    for case in _selected(args):
+        p = table.get(case.preset_of or case.key)
+        if p is None:
+            continue
+        p = {**p, **p.get("variants", {}).get(case.variant, {})}
+        hp = dict(p["hyper_parameters"])
+        start = hp.pop("start", 1.0)
+        hp.pop("init", None)
+        op, y = _problem(case, x, args.seed)
+        row = {"case": case.key, "method": p["method"], "steps": p["steps"], "start": start, "hp": hp}
+        for prior in priors:
+            _run_config.prior = prior
+            r = _run_config(replace(case, method=p["method"]), x, op, y, p["steps"], start, args.seed, hp or None)
+            row[prior] = {"psnr": r["psnr"], "mean": round(_mean(r), 3), "seconds": r["seconds"]}
+        rows.append(row)
+        print(_check_line(row, priors), flush=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    out = {"prior": args.prior, "against": args.against, "presets_of": args.presets_of or args.prior,
+           "photos": args.photos, "seed": args.seed, "rows": rows}
+    (OUT / f"check-{args.prior}.json").write_text(json.dumps(out, indent=1) + "\n")
+
+
+def _check_line(row: dict, priors: list[str]) -> str:
+    import statistics
+
+    line = f"{row['case']}: {row['method']} {row['steps']} from {row['start']}, " + ", ".join(
+        f"{p} {row[p]['mean']:.3f}" for p in priors)
+    if len(priors) == 2:
+        d = [a - b for a, b in zip(row[priors[0]]["psnr"], row[priors[1]]["psnr"])]
+        se = statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else float("nan")
+        line += f"; difference {statistics.mean(d):+.3f} +- {se:.3f}"
+    return line
+
+
 def run_parser(sub) -> argparse.ArgumentParser:
     """The ``run`` subcommand with its ``--tasks`` and ``--threads`` options (shared with nfe_curves.py)."""
     r = sub.add_parser("run")
@@ -424,8 +476,16 @@ def main() -> None:
         p.add_argument("--prior", default="natural64")
     c = sub.add_parser("compare")
     c.add_argument("runs", nargs="+", help="output folders of `invdiff bench natural-defaults...` runs")
+    k = sub.add_parser("check")
+    k.add_argument("--prior", required=True)
+    k.add_argument("--presets-of", default=None, help="whose presets to run (default: the prior's own)")
+    k.add_argument("--against", default=None, help="a second prior run at the same presets, for paired differences")
+    k.add_argument("--tasks", default=None, help=f"comma-separated, of: {', '.join(c.key for c in CASES)}")
+    k.add_argument("--photos", type=int, default=3)
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    {"run": run, "choose": choose, "suite": suite, "compare": compare}[args.cmd](args)
+    {"run": run, "choose": choose, "suite": suite, "compare": compare, "check": check}[args.cmd](args)
 
 
 if __name__ == "__main__":

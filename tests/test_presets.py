@@ -361,3 +361,42 @@ def test_the_box_start_probe_writes_its_best_start_as_the_holes_variant_and_a_re
     assert json.loads(path.read_text())["by_prior"]["q"]["presets"]["inpaint"]["variants"]["holes"] == holes
     with pytest.raises(SystemExit, match="no rows"):
         box.best(res, "s")
+
+
+def test_the_preset_check_runs_each_tuned_preset_with_both_priors_and_pairs_them(tune, tmp_path, monkeypatch):
+    """benchmarks/tune.py check: each case's preset (the holes variant for the box case, the base preset for the
+    random mask) is run with the prior and the one it is checked against, with the preset's method, steps, start
+    and hyper-parameters and without the init (the case's own); the rows hold each prior's PSNR and the printed
+    line the paired difference with its standard error."""
+    import argparse
+    import statistics
+
+    path = tmp_path / "presets.json"
+    inpaint = {"method": "ddrm", "steps": 20, "hyper_parameters": {"start": 0.15, "init": "biharmonic", "eta": 1.0},
+               "variants": {"holes": {"steps": 20, "hyper_parameters": {"start": 0.7, "init": "biharmonic", "eta": 1.0}}}}
+    sr = {"method": "ddnm", "steps": 30, "hyper_parameters": {"start": 0.2, "init": "bicubic"}}
+    path.write_text(json.dumps({"prior": "p", "presets": {"sr": sr}, "by_prior": {"q": {"presets": {"inpaint": inpaint}}}}))
+    monkeypatch.setattr(tune, "PRESETS", path)
+    monkeypatch.setattr(tune, "OUT", tmp_path)
+    monkeypatch.setattr(tune, "_photos", lambda n: torch.zeros(n, 3, 8, 8))
+    monkeypatch.setattr(tune, "_problem", lambda case, x, seed: (case.key, seed))
+    calls = []
+    scores = {"q": [20.0, 21.0, 23.0], "r": [19.0, 21.5, 22.0]}
+
+    def fake(case, x, op, y, steps, start, seed, extra=None):
+        calls.append((tune._run_config.prior, case.key, case.method, steps, start, extra, op))
+        return {"psnr": scores[tune._run_config.prior], "seconds": 0.0}
+
+    monkeypatch.setattr(tune, "_run_config", fake)
+    args = argparse.Namespace(prior="q", against="r", presets_of=None, tasks="sr,inpaint-box,inpaint-random,denoise",
+                              photos=3, seed=4, threads=1)
+    tune.check(args)
+    assert calls == [(p, "sr", "ddnm", 30, 0.2, None, "sr") for p in "qr"] + [
+        (p, "inpaint-box", "ddrm", 20, 0.7, {"eta": 1.0}, "inpaint-box") for p in "qr"] + [
+        (p, "inpaint-random", "ddrm", 20, 0.15, {"eta": 1.0}, "inpaint-random") for p in "qr"]  # denoise: no preset
+    out = json.loads((tmp_path / "check-q.json").read_text())
+    assert [r["case"] for r in out["rows"]] == ["sr", "inpaint-box", "inpaint-random"]
+    assert out["rows"][0]["q"]["mean"] == round(64 / 3, 3) and out["rows"][0]["r"]["psnr"] == scores["r"]
+    d = [a - b for a, b in zip(scores["q"], scores["r"])]
+    line = tune._check_line(out["rows"][0], ["q", "r"])
+    assert f"{statistics.mean(d):+.3f} +- {statistics.stdev(d) / 3 ** 0.5:.3f}" in line
