@@ -400,3 +400,27 @@ def test_the_preset_check_runs_each_tuned_preset_with_both_priors_and_pairs_them
     d = [a - b for a, b in zip(scores["q"], scores["r"])]
     line = tune._check_line(out["rows"][0], ["q", "r"])
     assert f"{statistics.mean(d):+.3f} +- {statistics.stdev(d) / 3 ** 0.5:.3f}" in line
+
+
+def test_the_box_start_probe_averages_each_photo_over_its_draws_and_compares_like_with_like():
+    """benchmarks/box_starts.py --draws: a configuration's PSNR per photo is the mean of its draws (seeds), and only
+    the configurations with the most draws compete, so one lucky draw of a configuration run once cannot win."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("box_starts", Path(__file__).resolve().parents[1] / "benchmarks" / "box_starts.py")
+    box = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(box)
+    rows = [{"prior": "q", "steps": 20, "start": 0.7, "seed": 0, "psnr": [20.0, 18.0]},
+            {"prior": "q", "steps": 20, "start": 0.7, "seed": 1, "psnr": [21.0, 19.0]},
+            {"prior": "q", "steps": 20, "start": 1.0, "psnr": [25.0, 17.0]},  # an older row: seed 0
+            {"prior": "q", "steps": 20, "start": 1.0, "seed": 1, "psnr": [19.0, 17.0]},
+            {"prior": "q", "steps": 20, "start": 0.5, "seed": 0, "psnr": [30.0, 30.0]}]  # one draw only
+    res = {"photos": 2, "rows": rows}
+    got = {r["start"]: r for r in box.configs_of(res, "q")}
+    assert got[0.7]["psnr"] == [20.5, 18.5] and got[0.7]["draws"] == 2
+    assert got[1.0]["psnr"] == [22.0, 17.0] and got[0.5]["draws"] == 1
+    b = box.best(res, "q")  # 0.7: 19.5, 1.0: 19.5 -> a tie, the earlier start; 0.5 ran once and does not compete
+    assert (b["start"], b["draws"]) == (0.7, 2)
+    rows[1]["psnr"] = [20.0, 18.0]  # 0.7 now 19.0 < 1.0's 19.5
+    assert box.best(res, "q")["start"] == 1.0
