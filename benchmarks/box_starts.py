@@ -85,7 +85,7 @@ def write_preset(res: dict, prior: str) -> dict:
         "steps": b["steps"], "hyper_parameters": {"start": b["start"], "init": "biharmonic", "eta": 1.0},
         "tuning_psnr": round(tune._mean(b), 3),
         "chosen_by": f"{CHOSEN_BY}: DDRM with eta 1 from the biharmonic fill on the tuning split's {res['photos']} photos "
-                     f"(box, sigma 0.05, seed 0), mean PSNR: {tried} (benchmarks/tuning/box_starts.json)"}
+                     f"(box, sigma 0.05, the degradations of seed 0, a draw per seed 0..D-1), mean PSNR: {tried} (benchmarks/tuning/box_starts.json)"}
     tune.PRESETS.write_text(json.dumps(spec, indent=1) + "\n")
     return b
 
