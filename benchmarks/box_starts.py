@@ -12,8 +12,9 @@ and ``tune._run_config``, seed 0), and writes the PSNR per photo.
 
 ``--draws D`` runs each configuration with the sampling streams of seeds 0..D-1 (the degradations stay seed 0's); a
 photo's PSNR is then the mean of its draws. ``--write-preset P`` writes the best configuration of prior P (the mean
-PSNR over the photos, among the configurations with the most draws; within ``tune.TIE_DB`` the earlier start) as the holes variant of P's inpainting preset in
-``invdiff/data/solve_presets.json``, marked ``chosen_by`` this script so ``tune.py choose`` keeps it.
+PSNR over the photos, among the configurations with the most draws; within ``tune.TIE_DB`` the earlier start) as
+the holes variant of P's inpainting preset in ``invdiff/data/solve_presets.json``, marked ``chosen_by`` this script
+so ``tune.py choose`` keeps it.
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ def write_preset(res: dict, prior: str) -> dict:
     b = best(res, prior)
     spec = json.loads(tune.PRESETS.read_text())
     table = spec["presets"] if spec.get("prior") == prior else spec["by_prior"][prior]["presets"]
-    tried = ", ".join(f"{r['steps']} steps from {r['start']} {tune._mean(r):.2f}" + (f" ({r['draws']} draws)" if r["draws"] > 1 else "")
-                      for r in configs_of(res, prior))
+    tried = ", ".join(f"{r['steps']} steps from {r['start']} {tune._mean(r):.2f}"
+                      + (f" ({r['draws']} draws)" if r["draws"] > 1 else "") for r in configs_of(res, prior))
     table["inpaint"].setdefault("variants", {})["holes"] = {
         "steps": b["steps"], "hyper_parameters": {"start": b["start"], "init": "biharmonic", "eta": 1.0},
         "tuning_psnr": round(tune._mean(b), 3),

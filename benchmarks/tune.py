@@ -337,10 +337,9 @@ def suite(args) -> None:
     base = json.loads((SUITE.parent / "natural.json").read_text())
     tasks = []
     for c in CASES:
-        p = table.get(c.preset_of or c.key)
+        p = case_preset(table, c)
         if p is None:
             continue
-        p = {**p, **p.get("variants", {}).get(c.variant, {})}
         t = {"task": c.task, "methods": [p["method"]], "baselines": list(c.baselines),
              "steps": {p["method"]: p["steps"]}, "hyper_parameters": {p["method"]: p["hyper_parameters"]}}
         if c.options:
@@ -406,6 +405,12 @@ def preset_table(prior: str) -> dict:
     return {**spec["presets"], **spec.get("by_prior", {}).get(prior, {}).get("presets", {})}
 
 
+def case_preset(table: dict, case: Case) -> dict | None:
+    """A case's preset in a preset table: its task's, with the case's variant (e.g. holes for the box) over it."""
+    p = table.get(case.preset_of or case.key)
+    return None if p is None else {**p, **p.get("variants", {}).get(case.variant, {})}
+
+
 def check(args) -> None:
     """Each tuned task's preset (of ``--presets-of``, default the prior's own) run with ``--prior`` and, with
     ``--against``, with that prior too, on the same tuning photos, degradations and streams as the grid (the first
@@ -418,10 +423,9 @@ def check(args) -> None:
     priors = [args.prior] + ([args.against] if args.against else [])
     rows = []
     for case in _selected(args):
-        p = table.get(case.preset_of or case.key)
+        p = case_preset(table, case)
         if p is None:
             continue
-        p = {**p, **p.get("variants", {}).get(case.variant, {})}
         hp = dict(p["hyper_parameters"])
         start = hp.pop("start", 1.0)
         hp.pop("init", None)
