@@ -13,6 +13,14 @@ with that run's rows (the same refined kernels, streams and photos).
     python benchmarks/blind_spread.py rule --spread benchmarks/blind/crop_spread.json \\
         --base benchmarks/blind/blind_motion_shift.json --final benchmarks/blind/final_tau_0.05.json \
         benchmarks/blind/final_tau_0.08.json
+
+``switch`` scores a choice between the two kernels of a ``blind_select.py`` record by the spread alone: Fast
+Diffusion EM's kernel where the first estimate's spread is above ``--threshold`` (the estimate is unreliable there,
+and the EM refines the kernel it starts from), solve's EM's kernel elsewhere. The spread of each case is taken from
+``--spread`` where it holds the case, else computed (as ``spread`` does) and added to ``--out``.
+
+    python benchmarks/blind_spread.py switch --select benchmarks/blind/select_tuning.json --split tuning \\
+        --spread benchmarks/blind/crop_spread.json --out benchmarks/blind/crop_spread_select.json
 """
 
 from __future__ import annotations
@@ -26,10 +34,9 @@ import torch
 
 
 def spread(out: Path) -> None:
-    from blind_motion import _photos, blurred
+    from blind_motion import _photos
     from scipy.stats import spearmanr
 
-    from invdiff.blind import crop_spread, estimate_motion_kernel, kernel_error
     from invdiff.kernel_prior import from_spec
 
     kp = from_spec({"sigma": 0.02, "weight": 20})  # solve's kernel prior, as blind_em_tuning.py loads it
@@ -38,12 +45,7 @@ def spread(out: Path) -> None:
     photos = {split: _photos(split, 6) for split in ("tuning", "suite")}
     rows = []
     for split, i, j, s in cases:
-        xs, names = photos[split]
-        _, y, k_true = blurred(xs[i: i + 1], i, j, s)
-        k = estimate_motion_kernel(y, None, s, kernel_prior=kp).kernel
-        rows.append({"split": split, "photo": i, "name": names[i], "kernel": j, "noise_sigma": s,
-                     "crop_spread": round(crop_spread(y, k, s, kernel_prior=kp), 4),
-                     "kernel_error_classical": round(kernel_error(k, k_true), 4)})
+        rows.append(_spread_row(split, i, j, s, *photos[split], kp))
         print(json.dumps(rows[-1]), flush=True)
         out.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
     corr = {sp: round(float(spearmanr([r["crop_spread"] for r in rows if r["split"] == sp],
@@ -74,6 +76,52 @@ def rule(spread_path: Path, base_path: Path, finals: list[Path], threshold: floa
                       f"(better {sum(x > 0.005 for x in d)}, worse {sum(x < -0.005 for x in d)} of {len(d)})")
 
 
+def _spread_row(split: str, i: int, j: int, s: float, xs, names, kp) -> dict:
+    from blind_motion import blurred
+
+    from invdiff.blind import crop_spread, estimate_motion_kernel, kernel_error
+
+    _, y, k_true = blurred(xs[i: i + 1], i, j, s)
+    k = estimate_motion_kernel(y, None, s, kernel_prior=kp).kernel
+    return {"split": split, "photo": i, "name": names[i], "kernel": j, "noise_sigma": s,
+            "crop_spread": round(crop_spread(y, k, s, kernel_prior=kp), 4),
+            "kernel_error_classical": round(kernel_error(k, k_true), 4)}
+
+
+def switch(select: Path, split: str, known: list[Path], out: Path, threshold: float) -> None:
+    from blind_motion import _photos
+
+    from invdiff.kernel_prior import from_spec
+
+    rows = json.loads(select.read_text())["rows"]
+    have = {}
+    for f in [*known, out]:
+        if f.exists():
+            have.update({(r["split"], r["photo"], r["kernel"], r["noise_sigma"]): r
+                         for r in json.loads(f.read_text())["rows"]})
+    added = [r for r in json.loads(out.read_text())["rows"]] if out.exists() else []
+    missing = [r for r in rows if (split, r["photo"], r["kernel"], r["noise_sigma"]) not in have]
+    if missing:
+        kp = from_spec({"sigma": 0.02, "weight": 20})
+        xs, names = _photos(split, 1 + max(r["photo"] for r in rows))
+        for r in missing:
+            added.append(_spread_row(split, r["photo"], r["kernel"], r["noise_sigma"], xs, names, kp))
+            have[(split, r["photo"], r["kernel"], r["noise_sigma"])] = added[-1]
+            print(json.dumps(added[-1]), flush=True)
+            out.write_text(json.dumps({"rows": added}, indent=1) + "\n")
+    d, right, switched = [], 0, 0
+    for r in rows:
+        c = r["candidates"]
+        use = "fastem" if have[(split, r["photo"], r["kernel"], r["noise_sigma"])]["crop_spread"] > threshold else "em"
+        switched += use == "fastem"
+        right += use == r["oracle"]
+        d.append(c[use]["psnr"] - c["em"]["psnr"])
+    se = statistics.stdev(d) / len(d) ** 0.5
+    print(f"{select.name}: Fast Diffusion EM where the spread > {threshold}: switched {switched} of {len(d)}, "
+          f"{statistics.mean(d):+.3f} ± {se:.3f} dB over solve's EM (better {sum(x > 0.005 for x in d)}, "
+          f"worse {sum(x < -0.005 for x in d)}), the better kernel in {right}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -84,10 +132,18 @@ def main() -> None:
     b.add_argument("--base", type=Path, required=True)
     b.add_argument("--final", type=Path, nargs="+", required=True)
     b.add_argument("--threshold", type=float, default=0.5)
+    c = sub.add_parser("switch")
+    c.add_argument("--select", type=Path, required=True)
+    c.add_argument("--split", choices=("tuning", "suite"), required=True)
+    c.add_argument("--spread", type=Path, nargs="*", default=[])
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--threshold", type=float, default=0.5)
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.cmd == "spread":
         spread(args.out)
+    elif args.cmd == "switch":
+        switch(args.select, args.split, args.spread, args.out, args.threshold)
     else:
         rule(args.spread, args.base, args.final, args.threshold)
 
