@@ -33,7 +33,8 @@ Condition = Callable[[Tensor, torch.Generator], Tensor]  # (clean batch, generat
 @dataclass(frozen=True)
 class TrainConfig:
     name: str
-    data: str  # "fmnist", "natural", "natural-no-webp" (the listed photos not from WebPs), or "folder:PATH"
+    data: str  # "fmnist", "natural", "natural-no-webp" (the listed photos not from WebPs), "natural-webp-half" (those
+    # and the WebP ones at half their size), or "folder:PATH"
     unet: UNetConfig = field(default_factory=UNetConfig)
     schedule: dict = field(default_factory=lambda: {"kind": "linear", "num_timesteps": 1000})
     patch: int = 64  # natural/folder patch size
@@ -108,11 +109,15 @@ def make_batches(cfg: TrainConfig, device: str | torch.device | None = None) -> 
             return (b, torch.as_tensor(labels[idx], dtype=torch.long)) if labelled else b
 
         return fmnist
-    if cfg.data in ("natural", "natural-no-webp") or cfg.data.startswith("folder:"):
+    if cfg.data in ("natural", "natural-no-webp", "natural-webp-half") or cfg.data.startswith("folder:"):
         if cfg.data == "natural":
             photos = D.natural_photos(listed=True)
         elif cfg.data == "natural-no-webp":  # the listed photos without those that exist only as lossy WebPs
             photos = D.natural_photos(names=D.natural_names(skip_format="webp"))
+        elif cfg.data == "natural-webp-half":  # the same, and the WebP ones at half size (their artefacts shrink)
+            kept = D.natural_names(skip_format="webp")
+            photos = D.natural_photos(names=kept) + [D.downscale_uint8(p, 2) for p in D.natural_photos(
+                names=sorted(set(D.natural_names()) - set(kept)))]
         else:
             from .io import read_image
 
@@ -120,7 +125,8 @@ def make_batches(cfg: TrainConfig, device: str | torch.device | None = None) -> 
         sampler = D.PatchSampler(photos, patch=cfg.patch, max_scale=cfg.max_scale, colour_jitter=cfg.colour_jitter,
                                  colour_pick=cfg.colour_pick, device=device)
         return sampler.sample
-    raise ValueError(f"unknown training data {cfg.data!r} (fmnist, natural, natural-no-webp, folder:PATH)")
+    raise ValueError(f"unknown training data {cfg.data!r} (fmnist, natural, natural-no-webp, natural-webp-half, "
+                     "folder:PATH)")
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:

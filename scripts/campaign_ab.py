@@ -66,6 +66,10 @@ ARMS: dict[str, dict] = {
     # the listed photos without the 140 that exist only as lossy WebPs (gcompris-qt-data, ~1024 px): whether their
     # compression, which smooths fine texture, is what lowered random inpainting after leg 56 (benchmarks/RESULTS.md)
     "no-webp": {"data": "natural-no-webp"},
+    # the 66 photos and the 140 WebP ones at half the training copy's size (short side 192 instead of 384, about a
+    # fifth of their source's), where their compression artefacts are below a pixel: more photos again, for the
+    # validation loss that rose over legs 58-63 on the 66 alone (benchmarks/RESULTS.md, "The suite bar's trend")
+    "webp-half": {"data": "natural-webp-half"},
 }
 
 

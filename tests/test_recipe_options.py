@@ -188,3 +188,34 @@ def test_the_no_webp_data_leaves_out_exactly_the_photos_whose_source_is_a_webp(m
     assert D.natural_names() == ["a", "b", "c", "d"]
     assert D.natural_names(skip_format="webp") == ["b", "d"]
     assert D.natural_names(skip_format="JPG") == ["a", "c", "d"]
+
+
+def test_the_webp_half_data_keeps_the_other_photos_whole_and_halves_the_webp_ones(monkeypatch):
+    """`natural-webp-half`: the photos whose source is not a WebP as they are, then the WebP ones at half size
+    (each side halved; a flat photo stays flat; a smooth ramp keeps its values at the coarser grid's centres)."""
+    from dataclasses import replace
+
+    import invdiff.data as D
+    from invdiff.recipes import RECIPES
+    from invdiff.train import make_batches
+
+    fake = [{"name": "a", "path": "/x/a.webp"}, {"name": "b", "path": "/x/b.JPG"},
+            {"name": "c", "path": "/x/c.rcc", "member": "r/c.webp"}]
+    ramp = torch.arange(256, dtype=torch.float32).div(2).expand(3, 64, 256).round().to(torch.uint8)
+    images = {"a": torch.full((3, 300, 260), 77, dtype=torch.uint8), "b": torch.zeros(3, 130, 140, dtype=torch.uint8),
+              "c": ramp.transpose(1, 2).contiguous()}
+    seen = []
+    monkeypatch.setattr(D, "natural_sources", lambda: fake)
+    monkeypatch.setattr(D, "natural_photos", lambda names: seen.append(list(names)) or [images[n] for n in names])
+    made = []
+    monkeypatch.setattr(D, "PatchSampler", lambda photos, **kw: made.append(photos) or type("S", (), {"sample": 0}))
+    make_batches(replace(RECIPES["natural"], data="natural-webp-half"))
+    assert seen == [["b"], ["a", "c"]]
+    b, a, c = made[0]
+    assert torch.equal(b, images["b"])
+    assert a.shape == (3, 150, 130) and a.dtype == torch.uint8 and bool((a == 77).all())
+    assert c.shape == (3, 128, 32)
+    # away from the border, pixel i of the half-size ramp sits at 2i + 0.5 of the original: value (2i + 0.5)/2
+    centre = c[0, 8:-8, 10].float()
+    expected = (2 * torch.arange(8, 120).float() + 0.5) / 2
+    assert (centre - expected).abs().max() <= 1.0  # the original's rounding (0.5) and this one's (0.5)

@@ -186,6 +186,15 @@ def natural_photos(root: str | Path = "data/natural", *, listed: bool = False,
     return [torch.from_numpy(np.asarray(Image.open(f).convert("RGB")).copy()).permute(2, 0, 1).contiguous() for f in files]
 
 
+def downscale_uint8(image: Tensor, factor: int) -> Tensor:
+    """A uint8 (C, H, W) photo shrunk by a whole ``factor`` (antialiased bicubic, as the patches are resized;
+    kornia's ``rescale``), rounded back to uint8."""
+    from kornia.geometry.transform import rescale
+
+    x = rescale(image[None].float(), 1 / factor, interpolation="bicubic", antialias=True)[0]
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
 def natural_sources() -> list[dict]:
     """The exact list of training photographs and the Debian packages they come from."""
     return json.loads(NATURAL_SOURCES.read_text())["files"]
