@@ -93,26 +93,26 @@ def switch(select: Path, split: str, known: list[Path], out: Path, threshold: fl
 
     from invdiff.kernel_prior import from_spec
 
+    def key(r: dict, sp: str | None = None) -> tuple:
+        return sp or r["split"], r["photo"], r["kernel"], r["noise_sigma"]
+
     rows = json.loads(select.read_text())["rows"]
-    have = {}
-    for f in [*known, out]:
-        if f.exists():
-            have.update({(r["split"], r["photo"], r["kernel"], r["noise_sigma"]): r
-                         for r in json.loads(f.read_text())["rows"]})
-    added = [r for r in json.loads(out.read_text())["rows"]] if out.exists() else []
-    missing = [r for r in rows if (split, r["photo"], r["kernel"], r["noise_sigma"]) not in have]
+    added = json.loads(out.read_text())["rows"] if out.exists() else []
+    have = {key(r): r for f in known if f.exists() for r in json.loads(f.read_text())["rows"]}
+    have.update({key(r): r for r in added})
+    missing = [r for r in rows if key(r, split) not in have]
     if missing:
         kp = from_spec({"sigma": 0.02, "weight": 20})
         xs, names = _photos(split, 1 + max(r["photo"] for r in rows))
         for r in missing:
             added.append(_spread_row(split, r["photo"], r["kernel"], r["noise_sigma"], xs, names, kp))
-            have[(split, r["photo"], r["kernel"], r["noise_sigma"])] = added[-1]
+            have[key(r, split)] = added[-1]
             print(json.dumps(added[-1]), flush=True)
             out.write_text(json.dumps({"rows": added}, indent=1) + "\n")
     d, right, switched = [], 0, 0
     for r in rows:
         c = r["candidates"]
-        use = "fastem" if have[(split, r["photo"], r["kernel"], r["noise_sigma"])]["crop_spread"] > threshold else "em"
+        use = "fastem" if have[key(r, split)]["crop_spread"] > threshold else "em"
         switched += use == "fastem"
         right += use == r["oracle"]
         d.append(c[use]["psnr"] - c["em"]["psnr"])
